@@ -1,0 +1,13 @@
+"""Error kinds every part of axsa raises, mapped to CLI exit codes.
+
+`InputError` (exit 2) is the user's fault and its message names the bad value;
+`ToolError` (exit 1) is a failure of an external tool or of axsa itself.
+"""
+
+
+class InputError(ValueError):
+    """Bad input: a spec, a file, an option value. The message names the bad part."""
+
+
+class ToolError(RuntimeError):
+    """An external tool (Yosys, nextpnr, g++) or an internal step failed."""

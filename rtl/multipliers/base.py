@@ -1,0 +1,343 @@
+"""Spec strings, operand formats and the `Multiplier` base class every family derives from.
+
+A multiplier has three faces, kept side by side in its family's file:
+
+- `model(a, b, mode)`: a vectorised numpy model over operand *values*;
+- `rtl(m, a, b, mode)`: the Amaranth logic, wrapped by `MultiplierComponent`;
+- the product table read off the synthesized netlist (`axsa.synth.netlist`), which must
+  equal `model_table()` for every operand pair.
+
+Spec grammar: ``family(param=value, ...)@FORMAT`` with FORMAT ``s8``, ``u4`` or ``s8x4``
+(first operand 8-bit, second 4-bit). Parentheses may be left out without parameters.
+A value is an integer, or for list parameters integers joined by ``/`` (``k=0/4/8``).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+from amaranth.hdl import Module, Shape, Value, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from axsa.errors import InputError
+
+MIN_WIDTH = 2
+MAX_WIDTH = 8  # exhaustive tables: 2^(wa+wb) entries, 65,536 at 8x8
+
+
+class SpecError(InputError):
+    """A malformed or invalid multiplier spec string."""
+
+
+@dataclass(frozen=True)
+class Format:
+    """Operand format: widths of operands `a` and `b`, and signedness of both."""
+
+    signed: bool
+    a_width: int
+    b_width: int
+
+    def __post_init__(self):
+        for name, w in (("a", self.a_width), ("b", self.b_width)):
+            if not MIN_WIDTH <= w <= MAX_WIDTH:
+                raise SpecError(f"operand width {w} (operand {name}) is out of range "
+                                f"{MIN_WIDTH}..{MAX_WIDTH}")
+
+    @classmethod
+    def parse(cls, text: str) -> Format:
+        match = re.fullmatch(r"([su])(\d+)(?:x(\d+))?", text.strip())
+        if not match:
+            raise SpecError(f"bad format {text!r}: expected s8, u4 or s8x4 "
+                            "(s/u for signed/unsigned, then the operand widths)")
+        wa = int(match[2])
+        wb = int(match[3]) if match[3] is not None else wa
+        return cls(match[1] == "s", wa, wb)
+
+    def __str__(self) -> str:
+        s = "s" if self.signed else "u"
+        return f"{s}{self.a_width}" if self.a_width == self.b_width else \
+            f"{s}{self.a_width}x{self.b_width}"
+
+    @property
+    def a_shape(self) -> Shape:
+        return signed(self.a_width) if self.signed else unsigned(self.a_width)
+
+    @property
+    def b_shape(self) -> Shape:
+        return signed(self.b_width) if self.signed else unsigned(self.b_width)
+
+    def a_values(self) -> np.ndarray:
+        """Operand values of `a` indexed by code (bit pattern read as unsigned)."""
+        return code_values(self.a_width, self.signed)
+
+    def b_values(self) -> np.ndarray:
+        return code_values(self.b_width, self.signed)
+
+    def a_range(self) -> tuple[int, int]:
+        return value_range(self.a_width, self.signed)
+
+    def b_range(self) -> tuple[int, int]:
+        return value_range(self.b_width, self.signed)
+
+
+def value_range(width: int, is_signed: bool) -> tuple[int, int]:
+    """Inclusive (min, max) of a `width`-bit operand."""
+    return (-(1 << (width - 1)), (1 << (width - 1)) - 1) if is_signed else (0, (1 << width) - 1)
+
+
+def code_values(width: int, is_signed: bool) -> np.ndarray:
+    """int64 array: the value of every code 0..2^width-1 (two's complement if signed)."""
+    codes = np.arange(1 << width, dtype=np.int64)
+    if is_signed:
+        codes = np.where(codes >= 1 << (width - 1), codes - (1 << width), codes)
+    return codes
+
+
+def to_codes(values: np.ndarray, width: int) -> np.ndarray:
+    """Operand values -> codes (bit patterns read as unsigned), int64."""
+    return np.asarray(values, dtype=np.int64) & ((1 << width) - 1)
+
+
+@dataclass(frozen=True)
+class Param:
+    """A family parameter: integer (or list of integers) in an inclusive range.
+
+    `lo` and `hi` are integers or callables of the `Format` (ranges often depend on width).
+    A parameter without a default is required.
+    """
+
+    name: str
+    lo: int | Callable[[Format], int]
+    hi: int | Callable[[Format], int]
+    default: Any = None
+    doc: str = ""
+    is_list: bool = False
+
+    def bounds(self, fmt: Format) -> tuple[int, int]:
+        lo = self.lo(fmt) if callable(self.lo) else self.lo
+        hi = self.hi(fmt) if callable(self.hi) else self.hi
+        return lo, hi
+
+    def describe(self) -> str:
+        def show(x):
+            return "f(width)" if callable(x) else str(x)
+        rng = f"{show(self.lo)}..{show(self.hi)}"
+        if self.is_list:
+            rng = f"list of {rng} joined by '/'"
+        d = "" if self.default is None else f", default {_fmt_value(self.default)}"
+        return f"{self.name} ({rng}{d}): {self.doc}"
+
+
+def _fmt_value(v) -> str:
+    return "/".join(str(x) for x in v) if isinstance(v, tuple) else str(v)
+
+
+class Multiplier:
+    """Base of every multiplier family: a combinational `a * b` circuit, exact or not.
+
+    Subclasses set `family`, `params`, `doc`, and implement `model` and `rtl`.
+    A multiplier with `modes > 1` has a runtime `mode` input; mode 0..modes-1.
+
+    Attributes
+    ----------
+    fmt : Format
+        Operand format.
+    values : dict
+        Parameter values, defaults filled in.
+    spec : str
+        Canonical spec string (parameters in declared order, defaults left out).
+    """
+
+    family: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    doc: ClassVar[str] = ""
+
+    def __init__(self, fmt: Format, **values):
+        self.fmt = fmt
+        self.values = self._check(fmt, values)
+        self.__dict__.update(self.values)
+        self.validate()
+
+    # -- parameters -------------------------------------------------------------------
+    @classmethod
+    def _check(cls, fmt: Format, values: dict) -> dict:
+        known = {p.name: p for p in cls.params}
+        for name in values:
+            if name not in known:
+                names = ", ".join(known) or "none"
+                raise SpecError(f"unknown parameter {name!r} for family {cls.family!r} "
+                                f"(parameters: {names})")
+        out = {}
+        for p in cls.params:
+            if p.name not in values:
+                if p.default is None:
+                    raise SpecError(f"family {cls.family!r} needs parameter {p.name!r}")
+                out[p.name] = p.default
+                continue
+            v = values[p.name]
+            items = v if isinstance(v, tuple) else (v,)
+            if isinstance(v, tuple) and not p.is_list:
+                raise SpecError(f"parameter {p.name}={_fmt_value(v)} of {cls.family} takes "
+                                "one integer, not a list")
+            lo, hi = p.bounds(fmt)
+            for x in items:
+                if not isinstance(x, (int, np.integer)) or not lo <= x <= hi:
+                    raise SpecError(f"parameter {p.name}={x} of {cls.family} is out of range "
+                                    f"{lo}..{hi} for format {fmt}")
+            out[p.name] = tuple(items) if p.is_list else v
+        return out
+
+    def validate(self) -> None:
+        """Hook for checks across parameters; raise SpecError naming the bad value."""
+
+    @property
+    def spec(self) -> str:
+        shown = [f"{p.name}={_fmt_value(self.values[p.name])}" for p in self.params
+                 if p.default is None or self.values[p.name] != p.default]
+        body = f"({','.join(shown)})" if shown else ""
+        return f"{self.family}{body}@{self.fmt}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec}>"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Multiplier) and other.spec == self.spec
+
+    def __hash__(self) -> int:
+        return hash(self.spec)
+
+    # -- shapes ----------------------------------------------------------------------
+    modes: int = 1
+
+    @property
+    def a_shape(self) -> Shape:
+        return self.fmt.a_shape
+
+    @property
+    def b_shape(self) -> Shape:
+        return self.fmt.b_shape
+
+    @functools.cached_property
+    def p_shape(self) -> Shape:
+        """Narrowest shape holding every product of every mode (read off the model)."""
+        lo = min(int(self.model_table(m).min()) for m in range(self.modes))
+        hi = max(int(self.model_table(m).max()) for m in range(self.modes))
+        return Shape.cast(range(lo, hi + 1)) if self.fmt.signed else unsigned(max(hi, 1).bit_length())
+
+    @property
+    def is_exact(self) -> bool:
+        """True when every mode equals a*b on every operand pair (checked on the model)."""
+        exact = exact_table(self.fmt)
+        return all(np.array_equal(self.model_table(m), exact) for m in range(self.modes))
+
+    # -- the numpy face --------------------------------------------------------------
+    def model(self, a: np.ndarray, b: np.ndarray, mode: int = 0) -> np.ndarray:
+        """Products of operand values `a` and `b` (broadcast), int64."""
+        raise NotImplementedError
+
+    def model_table(self, mode: int = 0) -> np.ndarray:
+        """Product table from the numpy model: lut[a_code, b_code], int64."""
+        return self._model_table(mode).copy()
+
+    @functools.cache
+    def _model_table(self, mode: int) -> np.ndarray:
+        self._check_mode(mode)
+        a = self.fmt.a_values()[:, None]
+        b = self.fmt.b_values()[None, :]
+        table = np.asarray(self.model(a, b, mode), dtype=np.int64)
+        table = np.broadcast_to(table, (a.size, b.size))
+        table.setflags(write=False)
+        return table
+
+    def _check_mode(self, mode: int) -> None:
+        if not isinstance(mode, (int, np.integer)) or not 0 <= mode < self.modes:
+            raise InputError(f"mode {mode} is out of range 0..{self.modes - 1} for {self.spec}")
+
+    # -- the Amaranth face ------------------------------------------------------------
+    def rtl(self, m: Module, a: Value, b: Value, mode: Value | None) -> Value:
+        """Add the logic to `m` and return the product expression (any width; it is
+        assigned to the `p` port, which is `p_shape`)."""
+        raise NotImplementedError
+
+    def elaboratable(self) -> MultiplierComponent:
+        """A fresh combinational component with ports `a`, `b`, `p` (and `mode`)."""
+        return MultiplierComponent(self)
+
+
+class MultiplierComponent(wiring.Component):
+    """Combinational multiplier: `p` = product of `a` and `b` under `mode`.
+
+    Latency: 0 cycles (purely combinational). Ports: ``a``, ``b`` in the operand format,
+    ``p`` of the multiplier's `p_shape`, and ``mode`` when the multiplier has modes.
+    """
+
+    def __init__(self, multiplier: Multiplier):
+        self.multiplier = multiplier
+        ports = {
+            "a": In(multiplier.a_shape),
+            "b": In(multiplier.b_shape),
+            "p": Out(multiplier.p_shape),
+        }
+        if multiplier.modes > 1:
+            ports["mode"] = In(range(multiplier.modes))
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        mode = self.mode if self.multiplier.modes > 1 else None
+        m.d.comb += self.p.eq(self.multiplier.rtl(m, self.a, self.b, mode))
+        return m
+
+
+@functools.cache
+def _exact_table(fmt: Format) -> np.ndarray:
+    t = fmt.a_values()[:, None] * fmt.b_values()[None, :]
+    t.setflags(write=False)
+    return t
+
+
+def exact_table(fmt: Format) -> np.ndarray:
+    """The exact product table a*b for `fmt`, indexed by codes (read-only int64)."""
+    return _exact_table(fmt)
+
+
+# -- spec parsing ------------------------------------------------------------------------
+
+_SPEC = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*")
+
+
+def split_spec(text: str) -> tuple[str, dict, Format]:
+    """Parse ``family(p=v,...)@FORMAT`` into (family, raw values, Format); syntax only."""
+    if not isinstance(text, str) or not text.strip():
+        raise SpecError("empty multiplier spec: expected FAMILY(PARAM=VALUE,...)@FORMAT, "
+                        "e.g. 'drum(k=4)@u8'")
+    if "@" not in text:
+        raise SpecError(f"missing format in spec {text!r}: add @FORMAT, e.g. '{text.strip()}@s8'")
+    head, _, fmt_text = text.rpartition("@")
+    match = _SPEC.fullmatch(head)
+    if not match:
+        raise SpecError(f"malformed spec {text!r}: expected FAMILY(PARAM=VALUE,...)@FORMAT")
+    family, body = match[1], match[2]
+    fmt = Format.parse(fmt_text)
+    values: dict[str, Any] = {}
+    if body is not None and body.strip():
+        for item in body.split(","):
+            name, eq, raw = item.partition("=")
+            name, raw = name.strip(), raw.strip()
+            if not eq or not re.fullmatch(r"[A-Za-z_]\w*", name):
+                raise SpecError(f"malformed parameter {item.strip()!r} in spec {text!r}: "
+                                "expected NAME=VALUE")
+            if name in values:
+                raise SpecError(f"parameter {name!r} given twice in spec {text!r}")
+            try:
+                parts = [int(x, 0) for x in raw.split("/")]
+            except ValueError:
+                raise SpecError(f"bad value {raw!r} for parameter {name!r} in spec {text!r}: "
+                                "expected an integer (or integers joined by '/')") from None
+            values[name] = tuple(parts) if "/" in raw else parts[0]
+    return family, values, fmt
