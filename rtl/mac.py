@@ -1,0 +1,160 @@
+"""The multiply-accumulate unit and the processing element (PE) of the systolic array.
+
+`Mac` is one multiplier of the library (any family, the mode-configurable one, imported
+Verilog) feeding an exact accumulator. `Pe` wraps a `Mac` with the registers of the
+output-stationary systolic flow: operands and control flags pass through it to its right
+and lower neighbours one cycle later, and the finished sum of a tile is parked in a
+result register so the accumulator can start the next tile at once.
+
+`acc_width_for` gives the accumulator width that holds every sum of up to `max_reduction`
+products of a multiplier, read off its product table (every mode), so no overflow can
+happen within that bound.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["Mac", "Pe", "acc_width_for", "product_range"]
+
+
+def product_range(multiplier) -> tuple[int, int]:
+    """Inclusive (min, max) over every product of every mode of `multiplier`."""
+    lo = min(int(multiplier.model_table(m).min()) for m in range(multiplier.modes))
+    hi = max(int(multiplier.model_table(m).max()) for m in range(multiplier.modes))
+    return lo, hi
+
+
+def acc_width_for(multiplier, max_reduction: int) -> int:
+    """Width of a signed accumulator holding any sum of 0..`max_reduction` products.
+
+    Parameters
+    ----------
+    multiplier : Multiplier
+        Its product range is read off `model_table()` over all modes, so approximate
+        multipliers whose products exceed the exact range are covered.
+    max_reduction : int
+        Largest number of products summed (the GEMM's K), at least 1.
+
+    Returns
+    -------
+    int
+        The narrowest two's-complement width holding every value in
+        ``[min(0, max_reduction * lo), max(0, max_reduction * hi)]``.
+    """
+    if not isinstance(max_reduction, int) or max_reduction < 1:
+        raise ValueError(f"max_reduction must be a positive integer, not {max_reduction!r}")
+    lo, hi = product_range(multiplier)
+    lo_sum, hi_sum = min(0, max_reduction * lo), max(0, max_reduction * hi)
+    # signed width: -2^(w-1) <= lo_sum and hi_sum <= 2^(w-1) - 1
+    return max((-lo_sum - 1).bit_length(), hi_sum.bit_length()) + 1
+
+
+def _check_acc_width(acc_width) -> None:
+    if not isinstance(acc_width, int) or not 2 <= acc_width <= 64:
+        raise ValueError(f"acc_width must be an integer 2..64, not {acc_width!r}")
+
+
+class Mac(wiring.Component):
+    """Multiply-accumulate with a pluggable multiplier.
+
+    ``acc <= (clr ? 0 : acc) + a*b`` on every clock edge where ``en`` is high (``en``
+    defaults to 1, so an unconnected `en` accumulates every cycle).
+
+    Latency: 1 cycle from `a`/`b` to `acc`. Throughput: one product per cycle.
+
+    Parameters
+    ----------
+    multiplier : Multiplier
+        From `axsa.rtl.multipliers.parse_spec`.
+    acc_width : int
+        Width of the signed accumulator; `acc_width_for` gives the width that cannot
+        overflow for a given reduction length.
+
+    Attributes
+    ----------
+    a, b : In(operand shapes of the multiplier)
+    clr : In(1)
+        Start a new sum with this product.
+    en : In(1, init=1)
+        Accumulate this cycle.
+    mode : In(range(modes))
+        Only when the multiplier has runtime modes (cfgtrunc).
+    acc : Out(signed(acc_width))
+    """
+
+    def __init__(self, multiplier, acc_width: int):
+        _check_acc_width(acc_width)
+        self._mul = multiplier
+        self.acc_width = acc_width
+        ports = {
+            "a": In(multiplier.a_shape), "b": In(multiplier.b_shape),
+            "clr": In(1), "en": In(1, init=1),
+            "acc": Out(signed(acc_width)),
+        }
+        if multiplier.modes > 1:
+            ports["mode"] = In(range(multiplier.modes))
+        super().__init__(ports)
+
+    @property
+    def multiplier(self):
+        return self._mul
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mul = mul = self._mul.elaboratable()
+        m.d.comb += [mul.a.eq(self.a), mul.b.eq(self.b)]
+        if self._mul.modes > 1:
+            m.d.comb += mul.mode.eq(self.mode)
+        with m.If(self.en):
+            m.d.sync += self.acc.eq(Mux(self.clr, 0, self.acc) + mul.p)
+        return m
+
+
+class Pe(wiring.Component):
+    """Processing element of the output-stationary array: a `Mac` plus forwarding registers.
+
+    Operand `a` and the flags (`valid`, `first`, `last`) travel left to right, operand `b`
+    top to bottom; each leaves one cycle after it entered (`*_out` are registers). On a
+    valid step the MAC accumulates, restarting its sum when `first` is set. One cycle
+    after the `last` step of a tile (when `last_out` is high) the finished sum is copied
+    to `result`, where it stays until the next tile's sum replaces it; meanwhile the
+    accumulator already works on the next tile, so tiles follow each other back to back.
+
+    Latency: `a_out`/`b_out`/flags 1 cycle; `result` holds the sum 2 cycles after the
+    `last` step entered.
+    """
+
+    def __init__(self, multiplier, acc_width: int):
+        _check_acc_width(acc_width)
+        self._mul = multiplier
+        self.acc_width = acc_width
+        ports = {
+            "a_in": In(multiplier.a_shape), "b_in": In(multiplier.b_shape),
+            "valid_in": In(1), "first_in": In(1), "last_in": In(1),
+            "a_out": Out(multiplier.a_shape), "b_out": Out(multiplier.b_shape),
+            "valid_out": Out(1), "first_out": Out(1), "last_out": Out(1),
+            "result": Out(signed(acc_width)),
+        }
+        if multiplier.modes > 1:
+            ports["mode"] = In(range(multiplier.modes))
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mac = mac = Mac(self._mul, self.acc_width)
+        m.d.comb += [mac.a.eq(self.a_in), mac.b.eq(self.b_in),
+                     mac.en.eq(self.valid_in), mac.clr.eq(self.first_in)]
+        if self._mul.modes > 1:
+            m.d.comb += mac.mode.eq(self.mode)
+        m.d.sync += [
+            self.a_out.eq(self.a_in), self.b_out.eq(self.b_in),
+            self.valid_out.eq(self.valid_in),
+            self.first_out.eq(self.first_in & self.valid_in),
+            self.last_out.eq(self.last_in & self.valid_in),
+        ]
+        with m.If(self.last_out):
+            m.d.sync += self.result.eq(mac.acc)
+        return m

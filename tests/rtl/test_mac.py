@@ -1,0 +1,121 @@
+"""The MAC unit and the PE: accumulator width bound, and cycle behaviour against numpy."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from axsa.rtl.mac import Mac, Pe, acc_width_for
+from axsa.rtl.multipliers import parse_spec
+
+
+@pytest.mark.parametrize("spec, k, width", [
+    # exact s8: products -16256..16384; 16384 needs 15 magnitude bits + sign
+    ("exact@s8", 1, 16),
+    # 4 * 16384 = 65536 -> 17 bits + sign; 4 * -16256 = -65024 fits in 18 too
+    ("exact@s8", 4, 18),
+    # u8: 255*255 = 65025, times 4 = 260100 < 2^18 -> 18 bits + sign
+    ("exact@u8", 4, 19),
+    # u2: max 9, times 1000 = 9000 < 2^14 -> 14 + 1
+    ("exact@u2", 1000, 15),
+    # s2: -2..1 squared: products -2..4; 3 * 4 = 12 -> 4 bits + sign
+    ("exact@s2", 3, 5),
+])
+def test_acc_width_for_exact(spec, k, width):
+    assert acc_width_for(parse_spec(spec), k) == width
+
+
+def test_acc_width_covers_every_mode():
+    # cfgtrunc's truncated modes never exceed the exact range, so the width is exact's
+    mult = parse_spec("cfgtrunc(k=0/4)@s8")
+    assert acc_width_for(mult, 100) == acc_width_for(parse_spec("exact@s8"), 100)
+
+
+def test_acc_width_rejects_bad_reduction():
+    with pytest.raises(ValueError, match="max_reduction"):
+        acc_width_for(parse_spec("exact@s8"), 0)
+
+
+def run_mac(mult, acc_width, a, b, clr, en, mode=0):
+    dut = Mac(mult, acc_width)
+    seen = []
+
+    async def bench(ctx):
+        if mult.modes > 1:
+            ctx.set(dut.mode, mode)
+        for i in range(len(a)):
+            ctx.set(dut.a, int(a[i]))
+            ctx.set(dut.b, int(b[i]))
+            ctx.set(dut.clr, int(clr[i]))
+            ctx.set(dut.en, int(en[i]))
+            await ctx.tick()
+            seen.append(ctx.get(dut.acc))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return np.array(seen)
+
+
+@pytest.mark.parametrize("spec, mode", [
+    ("exact@s8", 0), ("drum(k=3)@u8", 0), ("mitchell@s4", 0), ("cfgtrunc(k=0/6)@s8", 1),
+    ("trunc(k=3,comp=1)@u2", 0),
+])
+def test_mac_accumulates_the_model_products(spec, mode):
+    mult = parse_spec(spec)
+    rng = np.random.default_rng(1)
+    n = 60
+    lo, hi = mult.fmt.a_range()
+    a = rng.integers(lo, hi + 1, n)
+    lo, hi = mult.fmt.b_range()
+    b = rng.integers(lo, hi + 1, n)
+    clr = rng.random(n) < 0.2
+    en = rng.random(n) < 0.8
+    # independent reference: walk the sequence in plain Python
+    expect, acc = [], 0
+    for i in range(n):
+        if en[i]:
+            acc = (0 if clr[i] else acc) + int(mult.model(a[i], b[i], mode))
+        expect.append(acc)
+    width = acc_width_for(mult, n)
+    got = run_mac(mult, width, a, b, clr, en, mode)
+    assert got.tolist() == expect
+
+
+def test_mac_extreme_operands_do_not_overflow():
+    # 20 products of (-128)*(-128) = 327,680: needs exactly acc_width_for's width
+    mult = parse_spec("exact@s8")
+    n = 20
+    got = run_mac(mult, acc_width_for(mult, n), [-128] * n, [-128] * n, [1] + [0] * (n - 1),
+                  [1] * n)
+    assert got[-1] == 20 * 16384
+
+
+def test_pe_forwards_and_parks_the_result():
+    mult = parse_spec("exact@s4")
+    dut = Pe(mult, 12)
+    # one tile of 3 steps then a second tile of 2, back to back
+    steps = [(1, 2, 1, 0), (3, -4, 0, 0), (-8, -8, 0, 1), (7, 7, 1, 0), (2, 5, 0, 1)]
+    trace = []
+
+    async def bench(ctx):
+        for a, b, first, last in steps + [(0, 0, 0, 0)] * 3:
+            valid = int((a, b) != (0, 0))
+            ctx.set(dut.a_in, a)
+            ctx.set(dut.b_in, b)
+            ctx.set(dut.valid_in, valid)
+            ctx.set(dut.first_in, first)
+            ctx.set(dut.last_in, last)
+            await ctx.tick()
+            trace.append((ctx.get(dut.a_out), ctx.get(dut.b_out), ctx.get(dut.last_out),
+                          ctx.get(dut.result)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert [t[:2] for t in trace[:5]] == [(a, b) for a, b, _, _ in steps]
+    assert [t[2] for t in trace[:5]] == [0, 0, 1, 0, 1]
+    # tile 1: 2 - 12 + 64 = 54, visible 2 cycles after its last step (index 2 -> 3)
+    assert trace[3][3] == 54
+    # tile 2: 49 + 10 = 59, while tile 1's result stayed until then
+    assert trace[4][3] == 54 and trace[5][3] == 59
