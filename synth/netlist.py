@@ -166,7 +166,7 @@ class GateNetlist:
         for c in order:
             groups.setdefault((level[c.output], c.type), []).append(c)
         levels = []
-        for (lvl, kind), group in sorted(groups.items()):
+        for (_level, kind), group in sorted(groups.items()):
             pins = GATES[kind][0]
             ins = [np.array([c.inputs[p] for c in group]) for p in pins]
             levels.append((kind, ins, np.array([c.output for c in group])))
@@ -300,7 +300,12 @@ def synthesize_gates(top: str, rtlil: str | None = None, verilog: list | tuple =
 
     with tempfile.TemporaryDirectory(prefix="axsa-yosys-") as tmp:
         tmp = Path(tmp)
-        names = {f"src{i}": str(v.resolve()) for i, v in enumerate(sources)}
+        # YoWASP runs in a WASI sandbox that sees only its working directory.
+        names = {}
+        for i, v in enumerate(sources):
+            local = v.name if v.name not in names.values() else f"{i}_{v.name}"
+            (tmp / local).write_bytes(v.read_bytes())
+            names[f"src{i}"] = local
         if rtlil is not None:
             (tmp / "design.il").write_text(rtlil)
         names |= {"design": "design.il", "stat": "stat.json", "netlist": "netlist.json"}
@@ -309,9 +314,9 @@ def synthesize_gates(top: str, rtlil: str | None = None, verilog: list | tuple =
                               cwd=tmp, capture_output=True, text=True)
         if proc.returncode != 0 or not (tmp / "netlist.json").exists():
             log = (tmp / "log.txt").read_text() if (tmp / "log.txt").exists() else ""
-            errors = [ln for ln in (log + proc.stderr).splitlines() if "ERROR" in ln
-                      or "error" in ln.lower()]
-            raise YosysError(top, errors or (log + proc.stderr).strip().splitlines()[-10:])
+            lines = (log + "\n" + proc.stderr).strip().splitlines()
+            errors = list(dict.fromkeys(ln for ln in lines if "error" in ln.lower()))
+            raise YosysError(top, errors or lines[-10:])
         data = json.loads((tmp / "netlist.json").read_text())
         stat = json.loads((tmp / "stat.json").read_text())
     stat_top = stat.get("modules", {}).get(f"\\{top}", stat.get("modules", {}).get(top, {}))

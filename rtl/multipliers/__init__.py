@@ -12,8 +12,20 @@ import functools
 
 from . import imported
 from .bam import Bam
-from .base import (MAX_WIDTH, MIN_WIDTH, Format, Multiplier, MultiplierComponent, Param,
-                   SpecError, code_values, exact_table, split_spec, to_codes, value_range)
+from .base import (
+    MAX_WIDTH,
+    MIN_WIDTH,
+    Format,
+    Multiplier,
+    MultiplierComponent,
+    Param,
+    SpecError,
+    code_values,
+    exact_table,
+    split_spec,
+    to_codes,
+    value_range,
+)
 from .booth import Booth
 from .cfgtrunc import CfgTrunc
 from .drum import Drum

@@ -9,7 +9,7 @@ constant stays. The numpy model and the RTL below evaluate the same array, bit f
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from amaranth.hdl import Cat, Const, Value

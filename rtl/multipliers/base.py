@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from amaranth.hdl import Module, Shape, Value, signed, unsigned
@@ -227,7 +228,9 @@ class Multiplier:
         """Narrowest shape holding every product of every mode (read off the model)."""
         lo = min(int(self.model_table(m).min()) for m in range(self.modes))
         hi = max(int(self.model_table(m).max()) for m in range(self.modes))
-        return Shape.cast(range(lo, hi + 1)) if self.fmt.signed else unsigned(max(hi, 1).bit_length())
+        if self.fmt.signed:
+            return Shape.cast(range(lo, hi + 1))
+        return unsigned(max(hi, 1).bit_length())
 
     @property
     def is_exact(self) -> bool:
@@ -244,8 +247,14 @@ class Multiplier:
         """Product table from the numpy model: lut[a_code, b_code], int64."""
         return self._model_table(mode).copy()
 
-    @functools.cache
     def _model_table(self, mode: int) -> np.ndarray:
+        # Cached per instance (read-only array): every part asks for the same tables.
+        cache = self.__dict__.setdefault("_tables", {})
+        if mode not in cache:
+            cache[mode] = self._compute_table(mode)
+        return cache[mode]
+
+    def _compute_table(self, mode: int) -> np.ndarray:
         self._check_mode(mode)
         a = self.fmt.a_values()[:, None]
         b = self.fmt.b_values()[None, :]
@@ -316,6 +325,8 @@ def split_spec(text: str) -> tuple[str, dict, Format]:
     if not isinstance(text, str) or not text.strip():
         raise SpecError("empty multiplier spec: expected FAMILY(PARAM=VALUE,...)@FORMAT, "
                         "e.g. 'drum(k=4)@u8'")
+    if text.count("(") != text.count(")"):
+        raise SpecError(f"malformed spec {text!r}: unbalanced parentheses")
     if "@" not in text:
         raise SpecError(f"missing format in spec {text!r}: add @FORMAT, e.g. '{text.strip()}@s8'")
     head, _, fmt_text = text.rpartition("@")

@@ -1,0 +1,5 @@
+import sys
+
+from axsa.cli import main
+
+sys.exit(main())
