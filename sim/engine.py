@@ -425,7 +425,7 @@ class Engine(abc.ABC):
         self.cycle = 0
         self._inputs = {}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (engines without resources keep this no-op)
         """Release the engine (finishes a VCD file)."""
 
     def __enter__(self):
