@@ -1,0 +1,614 @@
+"""Bit-exact approximate-multiplier GEMM for PyTorch, at near exact-GEMM speed.
+
+An approximate GEMM replaces every product of an integer GEMM by a product-table lookup:
+
+    C[m, n] = sum_k lut[code(A[m, k]), code(B[k, n])]
+
+with codes as in ../shared/DESIGN.md (the operand's bit pattern read unsigned). A plain
+gather does M*K*N lookups; this module never does. Two engines, both exact:
+
+``lowrank``
+    Most approximate multipliers have a product table of small exact rank (truncation,
+    broken arrays, DRUM, ROBA, Kulkarni, SSM: rank <= 10 at 8 bits). The table is
+    factored once with integers (`axsa.models._lowrank`), every factor centred and split
+    into int8 digits, and the GEMM becomes a few int8 x int8 -> int32 GEMMs
+    (``torch._int_mm``, exact) on element-wise mapped operands, plus per-code row and
+    column sums. Batched operands on both sides (attention) use a float GEMM of the same
+    int8 factors whose every partial sum is an integer below 2^24 (float32) or 2^53
+    (float64), hence exact.
+``bag``
+    Tables without low-rank structure: one operand's rows of the table are gathered into
+    a per-k embedding matrix and ``torch.nn.functional.embedding_bag`` sums them per
+    output column; float32 partial sums are kept below 2^24 by blocking K, so exact.
+
+``engine="auto"`` picks ``lowrank`` when its int8 GEMM count (the table's "stacks") is
+at most `LOWRANK_MAX_STACKS`, else ``bag``. ``gather`` (the naive reference) exists for
+benchmarks and tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Literal
+
+import numpy as np
+import torch
+
+from axsa.errors import InputError
+
+from . import _lowrank
+
+#: above this many int8 GEMMs per product the embedding-bag engine is faster
+#: (measured with scripts/bench_emulation.py, see docs/emulation.md)
+LOWRANK_MAX_STACKS = 48
+
+#: elements of the temporary per-block tensors (bounds memory of both engines)
+BLOCK_ELEMENTS = 1 << 23
+
+Engine = Literal["auto", "lowrank", "bag", "gather"]
+
+_PLANS: dict[str, dict] = {}
+_PLANS_LOCK = threading.Lock()
+
+
+class ProductTable:
+    """A multiplier's product table ``lut[a_code, b_code]`` and its fast-GEMM plan.
+
+    Parameters
+    ----------
+    table : np.ndarray
+        Integer array of shape (2^wa, 2^wb) indexed by operand codes (bit patterns read
+        as unsigned, two's complement for signed operands).
+    signed : bool
+        Whether both operands are signed.
+    name : str
+        Shown in error messages (e.g. the multiplier's spec).
+
+    Attributes
+    ----------
+    table : np.ndarray
+        Read-only int64 copy of the table.
+    wa, wb : int
+        Operand widths in bits.
+    a_range, b_range : tuple of int
+        Inclusive (min, max) operand values.
+    key : str
+        Hash of (table, signed); the plan cache key.
+    """
+
+    def __init__(self, table: np.ndarray, signed: bool, name: str = ""):
+        arr = np.asarray(table)
+        label = f" {name!r}" if name else ""
+        if arr.ndim != 2:
+            raise InputError(f"product table{label} must be 2-D, got shape {arr.shape}")
+        if not (np.issubdtype(arr.dtype, np.integer) or
+                (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)))):
+            raise InputError(f"product table{label} must hold integers, got dtype {arr.dtype}")
+        widths = []
+        for axis, size in enumerate(arr.shape):
+            w = size.bit_length() - 1
+            if size < 2 or size != 1 << w or w > 12:
+                raise InputError(f"product table{label} axis {axis} has {size} entries: "
+                                 "expected 2^w codes with 1 <= w <= 12")
+            widths.append(w)
+        if np.abs(arr).max(initial=0) >= 2**40:
+            raise InputError(f"product table{label} holds {np.abs(arr).max()}, beyond "
+                             "the supported magnitude 2^40")
+        self.table = np.array(arr, dtype=np.int64)
+        self.table.setflags(write=False)
+        self.signed = bool(signed)
+        self.name = name
+        self.wa, self.wb = widths
+        self.key = hashlib.sha1(self.table.tobytes() + bytes([self.signed, self.wa,
+                                                              self.wb])).hexdigest()
+
+    @classmethod
+    def from_multiplier(cls, multiplier, mode: int = 0) -> ProductTable:
+        """The table of an `axsa.rtl.multipliers` multiplier (duck-typed: `.model_table`,
+        `.fmt.signed`, `.spec`), for one `mode` of a configurable one."""
+        name = multiplier.spec if multiplier.modes == 1 else f"{multiplier.spec} mode {mode}"
+        return cls(multiplier.model_table(mode), multiplier.fmt.signed, name)
+
+    def __repr__(self) -> str:
+        return f"<ProductTable {self.name or self.key[:10]} {self.wa}x{self.wb}>"
+
+    # -- operand values ----------------------------------------------------------------
+    def _values(self, width: int) -> np.ndarray:
+        codes = np.arange(1 << width, dtype=np.int64)
+        if self.signed:
+            codes = np.where(codes >= 1 << (width - 1), codes - (1 << width), codes)
+        return codes
+
+    @property
+    def a_values(self) -> np.ndarray:
+        """Value of every code of operand `a` (int64)."""
+        return self._values(self.wa)
+
+    @property
+    def b_values(self) -> np.ndarray:
+        return self._values(self.wb)
+
+    @property
+    def a_range(self) -> tuple[int, int]:
+        return _range(self.wa, self.signed)
+
+    @property
+    def b_range(self) -> tuple[int, int]:
+        return _range(self.wb, self.signed)
+
+    @property
+    def is_exact(self) -> bool:
+        """True when the table is the exact product a*b everywhere."""
+        return bool(np.array_equal(self.table, np.outer(self.a_values, self.b_values)))
+
+    # -- the fast-path plan (computed once per distinct table) -------------------------
+    @property
+    def plan(self) -> dict:
+        """Precomputed structure: exact integer terms, int8 plan, engine choice."""
+        with _PLANS_LOCK:
+            found = _PLANS.get(self.key)
+        if found is None:
+            found = _make_plan(self)
+            with _PLANS_LOCK:
+                _PLANS[self.key] = found
+        return found
+
+    @property
+    def rank(self) -> int:
+        """Number of exact integer rank-1 terms the fast path uses (the table's rank
+        over the rationals when factoring succeeded; 2^wa otherwise)."""
+        return len(self.plan["terms"])
+
+    @property
+    def engine(self) -> str:
+        """The engine ``approx_matmul(engine="auto")`` uses for this table."""
+        return self.plan["engine"]
+
+
+def _range(width: int, signed: bool) -> tuple[int, int]:
+    return (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, (1 << width) - 1)
+
+
+def _make_plan(pt: ProductTable) -> dict:
+    terms = _lowrank.factor(pt.table, pt.a_values, pt.b_values)
+    int8 = None
+    if terms is not None:
+        int8 = _lowrank.Int8Plan.build(terms, pt.table.shape)
+        if not np.array_equal(int8.reconstruct(), pt.table):  # never expected; be exact
+            terms, int8 = None, None
+    if terms is None:  # one-hot rows: always exact, used by the table gradient only
+        eye = np.eye(1 << pt.wa, dtype=np.int64)
+        terms = [(eye[c], pt.table[c]) for c in range(1 << pt.wa)]
+    use_lowrank = int8 is not None and int8.stacks <= LOWRANK_MAX_STACKS
+    lut_f32 = torch.from_numpy(pt.table.astype(np.float32 if np.abs(pt.table).max() < 2**24
+                                               else np.float64))
+    plan = {
+        "terms": terms,
+        "int8": int8,
+        "engine": "lowrank" if use_lowrank else "bag",
+        "lut": torch.from_numpy(pt.table.copy()),
+        "lut_float": lut_f32,
+        "max_abs": int(np.abs(pt.table).max()),
+    }
+    if int8 is not None:
+        plan["groups"] = [(scale, torch.from_numpy(f.copy()), torch.from_numpy(g.copy()))
+                          for scale, f, g in int8.groups]
+        plan["row"] = torch.from_numpy(int8.row)
+        plan["col"] = torch.from_numpy(int8.col)
+        plan["const"] = int8.const
+    return plan
+
+
+# -- operand checks --------------------------------------------------------------------
+
+def _as_codes(x, which: str, lo: int, hi: int, width: int, table: ProductTable) -> torch.Tensor:
+    """Integer operand values -> int64 codes; InputError naming a bad value."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"operand {which} must be a torch tensor, got {type(x).__name__}")
+    if x.dtype == torch.bool or x.is_complex():
+        raise InputError(f"operand {which} has dtype {x.dtype}: expected integer values")
+    x = x.detach()
+    if x.is_floating_point():
+        bad = ~torch.isfinite(x) | (x != torch.round(x))
+        if bool(bad.any()):
+            v = x[bad][0].item()
+            raise InputError(f"operand {which} holds {v!r}, not an integer value")
+    v = x.to(torch.int64)
+    if v.numel():
+        vmin, vmax = int(v.min()), int(v.max())
+        if vmin < lo or vmax > hi:
+            bad_v = vmin if vmin < lo else vmax
+            raise InputError(f"operand {which} holds {bad_v}, outside the range {lo}..{hi} "
+                             f"of product table {table.name or table.key[:10]}")
+    return v & ((1 << width) - 1)
+
+
+def _shapes(a: torch.Tensor, b: torch.Tensor):
+    if a.dim() < 1 or b.dim() < 1:
+        raise InputError(f"approx_matmul needs tensors of at least 1 dimension, got shapes "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    squeeze = []
+    if a.dim() == 1:
+        a = a.unsqueeze(0)
+        squeeze.append(-2)
+    if b.dim() == 1:
+        b = b.unsqueeze(-1)
+        squeeze.append(-1)
+    if a.shape[-1] != b.shape[-2]:
+        raise InputError(f"approx_matmul shapes {tuple(a.shape)} and {tuple(b.shape)}: "
+                         f"inner sizes {a.shape[-1]} and {b.shape[-2]} differ")
+    try:
+        batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except RuntimeError:
+        raise InputError(f"approx_matmul batch shapes {tuple(a.shape[:-2])} and "
+                         f"{tuple(b.shape[:-2])} do not broadcast") from None
+    return a, b, tuple(batch), squeeze
+
+
+# -- public API ------------------------------------------------------------------------
+
+def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torch.Tensor:
+    """Approximate GEMM ``C[..., m, n] = sum_k lut[code(a[..., m, k]), code(b[..., k, n])]``.
+
+    Bit-exact with the product table for every operand, like ``torch.matmul`` in shapes
+    (1-D operands and broadcast batch dimensions included).
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        Integer operand VALUES (any integer dtype, or floats holding exact integers), of
+        shapes (..., M, K) and (..., K, N). numpy arrays are accepted too.
+    table : ProductTable
+        The multiplier's product table.
+    engine : {"auto", "lowrank", "bag", "gather"}
+        Force an engine (all give the same result); "auto" picks the fastest.
+
+    Returns
+    -------
+    torch.Tensor
+        int64, shape (..., M, N). Every result is exact (no float rounding anywhere).
+
+    Raises
+    ------
+    InputError
+        An operand value outside the table's range, a non-integer value, or shapes that
+        do not multiply.
+    """
+    if not isinstance(table, ProductTable):
+        raise InputError(f"table must be a ProductTable, got {type(table).__name__}")
+    if isinstance(a, np.ndarray):
+        a = torch.from_numpy(a)
+    if isinstance(b, np.ndarray):
+        b = torch.from_numpy(b)
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        raise InputError("operands a and b must be torch tensors, got "
+                         f"{type(a).__name__} and {type(b).__name__}")
+    a, b, batch, squeeze = _shapes(a, b)
+    ca = _as_codes(a, "a", *table.a_range, table.wa, table)
+    cb = _as_codes(b, "b", *table.b_range, table.wb, table)
+    plan = table.plan
+    if engine == "auto":
+        engine = plan["engine"]
+    if engine == "lowrank":
+        if plan["int8"] is None:
+            raise InputError(f"engine 'lowrank' needs an exact low-rank factorization, which "
+                             f"table {table.name or table.key[:10]} does not have")
+        out = _lowrank_matmul(ca, cb, batch, plan)
+    elif engine == "bag":
+        out = _bag_matmul(ca, cb, batch, plan)
+    elif engine == "gather":
+        out = _gather_matmul(ca, cb, batch, plan)
+    else:
+        raise InputError(f"unknown engine {engine!r}: expected auto, lowrank, bag or gather")
+    for dim in squeeze:
+        out = out.squeeze(dim)
+    return out
+
+
+def _split_batch(ca, cb, batch):
+    """Decide how batch dimensions map onto 2-D GEMMs.
+
+    Returns ("a", A2, B2) when b carries no batch (rows of all a's batches stacked),
+    ("b", ...) when only b is batched (computed transposed), or ("both", A, B) expanded.
+    """
+    bsize_a = int(np.prod(ca.shape[:-2], dtype=np.int64))
+    bsize_b = int(np.prod(cb.shape[:-2], dtype=np.int64))
+    K = ca.shape[-1]
+    if bsize_b == 1:
+        return "a", ca.reshape(-1, K), cb.reshape(K, -1)
+    if bsize_a == 1:
+        return "b", ca.reshape(-1, K), cb
+    return "both", ca.expand(*batch, *ca.shape[-2:]), cb.expand(*batch, *cb.shape[-2:])
+
+
+# -- engine: low rank ------------------------------------------------------------------
+
+_INT_MM_OK: bool | None = None
+
+
+def _int_mm_works() -> bool:
+    """torch._int_mm is exact on this machine (some back-ends saturate int16 pairs)."""
+    global _INT_MM_OK
+    if _INT_MM_OK is None:
+        ok = hasattr(torch, "_int_mm")
+        if ok:
+            try:
+                gen = torch.Generator().manual_seed(1)
+                x = torch.randint(-128, 128, (40, 600), dtype=torch.int8, generator=gen)
+                y = torch.randint(-128, 128, (600, 24), dtype=torch.int8, generator=gen)
+                x[:8] = -128
+                x[8:16] = 127
+                y[:, :8] = -128
+                y[:, 8:16] = 127
+                ok = torch.equal(torch._int_mm(x, y).to(torch.int64),
+                                 x.to(torch.int64) @ y.to(torch.int64))
+            except RuntimeError:
+                ok = False
+        _INT_MM_OK = ok
+    return _INT_MM_OK
+
+
+def _lowrank_matmul(ca, cb, batch, plan) -> torch.Tensor:
+    kind, A, B = _split_batch(ca, cb, batch)
+    K = ca.shape[-1]
+    groups = plan["groups"]
+    row, col = plan["row"], plan["col"]
+    if kind == "b":  # C^T = B^T (x) A^T with the transposed table: b's rows stacked
+        groups = [(s, g, f) for s, f, g in groups]
+        row, col = col, row
+        At = B.transpose(-1, -2).reshape(-1, K)
+        Bt = A.transpose(-1, -2)
+        out = _lowrank_2d(At, Bt, groups, row, col, plan["const"])  # (bb*N, M)
+        out = out.reshape(*cb.shape[:-2], cb.shape[-1], ca.shape[-2]).transpose(-1, -2)
+        return out.expand(*batch, *out.shape[-2:]).contiguous()
+    if kind == "a":
+        out = _lowrank_2d(A, B, groups, row, col, plan["const"])
+        return out.reshape(*ca.shape[:-2], ca.shape[-2], cb.shape[-1]).expand(
+            *batch, ca.shape[-2], cb.shape[-1]).contiguous()
+    return _lowrank_batched(A, B, groups, row, col, plan["const"])
+
+
+def _lowrank_2d(A, B, groups, row, col, const) -> torch.Tensor:
+    """(P, K) codes x (K, Q) codes -> (P, Q) int64 through int8 GEMMs."""
+    P, K = A.shape
+    Q = B.shape[1]
+    out = row[A].sum(1)[:, None] + col[B].sum(0)[None, :] + K * const
+    if not groups:
+        return out.expand(P, Q).contiguous()
+    stacks = sum(f.shape[1] for _, f, _ in groups)
+    # K chunk: int32 bound (|int8 product| <= 2^14) and temporaries of bounded size
+    kc = max(1, min(K, (2**31 - 1) // (2**14 * stacks),
+                    BLOCK_ELEMENTS // max(1, (P + Q) * stacks)))
+    use_int = _int_mm_works()
+    out = out.expand(P, Q).clone()
+    Bt = B.t()
+    for k0 in range(0, K, kc):
+        a_blk = A[:, k0:k0 + kc]
+        b_blk = Bt[:, k0:k0 + kc]
+        for scale, f, g in groups:
+            F = f[a_blk].reshape(P, -1)          # (P, kc*T) int8
+            G = g[b_blk].reshape(Q, -1)          # (Q, kc*T) int8
+            if use_int:
+                part = torch._int_mm(F, G.t()).to(torch.int64)
+            else:
+                part = _float_exact_mm(F, G.t())
+            out += scale * part
+    return out
+
+
+def _float_exact_mm(F: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    """int8 x int8 GEMM in float32 (every partial sum < 2^24 when K <= 1023) or float64."""
+    K = F.shape[-1]
+    dtype = torch.float32 if K * 2**14 < 2**24 else torch.float64
+    return torch.matmul(F.to(dtype), G.to(dtype)).to(torch.int64)
+
+
+def _lowrank_batched(A, B, groups, row, col, const) -> torch.Tensor:
+    """Both operands batched: float GEMMs of the int8 factors, exact by the 2^24/2^53
+    bound (float32 while K*T*2^14 < 2^24, else float64)."""
+    K = A.shape[-1]
+    out = row[A].sum(-1)[..., :, None] + col[B].sum(-2)[..., None, :] + K * const
+    out = out.expand(*A.shape[:-1], B.shape[-1]).clone()
+    for scale, f, g in groups:
+        F = f[A].flatten(-2)                                  # (..., M, K*T)
+        G = g[B.transpose(-1, -2)].flatten(-2)                # (..., N, K*T)
+        out += scale * _float_exact_mm(F, G.transpose(-1, -2))
+    return out
+
+
+# -- engine: embedding bag -------------------------------------------------------------
+
+def _bag_matmul(ca, cb, batch, plan) -> torch.Tensor:
+    kind, A, B = _split_batch(ca, cb, batch)
+    lut = plan["lut_float"]
+    if kind in ("a", "b"):
+        if kind == "b":  # a has no batch: fold b's batch into its columns
+            K = A.shape[1]
+            Bf = B.movedim(-2, 0).reshape(K, -1)             # (K, bb*N)
+            out = _bag_2d(A, Bf, lut, plan["max_abs"])       # (M, bb*N)
+            out = out.reshape(A.shape[0], *cb.shape[:-2], cb.shape[-1]).movedim(0, -2)
+            return out.expand(*batch, *out.shape[-2:]).contiguous()
+        out = _bag_2d(A, B, lut, plan["max_abs"])
+        return out.reshape(*ca.shape[:-2], ca.shape[-2], cb.shape[-1]).expand(
+            *batch, ca.shape[-2], cb.shape[-1]).contiguous()
+    flat_a = A.reshape(-1, *A.shape[-2:])
+    flat_b = B.reshape(-1, *B.shape[-2:])
+    out = torch.stack([_bag_2d(x, y, lut, plan["max_abs"]) for x, y in zip(flat_a, flat_b)])
+    return out.reshape(*batch, A.shape[-2], B.shape[-1])
+
+
+def _bag_2d(A, B, lut, max_abs) -> torch.Tensor:
+    """(P, K) x (K, Q) codes -> (P, Q) int64 via embedding_bag over per-k table rows.
+
+    The smaller of P and Q is the side whose table rows are gathered (build cost
+    K * 2^w * min(P, Q)); embedding_bag then sums K rows per output of the other side.
+    """
+    P, K = A.shape
+    Q = B.shape[1]
+    if Q < P:  # build from b's side: C^T = B^T (x) A^T with lut^T
+        return _bag_2d(B.t(), A.t(), lut.t().contiguous(), max_abs).t()
+    nb = lut.shape[1]
+    # exact float partial sums: kc * max|lut| < 2^24 for float32 (2^53 for float64)
+    bits = 24 if lut.dtype == torch.float32 else 53
+    kc = max(1, min(K, (2**bits - 1) // max(1, max_abs)))
+    pc = max(1, min(P, BLOCK_ELEMENTS // (min(kc, K) * nb)))
+    kc = max(1, min(kc, BLOCK_ELEMENTS // (pc * nb)))
+    out = torch.zeros(P, Q, dtype=torch.int64)
+    for p0 in range(0, P, pc):
+        a_blk = A[p0:p0 + pc]
+        p = a_blk.shape[0]
+        for k0 in range(0, K, kc):
+            a_k = a_blk[:, k0:k0 + kc]                        # (p, kk)
+            kk = a_k.shape[1]
+            # W[(k, c), i] = lut[a[i, k], c]
+            W = lut[a_k.t().reshape(-1)].reshape(kk, p, nb).transpose(1, 2)
+            W = W.reshape(kk * nb, p)
+            idx = B[k0:k0 + kk].t() + torch.arange(kk)[None, :] * nb  # (Q, kk)
+            part = torch.nn.functional.embedding_bag(idx, W, mode="sum")      # (Q, p)
+            out[p0:p0 + p] += part.t().to(torch.int64)
+    return out
+
+
+# -- engine: naive gather (reference, benchmarks) --------------------------------------
+
+def _gather_matmul(ca, cb, batch, plan) -> torch.Tensor:
+    lut = plan["lut"].reshape(-1)
+    nb = plan["lut"].shape[1]
+    A = ca.expand(*batch, *ca.shape[-2:])
+    B = cb.expand(*batch, *cb.shape[-2:])
+    M, K, N = A.shape[-2], A.shape[-1], B.shape[-1]
+    mc = max(1, BLOCK_ELEMENTS // max(1, K * N))
+    parts = []
+    for m0 in range(0, M, mc):
+        idx = A[..., m0:m0 + mc, :, None] * nb + B[..., None, :, :]
+        parts.append(lut[idx].sum(-2))
+    return torch.cat(parts, dim=-2) if parts else torch.zeros(*batch, M, N, dtype=torch.int64)
+
+
+# -- gradients -------------------------------------------------------------------------
+
+Grad = Literal["ste", "table"]
+
+
+def _unbroadcast(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Sum `grad` down to `shape` (undo torch.matmul-style batch broadcasting)."""
+    while grad.dim() > len(shape):
+        grad = grad.sum(0)
+    for i, n in enumerate(shape):
+        if n == 1 and grad.shape[i] != 1:
+            grad = grad.sum(i, keepdim=True)
+    return grad
+
+
+def _central_difference(values: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """d f / d value at every code: central difference over neighbouring operand values,
+    one-sided at the ends of the range. `f` is indexed by code; so is the result."""
+    order = np.argsort(values)
+    fv = f[order].astype(np.float64)
+    d = np.empty_like(fv)
+    d[1:-1] = (fv[2:] - fv[:-2]) / 2
+    d[0] = fv[1] - fv[0]
+    d[-1] = fv[-1] - fv[-2]
+    out = np.empty_like(d)
+    out[order] = d
+    return out
+
+
+def _gradient_factors(table: ProductTable) -> dict:
+    """Float factors of the finite-difference tables, read off the exact terms:
+    lut = sum_t u_t v_t^T, so d lut/da = sum_t (D u_t) v_t^T and d lut/db = sum_t u_t (D v_t)^T
+    (D: central difference over operand values; linear, so the rank is kept)."""
+    plan = table.plan
+    if "grad" not in plan:
+        us = np.stack([u for u, _ in plan["terms"]], axis=1).astype(np.float64)
+        vs = np.stack([v for _, v in plan["terms"]], axis=1).astype(np.float64)
+        dus = np.stack([_central_difference(table.a_values, u) for u, _ in plan["terms"]], 1)
+        dvs = np.stack([_central_difference(table.b_values, v) for _, v in plan["terms"]], 1)
+        plan["grad"] = {name: torch.from_numpy(x) for name, x in
+                        (("u", us), ("v", vs), ("du", dus), ("dv", dvs))}
+    return plan["grad"]
+
+
+def _table_grads(ca, cb, grad_out, table: ProductTable):
+    """grad_a[m,k] = sum_n g[m,n] * dlut/da(a_mk, b_kn), grad_b likewise, through the
+    rank-T factors: grad_a = sum_t Du_t(A) * (g @ v_t(B)^T), grad_b = sum_t
+    Dv_t(B) * (u_t(A)^T @ g). T GEMMs of the exact GEMM's size, in grad_out's dtype."""
+    f = _gradient_factors(table)
+    dt = grad_out.dtype
+    u, v, du, dv = (f[k].to(dt) for k in ("u", "v", "du", "dv"))
+    grad_a = torch.zeros(*grad_out.shape[:-1], ca.shape[-1], dtype=dt)
+    grad_b = torch.zeros(*grad_out.shape[:-2], cb.shape[-2], grad_out.shape[-1], dtype=dt)
+    for t in range(u.shape[1]):
+        vb = v[:, t][cb]                                  # (..., K, N)
+        ua = u[:, t][ca]                                  # (..., M, K)
+        grad_a = grad_a + du[:, t][ca] * torch.matmul(grad_out, vb.transpose(-1, -2))
+        grad_b = grad_b + dv[:, t][cb] * torch.matmul(ua.transpose(-1, -2), grad_out)
+    return grad_a, grad_b
+
+
+class ApproxMatmul(torch.autograd.Function):
+    """Autograd face of `approx_matmul`: ``ApproxMatmul.apply(a, b, table, grad)``.
+
+    Forward: the exact table GEMM, returned in the floating dtype of the operands
+    (float32 results are exact while |C| < 2^24, float64 while |C| < 2^53).
+    Backward, by `grad`:
+
+    ``"ste"`` (default)
+        Straight-through: the gradients of the exact ``a @ b``
+        (``g @ b^T`` and ``a^T @ g``).
+    ``"table"``
+        Finite differences of the product table over operand values:
+        ``dL/da[m,k] = sum_n g[m,n] * Da(a[m,k], b[k,n])`` with
+        ``Da(x, y) = (lut(x+1, y) - lut(x-1, y)) / 2`` (one-sided at the range ends),
+        and ``dL/db`` likewise with ``Db``. For the exact table this equals "ste".
+    """
+
+    @staticmethod
+    def forward(ctx, a, b, table: ProductTable, grad: Grad = "ste"):
+        if grad not in ("ste", "table"):
+            raise InputError(f"unknown gradient {grad!r}: expected 'ste' or 'table'")
+        out = approx_matmul(a, b, table)
+        dtype = torch.promote_types(a.dtype, b.dtype)
+        if not dtype.is_floating_point:
+            dtype = torch.get_default_dtype()
+        ctx.save_for_backward(a, b)
+        ctx.table, ctx.grad = table, grad
+        return out.to(dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        a, b = ctx.saved_tensors
+        squeeze_a, squeeze_b = a.dim() == 1, b.dim() == 1
+        a2 = a.unsqueeze(0) if squeeze_a else a
+        b2 = b.unsqueeze(-1) if squeeze_b else b
+        g = grad_out
+        if squeeze_a:
+            g = g.unsqueeze(-2)
+        if squeeze_b:
+            g = g.unsqueeze(-1)
+        if ctx.grad == "ste":
+            ga = torch.matmul(g, b2.to(g.dtype).transpose(-1, -2))
+            gb = torch.matmul(a2.to(g.dtype).transpose(-1, -2), g)
+        else:
+            t = ctx.table
+            ca = a2.detach().to(torch.int64) & ((1 << t.wa) - 1)
+            cb = b2.detach().to(torch.int64) & ((1 << t.wb) - 1)
+            ga, gb = _table_grads(ca, cb, g, t)
+        ga = _unbroadcast(ga, a2.shape)
+        gb = _unbroadcast(gb, b2.shape)
+        if squeeze_a:
+            ga = ga.squeeze(0)
+        if squeeze_b:
+            gb = gb.squeeze(-1)
+        ga = ga.to(a.dtype) if a.is_floating_point() else None
+        gb = gb.to(b.dtype) if b.is_floating_point() else None
+        return ga, gb, None, None
+
+
+def approx_matmul_grad(a: torch.Tensor, b: torch.Tensor, table: ProductTable,
+                       grad: Grad = "ste") -> torch.Tensor:
+    """Differentiable `approx_matmul` (see `ApproxMatmul` for the two gradients)."""
+    return ApproxMatmul.apply(a, b, table, grad)
