@@ -41,6 +41,7 @@ from axsa import toolchain
 from axsa.errors import InputError, ToolError
 
 TARGETS = ("generic", "ice40", "ecp5")
+UNITS = ("mult", "mac", "pe")
 
 #: FPGA devices (nextpnr arguments) used for Fmax
 ICE40_DEVICE = ("up5k", "sg48")
@@ -62,10 +63,11 @@ class Unit:
     mult : Multiplier
         From `axsa.rtl.multipliers.parse_spec`.
     kind : str
-        ``"mult"`` (combinational, ports a, b, p[, mode]) or ``"mac"``
-        (`axsa.rtl.mac.Mac`: multiplier + accumulator register, ports a, b, clr, acc[, mode]).
+        ``"mult"`` (combinational, ports a, b, p[, mode]), ``"mac"``
+        (`axsa.rtl.mac.Mac`: multiplier + accumulator register) or ``"pe"``
+        (`axsa.rtl.mac.Pe`: the MAC with the systolic forwarding and result registers).
     acc_width : int
-        Accumulator width of a MAC (ignored for ``"mult"``).
+        Accumulator width of a MAC or PE (ignored for ``"mult"``).
     """
 
     mult: object
@@ -73,24 +75,24 @@ class Unit:
     acc_width: int = 24
 
     def __post_init__(self):
-        if self.kind not in ("mult", "mac"):
-            raise InputError(f"unit {self.kind!r} is not one of mult, mac")
-        if self.kind == "mac":
-            lo = len(self.mult.p_shape)
+        if self.kind not in UNITS:
+            raise InputError(f"unit {self.kind!r} is not one of {', '.join(UNITS)}")
+        if self.kind != "mult":
+            lo = self.mult.p_shape.width
             if not lo <= self.acc_width <= 64:
                 raise InputError(f"accumulator width {self.acc_width} is out of range "
                                  f"{lo}..64 for {self.mult.spec} (products are {lo} bits)")
 
     @property
     def name(self) -> str:
-        return "mult" if self.kind == "mult" else f"mac(acc={self.acc_width})"
+        return "mult" if self.kind == "mult" else f"{self.kind}(acc={self.acc_width})"
 
     def component(self):
         """A fresh Amaranth component of the unit."""
         if self.kind == "mult":
             return self.mult.elaboratable()
-        from axsa.rtl.mac import Mac
-        return Mac(self.mult, self.acc_width)
+        from axsa.rtl.mac import Mac, Pe
+        return (Mac if self.kind == "mac" else Pe)(self.mult, self.acc_width)
 
     @property
     def verilog_sources(self) -> list[Path]:
@@ -189,6 +191,18 @@ def _ffs(by_type: dict) -> int:
                or k == "TRELLIS_FF")
 
 
+#: transistors per flip-flop, which `stat -tech cmos` does not price (it prints "N+")
+FLOP_TRANSISTORS = 24
+
+
+def _transistors(stat: dict, by_type: dict) -> int:
+    text = str(stat.get("estimated_num_transistors", "0"))
+    count = int(text.rstrip("+"))
+    if text.endswith("+"):
+        count += FLOP_TRANSISTORS * _ffs(by_type)
+    return count
+
+
 def synth_generic(unit: Unit) -> dict:
     """Gate counts (cmos2 library), transistor estimate and logic depth.
 
@@ -219,7 +233,7 @@ def synth_generic(unit: Unit) -> dict:
     return {
         "cells": sum(by_type.values()),
         "cells_by_type": dict(sorted(by_type.items())),
-        "transistors": int(stat.get("estimated_num_transistors", 0)),
+        "transistors": _transistors(stat, by_type),
         "depth": int(match[1]),
         "ffs": _ffs(by_type),
     }
