@@ -1,0 +1,139 @@
+"""The one GEMM hook every model GEMM goes through.
+
+Every Linear layer and both attention products (``Q K^T`` and ``A V``) of the models in
+:mod:`axsa.models` call ``hook(name, a, b, integer)`` with integer operand codes, ``a``
+shaped ``(..., M, K)`` and ``b`` shaped ``(..., K, N)``; for a Linear ``a`` is the
+activation and ``b`` the transposed weight. The hook
+
+* multiplies exactly (table ``None`` or an exact table) or through a product table
+  (:class:`axsa.models.approx.ProductTable`, ``lut[a_code, b_code]``), per GEMM name;
+* records, when asked, each GEMM's integer operands and shapes (for the energy model).
+
+GEMM names are stable dotted paths (``layers.0.attn.q``, ``layers.0.attn.qk``, ``head``);
+``model.gemm_names()`` lists them, ``axsa eval --list-gemms`` prints them.
+
+Operand streams (:meth:`GemmHook.save_streams`) are written one ``.npz`` per GEMM with keys
+
+``a``, ``b``
+    1-D int16 arrays of equal length: the operand pairs in the order the processing
+    elements of a weight-stationary array see them. PE ``(k, n)`` holds ``b[g, k, n]`` and
+    sees ``a[g, m, k]`` for ``m = 0 .. M-1``, batch entry ``g`` after batch entry ``g-1``
+    (a Linear layer has one ``b`` for all tokens of all samples: its tokens are rows ``m``).
+    The arrays are PE-major: all pairs of PE (0, 0), then PE (0, 1), ..., PE (K-1, N-1).
+``shape``
+    ``[G, M, K, N]``: batched GEMMs ``(G, M, K) @ (G, K, N)``; ``pairs = G*M*K*N``.
+``name``
+    the GEMM name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from axsa.errors import InputError
+
+
+class GemmHook:
+    """Routes the GEMMs of one model; see the module docstring.
+
+    Attributes
+    ----------
+    names : list[str]
+        GEMM names in forward order (filled by the model at construction).
+    tables : dict[str, ProductTable]
+        Product table per GEMM name; names absent multiply exactly.
+    grad : "ste" | "table"
+        Gradient of approximate GEMMs in fake-quant mode (see models/approx.py).
+    shapes : dict[str, tuple]
+        ``(G, M, K, N)`` of the last call of each GEMM.
+    """
+
+    def __init__(self):
+        self.names: list[str] = []
+        self.tables: dict = {}
+        self.grad = "ste"
+        self.shapes: dict[str, tuple[int, int, int, int]] = {}
+        self.recording = False
+        self._records: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+
+    def register(self, name: str) -> str:
+        if name in self.names:
+            raise ValueError(f"GEMM name {name!r} registered twice")
+        self.names.append(name)
+        return name
+
+    def assign(self, tables: dict) -> None:
+        """Use ``tables`` ({name: ProductTable or None}); unknown names raise InputError."""
+        unknown = [n for n in tables if n not in self.names]
+        if unknown:
+            raise InputError(f"unknown GEMM name(s) {', '.join(map(repr, unknown))}; this "
+                             f"model has: {', '.join(self.names)}")
+        self.tables = {n: t for n, t in tables.items() if t is not None}
+
+    def clear(self) -> None:
+        self.tables = {}
+
+    # -- recording ---------------------------------------------------------------------
+
+    def start_recording(self) -> None:
+        self.recording, self._records = True, {}
+
+    def stop_recording(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Stop; return {name: (a, b)} with a (G, M, K), b (G, K, N) int64 operand codes."""
+        self.recording = False
+        out = {n: (np.concatenate([r[0] for r in rs]), np.concatenate([r[1] for r in rs]))
+               for n, rs in self._records.items()}
+        self._records = {}
+        return out
+
+    @staticmethod
+    def pe_streams(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weight-stationary PE-major operand streams of ``(G,M,K) @ (G,K,N)`` (1-D)."""
+        g, m, k = a.shape
+        n = b.shape[2]
+        sa = np.broadcast_to(a.transpose(2, 0, 1)[:, None, :, :], (k, n, g, m))
+        sb = np.broadcast_to(b.transpose(1, 2, 0)[:, :, :, None], (k, n, g, m))
+        return sa.reshape(-1).astype(np.int16), sb.reshape(-1).astype(np.int16)
+
+    def save_streams(self, records: dict, directory: str | Path) -> list[Path]:
+        """Write ``records`` (from :meth:`stop_recording`) as ``<dir>/<name>.npz``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, (a, b) in records.items():
+            sa, sb = self.pe_streams(a, b)
+            p = d / f"{name}.npz"
+            np.savez_compressed(p, a=sa, b=sb, name=np.array(name),
+                                shape=np.array([a.shape[0], a.shape[1], a.shape[2],
+                                                b.shape[2]], dtype=np.int64))
+            paths.append(p)
+        return paths
+
+    # -- the GEMM -----------------------------------------------------------------------
+
+    def __call__(self, name: str, a: torch.Tensor, b: torch.Tensor,
+                 integer: bool) -> torch.Tensor:
+        """``a @ b`` on integer codes: exact, or through ``name``'s product table.
+
+        ``integer``: int64 in, int64 out. Otherwise (fake-quant) float tensors holding
+        codes in and out, with gradients (straight-through, or the table's gradient).
+        """
+        bshape = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        g = int(np.prod(bshape)) if bshape else 1
+        self.shapes[name] = (g, a.shape[-2], a.shape[-1], b.shape[-1])
+        if self.recording:
+            aa = a.detach().to(torch.int64).expand(*bshape, *a.shape[-2:])
+            bb = b.detach().to(torch.int64).expand(*bshape, *b.shape[-2:])
+            self._records.setdefault(name, []).append(
+                (aa.reshape(g, *a.shape[-2:]).numpy().copy(),
+                 bb.reshape(g, *b.shape[-2:]).numpy().copy()))
+        table = self.tables.get(name)
+        if table is None or getattr(table, "is_exact", False):
+            return torch.matmul(a, b)   # int64, or float holding integers below 2^24: exact
+        from .approx import approx_matmul, approx_matmul_grad
+        if integer:
+            return approx_matmul(a, b, table).to(torch.int64)
+        return approx_matmul_grad(a, b, table, grad=self.grad).to(a.dtype)
