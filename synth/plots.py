@@ -42,18 +42,37 @@ def error_map(mult, table: np.ndarray, path, mode: int = 0) -> None:
     plt.close(fig)
 
 
+def pareto_front(rows: list[dict], x: str, y: str) -> list[dict]:
+    """Rows not dominated in (x, y), both minimised, sorted by x."""
+    front, best = [], float("inf")
+    for r in sorted(rows, key=lambda r: (r[x], r[y])):
+        if r[y] < best:
+            front.append(r)
+            best = r[y]
+    return front
+
+
 def library_chart(rows: list[dict], path, x: str = "mred", y: str = "transistors") -> None:
-    """Scatter of one cost against one error metric over many designs, labelled by spec."""
+    """Scatter of one cost against one error metric over many designs, coloured by family,
+    labelled by spec, with the Pareto front as a staircase."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    families = list(dict.fromkeys(r["spec"].split("(")[0].split("@")[0] for r in rows))
+    colours = plt.get_cmap("tab20")
+    for n, fam in enumerate(families):
+        pts = [r for r in rows if r["spec"].split("(")[0].split("@")[0] == fam]
+        ax.scatter([r[x] for r in pts], [r[y] for r in pts], s=26, color=colours(n), label=fam)
     for r in rows:
-        ax.scatter(r[x], r[y], s=22)
         ax.annotate(r["spec"].split("@")[0], (r[x], r[y]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
-    ax.set_xscale("symlog", linthresh=1e-4)
+    front = pareto_front(rows, x, y)
+    ax.step([r[x] for r in front], [r[y] for r in front], where="post", color="k", lw=.8,
+            alpha=.6, label="Pareto front")
+    ax.set_xscale("symlog", linthresh=1e-3)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.grid(alpha=.3)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

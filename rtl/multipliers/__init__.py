@@ -55,6 +55,27 @@ def parse_spec(text: str) -> Multiplier:
     return found
 
 
+#: a curated sweep of the library: parameter choices that span the error range at 8 bits
+LIBRARY = (
+    "exact", "booth", "trunc(k=4)", "trunc(k=6)", "trunc(k=8)", "trunc(k=8,comp=1)",
+    "bam(h=1,v=6)", "bam(h=2,v=8)", "perf(i=0,j=1)", "perf(i=0,j=2)",
+    "drum(k=3)", "drum(k=4)", "drum(k=5)", "drum(k=6)", "mitchell", "mitchell(t=3)",
+    "roba", "kulkarni", "ssm(m=4)", "ssm(m=5)", "ssm(m=6)",
+)
+
+
+def library(fmt: str = "s8") -> list[str]:
+    """The curated library (`LIBRARY`) as specs at format `fmt` (parameters that do not fit
+    a narrow format are left out)."""
+    out = []
+    for body in LIBRARY:
+        try:
+            out.append(parse_spec(f"{body}@{fmt}").spec)
+        except SpecError:
+            continue
+    return list(dict.fromkeys(out))
+
+
 @functools.lru_cache(maxsize=512)
 def _builtin(cls, fmt, values):
     # Cached so every part that asks for a spec shares one object and its tables.
@@ -62,7 +83,7 @@ def _builtin(cls, fmt, values):
 
 
 __all__ = [
-    "FAMILIES", "Format", "MAX_WIDTH", "MIN_WIDTH", "Multiplier", "MultiplierComponent",
+    "FAMILIES", "LIBRARY", "Format", "library", "MAX_WIDTH", "MIN_WIDTH", "Multiplier", "MultiplierComponent",
     "Param", "SpecError", "code_values", "exact_table", "parse_spec", "split_spec",
     "to_codes", "value_range",
 ]
