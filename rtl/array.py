@@ -1,0 +1,174 @@
+"""The R x C output-stationary systolic array, skew and de-skew inside.
+
+Dataflow: output-stationary. PE (r, c) owns output element C[r, c] of the current tile
+and accumulates it over K steps; operand `a` moves right, operand `b` down, one PE per
+cycle. Why output-stationary first:
+
+- the accumulator never leaves the PE during a tile, so it is exact and as wide as the
+  reduction needs (`acc_width_for`), with no partial sums written back to memory and no
+  extra adders outside the array;
+- a tile takes K cycles whatever the tile shape, and with the finished sum parked in a
+  result register per PE, the next tile starts the cycle after the last step of the
+  previous one: the array idles only when K < max(R, C) (see below), so utilization
+  approaches 100% for K >= max(R, C), which is what transformer layers (K = model width
+  or sequence length, 32..4096) have;
+- the mode-configurable multiplier, imported Verilog and every family drop in unchanged:
+  the array only sees a `Pe` per position.
+Weight-stationary (weights parked in the PEs, partial sums flowing down) would suit
+small-K, large-M workloads better; it is not built (see docs/accelerator.md).
+
+Interface (what users see: plain rows and columns)
+--------------------------------------------------
+Each cycle the user may present one *step*: column k of the A tile (``a[r]`` = A[r, k],
+R operands) and row k of the B tile (``b[c]`` = B[k, c], C operands), with ``valid`` high,
+``first`` on the tile's first step and ``last`` on its last step. Steps of a tile need not
+be consecutive (``valid`` low inserts a bubble). Row skew (row r delayed r cycles) and
+column skew are inside.
+
+The finished tile comes out as R rows on R consecutive cycles: ``out_valid`` high with
+``out_row[c]`` = C[r, c], ``out_first`` on row 0 and ``out_last`` on row R-1. Row 0
+appears ``C + 2`` cycles after the cycle its ``last`` step was presented (row r: ``C + 2 + r``).
+
+Rule: two ``last`` steps must be at least ``max(R, C)`` cycles apart (`min_tile_gap`):
+R so that the output rows of two tiles do not overlap, C so that a PE's parked result is
+read out before the next tile replaces it. `axsa.rtl.accelerator` enforces it.
+
+Latency: ``C + 2 + r`` cycles from the last step to output row r. Throughput: one step
+(R * C multiply-accumulates) per cycle.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .mac import Pe, acc_width_for
+
+__all__ = ["SystolicArray"]
+
+
+def check_dims(rows, cols) -> None:
+    for name, v in (("rows", rows), ("cols", cols)):
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 256:
+            raise ValueError(f"{name} must be an integer 1..256, not {v!r}")
+
+
+class SystolicArray(wiring.Component):
+    """R x C output-stationary systolic array of `Pe` (see the module docstring).
+
+    Parameters
+    ----------
+    multiplier : Multiplier
+        Any multiplier of the library (all PEs use it).
+    rows, cols : int
+        Array height R (rows of A / of the output tile) and width C.
+    acc_width : int, optional
+        Accumulator (and output element) width; default: exact for K up to `max_k`.
+    max_k : int
+        Longest reduction the default `acc_width` is sized for (default 4096).
+
+    Attributes
+    ----------
+    a : In(ArrayLayout(a_shape, rows))
+    b : In(ArrayLayout(b_shape, cols))
+    valid, first, last : In(1)
+    mode : In(range(modes)), only for multipliers with modes
+    out_valid, out_first, out_last : Out(1)
+    out_row : Out(ArrayLayout(signed(acc_width), cols))
+    min_tile_gap : int
+        ``max(rows, cols)``: least distance in cycles between two `last` steps.
+    out_latency : int
+        ``cols + 2``: cycles from a `last` step to output row 0.
+    """
+
+    dataflow = "output-stationary"
+
+    def __init__(self, multiplier, rows: int, cols: int, acc_width: int | None = None,
+                 max_k: int = 4096):
+        check_dims(rows, cols)
+        if acc_width is None:
+            acc_width = acc_width_for(multiplier, max_k)
+        self.multiplier = multiplier
+        self.rows, self.cols, self.acc_width = rows, cols, acc_width
+        self.min_tile_gap = max(rows, cols)
+        self.out_latency = cols + 2
+        ports = {
+            "a": In(data.ArrayLayout(multiplier.a_shape, rows)),
+            "b": In(data.ArrayLayout(multiplier.b_shape, cols)),
+            "valid": In(1), "first": In(1), "last": In(1),
+            "out_valid": Out(1), "out_first": Out(1), "out_last": Out(1),
+            "out_row": Out(data.ArrayLayout(signed(acc_width), cols)),
+        }
+        if multiplier.modes > 1:
+            ports["mode"] = In(range(multiplier.modes))
+        super().__init__(ports)
+
+    @property
+    def verilog_sources(self) -> list:
+        """Verilog files the design instantiates (imported multipliers), else []."""
+        return list(getattr(self.multiplier, "verilog_sources", []))
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C = self.rows, self.cols
+        pes = [[Pe(self.multiplier, self.acc_width) for _ in range(C)] for _ in range(R)]
+        for r in range(R):
+            for c in range(C):
+                m.submodules[f"pe_{r}_{c}"] = pes[r][c]
+                if self.multiplier.modes > 1:
+                    m.d.comb += pes[r][c].mode.eq(self.mode)
+
+        # Skew: row r's operand and flags wait r cycles, column c's operand c cycles, so
+        # that A[r, k] and B[k, c] meet in PE (r, c) r + c cycles after step k entered.
+        def delayed(value, n, name):
+            for i in range(n):
+                reg = Signal.like(value, name=f"{name}_d{i + 1}")
+                m.d.sync += reg.eq(value)
+                value = reg
+            return value
+
+        for r in range(R):
+            pe = pes[r][0]
+            m.d.comb += [
+                pe.a_in.eq(delayed(self.a[r], r, f"a{r}")),
+                pe.valid_in.eq(delayed(self.valid, r, f"valid{r}")),
+                pe.first_in.eq(delayed(self.first, r, f"first{r}")),
+                pe.last_in.eq(delayed(self.last, r, f"last{r}")),
+            ]
+        for c in range(C):
+            m.d.comb += pes[0][c].b_in.eq(delayed(self.b[c], c, f"b{c}"))
+        for r in range(R):
+            for c in range(C):
+                pe = pes[r][c]
+                if c + 1 < C:
+                    right = pes[r][c + 1]
+                    m.d.comb += [right.a_in.eq(pe.a_out), right.valid_in.eq(pe.valid_out),
+                                 right.first_in.eq(pe.first_out),
+                                 right.last_in.eq(pe.last_out)]
+                if r + 1 < R:
+                    m.d.comb += pes[r + 1][c].b_in.eq(pe.b_out)
+
+        # De-skew: PE (r, c) parks its sum at edge L + r + c + 1 (L: the edge taking the
+        # last step); row r is complete after edge L + r + C, so it is read at edge
+        # L + C + 1 + r through a one-hot row select delayed from the `last` step.
+        sel = []
+        prev = self.valid & self.last
+        for i in range(C + R):
+            reg = Signal(name=f"drain_d{i}")
+            m.d.sync += reg.eq(prev)
+            prev = reg
+            sel.append(reg)
+        row_sel = sel[C:C + R]
+        for c in range(C):
+            acc = 0
+            for r in range(R):
+                acc = acc | (pes[r][c].result.as_unsigned() & row_sel[r].replicate(
+                    self.acc_width))
+            m.d.sync += self.out_row[c].eq(acc)
+        m.d.sync += [
+            self.out_valid.eq(Cat(*row_sel).any()),
+            self.out_first.eq(row_sel[0]),
+            self.out_last.eq(row_sel[-1]),
+        ]
+        return m

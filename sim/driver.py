@@ -1,0 +1,309 @@
+"""Host GEMM driver: any M x K x N integer GEMM on the accelerator, over any engine.
+
+>>> from axsa.sim.driver import run_gemm
+>>> res = run_gemm(A, B, "exact@s8", engine="cxxrtl", rows=16, cols=16)
+>>> res.C, res.cycles, res.predicted_cycles, res.utilization
+
+The GEMM is cut into ceil(M/R) x ceil(N/C) output tiles (row-major order), each a full
+K-long reduction. A and B are zero-padded to whole tiles; per tile the host sends one
+command, K beats of A (a column of the A block each) and K beats of B (a row of the B
+block each), and reads R result rows. All packing is numpy-vectorised over tiles and
+beats (one Python step per distinct command only), so the host stays well ahead of the
+compiled engine.
+
+Engines: ``"pysim"``, ``"cxxrtl"`` (names for `axsa.sim.engine.make_engine`), an `Engine`
+already built around an `Accelerator`, or ``"emulate"``: no RTL, the product-table GEMM
+(`axsa.models.approx.approx_matmul` when importable, else `reference_gemm`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from axsa.errors import InputError
+
+from .cycles import predict_cycles, utilization
+from .reference import check_operands, reference_gemm, requant_range, requantize
+
+__all__ = ["GemmResult", "Requant", "build_accelerator", "emulate_gemm", "run_gemm"]
+
+DEFAULT_MAX_K = 4096
+
+
+@dataclass(frozen=True)
+class Requant:
+    """Requantization of the accumulators: ``clamp((acc * m + 2^(s-1)) >> s)``.
+
+    Parameters
+    ----------
+    m, s : int or sequence of int
+        Multiplier (signed 32-bit) and shift (1..62): one value for every column, or one
+        per output column (length N).
+    bits : int
+        Output width (default 8).
+    signed : bool
+        Signed (default) or unsigned output range.
+    """
+
+    m: int | tuple = 1
+    s: int | tuple = 1
+    bits: int = 8
+    signed: bool = True
+
+    def __post_init__(self):
+        for name in ("m", "s"):
+            v = getattr(self, name)
+            if isinstance(v, (list, tuple, np.ndarray)):
+                v = tuple(int(x) for x in np.asarray(v).ravel())
+            elif isinstance(v, (int, np.integer)):
+                v = int(v)
+            else:
+                raise InputError(f"requantization {name} = {v!r} is not an integer")
+            object.__setattr__(self, name, v)
+        m, s = np.asarray(self.m), np.asarray(self.s)
+        if ((m < -(1 << 31)) | (m >= 1 << 31)).any():
+            raise InputError(f"requantization multiplier m = {self.m} is outside the signed "
+                             "32-bit range")
+        if ((s < 1) | (s > 62)).any():
+            raise InputError(f"requantization shift s = {self.s} is outside 1..62")
+        if not isinstance(self.bits, (int, np.integer)) or not 1 <= self.bits <= 32:
+            raise InputError(f"requantization output width bits = {self.bits!r} is outside "
+                             "1..32")
+
+    def per_column(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(m, s) as int64 arrays of length `n`."""
+        out = []
+        for name in ("m", "s"):
+            v = np.asarray(getattr(self, name), dtype=np.int64).ravel()
+            if v.size == 1:
+                v = np.full(n, v[0], dtype=np.int64)
+            elif v.size != n:
+                raise InputError(f"requantization {name} has {v.size} values but the GEMM "
+                                 f"has {n} output columns")
+            out.append(v)
+        return out[0], out[1]
+
+    def apply(self, acc: np.ndarray) -> np.ndarray:
+        m, s = self.per_column(acc.shape[-1])
+        return requantize(acc, m, s, self.bits, self.signed)
+
+
+@dataclass(frozen=True)
+class GemmResult:
+    """Outcome of one GEMM.
+
+    Attributes
+    ----------
+    C : numpy.ndarray of int64, shape (M, N)
+        Accumulators, or requantized outputs.
+    cycles, predicted_cycles : int or None
+        Clock edges the RTL took, and what `axsa.sim.cycles` predicted (None: emulate).
+    utilization : float or None
+        Useful MACs / (cycles x R x C).
+    macs : int
+        Useful multiply-accumulates, M x K x N.
+    wall_s : float
+        Wall-clock seconds of the whole call (packing, simulation, gathering).
+    engine : str
+    """
+
+    C: np.ndarray = field(repr=False)
+    cycles: int | None
+    predicted_cycles: int | None
+    utilization: float | None
+    macs: int
+    wall_s: float
+    engine: str
+
+    @property
+    def mac_per_s(self) -> float:
+        return self.macs / self.wall_s if self.wall_s > 0 else float("inf")
+
+
+def _multiplier(mult):
+    if isinstance(mult, str):
+        from axsa.rtl.multipliers import parse_spec
+        return parse_spec(mult)
+    return mult
+
+
+def emulate_gemm(A, B, mult, mode: int = 0) -> np.ndarray:
+    """Product-table GEMM without RTL: the models' fast path if present, else numpy."""
+    mult = _multiplier(mult)
+    mult._check_mode(mode)
+    A, B = check_operands(A, B, mult.fmt)
+    try:
+        from axsa.models.approx import approx_matmul
+    except ImportError:
+        approx_matmul = None
+    if approx_matmul is not None:
+        import torch
+        table = torch.from_numpy(mult.model_table(mode))
+        out = approx_matmul(torch.from_numpy(A), torch.from_numpy(B), table, mult.fmt)
+        return np.asarray(out.numpy() if hasattr(out, "numpy") else out, dtype=np.int64)
+    return reference_gemm(A, B, mult.model_table(mode), mult.fmt)
+
+
+def build_accelerator(mult, rows: int, cols: int, max_k: int = DEFAULT_MAX_K):
+    """The `Accelerator` for `mult` (spec string or Multiplier) and an R x C array."""
+    from axsa.rtl.accelerator import Accelerator
+    return Accelerator(_multiplier(mult), rows, cols, max_k=max_k)
+
+
+def _check_dims(rows, cols):
+    for name, v in (("rows", rows), ("cols", cols)):
+        if not isinstance(v, (int, np.integer)) or not 1 <= v <= 256:
+            raise InputError(f"--{name} {v!r} is outside 1..256")
+
+
+def _command_words(acc, nt: int, K: int, requant: Requant | None, m_cols, s_cols):
+    """One command per column block of tiles: (nt, n_words) uint32."""
+    from .engine import ints_to_words
+    layout = acc.cmd_layout
+    fields = dict(layout)
+    C = acc.cols
+
+    def put(value, fld, idx=None, width=None):
+        off = fld.offset + (idx * width if idx is not None else 0)
+        w = width if width is not None else fld.width
+        return (int(value) & ((1 << w) - 1)) << off
+
+    words = []
+    for j in range(nt):
+        word = put(K - 1, fields["k_minus_1"])
+        if requant is not None:
+            word |= put(1, fields["rq_en"]) | put(int(requant.signed), fields["rq_signed"])
+            word |= put(requant.bits, fields["rq_bits"])
+            mw = fields["m"].shape.elem_shape.width
+            sw = fields["s"].shape.elem_shape.width
+            for c in range(C):
+                word |= put(m_cols[j * C + c], fields["m"], c, mw)
+                word |= put(s_cols[j * C + c], fields["s"], c, sw)
+        words.append(word)
+    return ints_to_words(words, layout.size, "command")
+
+
+def _unpack_rows(words: np.ndarray, count: int, width: int) -> np.ndarray:
+    """Result payload words -> (n, count) signed int64 (fields of `width` bits)."""
+    from .engine import unpack_fields
+    if width <= 32:
+        return unpack_fields(words, count, width, signed=True)
+    bits = np.unpackbits(np.ascontiguousarray(words).view(np.uint8), axis=1,
+                         bitorder="little")[:, :count * width]
+    bits = bits.reshape(len(words), count, width).astype(np.int64)
+    out = (bits << np.arange(width, dtype=np.int64)).sum(axis=2)
+    return out - (bits[:, :, -1] << width)
+
+
+def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int = 0,
+             requant: Requant | None = None, max_k: int = DEFAULT_MAX_K,
+             vcd=None) -> GemmResult:
+    """Run ``A @ B`` (through the multiplier) on the accelerator, bit-exact.
+
+    Parameters
+    ----------
+    A : array_like of int, shape (M, K)
+    B : array_like of int, shape (K, N)
+        Operand values in the multiplier's format.
+    mult : str or Multiplier
+    engine : {"pysim", "cxxrtl", "emulate"} or Engine
+        An `Engine` built around an `Accelerator` is reused (its array size wins).
+    rows, cols : int
+        Array size when the engine is built here.
+    mode : int
+        Multiplier mode (cfgtrunc); 0 otherwise.
+    requant : Requant, optional
+        Requantize in the output stage (and in the emulation).
+    max_k : int
+        Longest K the design built here is sized for (accumulator width); a larger K is
+        an InputError.
+    vcd : path, optional
+        Waveform file (pysim only).
+
+    Returns
+    -------
+    GemmResult
+    """
+    t0 = time.perf_counter()
+    mult = _multiplier(mult)
+    mult._check_mode(mode)
+    A, B = check_operands(A, B, mult.fmt)
+    M, K = A.shape
+    N = B.shape[1]
+    macs = M * K * N
+    if requant is not None:
+        requant.per_column(N)  # length check before any work
+    if isinstance(engine, str) and engine == "emulate":
+        C = emulate_gemm(A, B, mult, mode)
+        if requant is not None:
+            C = requant.apply(C)
+        return GemmResult(C, None, None, None, macs, time.perf_counter() - t0, "emulate")
+
+    from axsa.rtl.accelerator import Accelerator
+
+    from .engine import Engine, make_engine, pack_fields
+    if isinstance(engine, Engine):
+        eng = engine
+        acc = eng.component
+        if not isinstance(acc, Accelerator):
+            raise InputError(f"engine runs a {type(acc).__name__}, not an Accelerator")
+        if acc.multiplier != mult:
+            raise InputError(f"engine runs multiplier {acc.multiplier.spec}, not {mult.spec}")
+        own = False
+    else:
+        _check_dims(rows, cols)
+        acc = build_accelerator(mult, int(rows), int(cols), max_k=max_k)
+        kwargs = {"vcd": vcd} if vcd is not None else {}
+        if vcd is not None and engine != "pysim":
+            raise InputError(f"--vcd needs the pysim engine, not {engine!r}")
+        eng = make_engine(engine, acc, **kwargs)
+        own = True
+    try:
+        R, Cc = acc.rows, acc.cols
+        if K > acc.max_k:
+            raise InputError(f"K = {K} exceeds the design's max_k = {acc.max_k} "
+                             "(raise max_k)")
+        if requant is not None:
+            hi = requant_range(requant.bits, requant.signed)
+            if requant.bits > acc.acc_width - (0 if requant.signed else 1) or hi[0] > hi[1]:
+                raise InputError(f"requantization bits = {requant.bits} does not fit the "
+                                 f"{acc.acc_width}-bit result elements")
+        mt, nt = -(-M // R), -(-N // Cc)
+        fmt = mult.fmt
+        Ap = np.zeros((mt * R, K), dtype=np.int64)
+        Ap[:M] = A
+        Bp = np.zeros((K, nt * Cc), dtype=np.int64)
+        Bp[:, :N] = B
+        # beat k of tile (i, j): A[i*R:(i+1)*R, k] and B[k, j*C:(j+1)*C]
+        a_panel = pack_fields(Ap.reshape(mt, R, K).transpose(0, 2, 1).reshape(mt * K, R),
+                              fmt.a_width, signed=fmt.signed)
+        b_panel = pack_fields(Bp.reshape(K, nt, Cc).transpose(1, 0, 2).reshape(nt * K, Cc),
+                              fmt.b_width, signed=fmt.signed)
+        a_words = np.broadcast_to(a_panel.reshape(mt, 1, K, -1), (mt, nt, K, a_panel.shape[1]))
+        b_words = np.broadcast_to(b_panel.reshape(1, nt, K, -1), (mt, nt, K, b_panel.shape[1]))
+        a_words = np.ascontiguousarray(a_words.reshape(-1, a_panel.shape[1]))
+        b_words = np.ascontiguousarray(b_words.reshape(-1, b_panel.shape[1]))
+        m_cols = s_cols = None
+        if requant is not None:
+            m_cols, s_cols = requant.per_column(N)
+            m_cols = np.concatenate([m_cols, np.zeros(nt * Cc - N, np.int64)])
+            s_cols = np.concatenate([s_cols, np.ones(nt * Cc - N, np.int64)])
+        cmd = _command_words(acc, nt, K, requant, m_cols, s_cols)
+        cmd_words = np.ascontiguousarray(np.tile(cmd, (mt, 1)))
+        predicted = predict_cycles(M, K, N, R, Cc)
+        inputs = {"mode": mode} if mult.modes > 1 else {}
+        outputs, cycles = eng.run_streams(
+            feeds={"cmd": cmd_words, "a": a_words, "b": b_words},
+            drains={"result": mt * nt * R}, inputs=inputs,
+            max_cycles=2 * predicted + 1000)
+        rows_out = _unpack_rows(outputs["result"], Cc, acc.acc_width)
+        C = rows_out.reshape(mt, nt, R, Cc).transpose(0, 2, 1, 3).reshape(mt * R, nt * Cc)
+        C = np.ascontiguousarray(C[:M, :N])
+    finally:
+        if own:
+            eng.close()
+    return GemmResult(C, int(cycles), predicted, utilization(M, K, N, R, Cc, cycles), macs,
+                      time.perf_counter() - t0, getattr(eng, "name", str(engine)))
