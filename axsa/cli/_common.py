@@ -53,8 +53,8 @@ def load_npy(path: str, what: str):
         raise InputError(f"{what} file {path!r} is not a readable .npy array: {exc}") from None
 
 
-def progress(iterable=None, total=None, description="working"):
-    """A progress bar on stderr (rich), quiet when stderr is not a terminal and not forced."""
+def progress_bar(transient: bool = False):
+    """A rich progress bar on stderr (counts, elapsed and remaining time) for long work."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -64,7 +64,6 @@ def progress(iterable=None, total=None, description="working"):
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn(),
-                   console=Console(file=sys.stderr), transient=False)
-    return bar
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=Console(file=sys.stderr), transient=transient)
