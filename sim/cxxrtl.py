@@ -121,7 +121,12 @@ def build(rtlil_text: str, verilog_sources: Sequence[str | os.PathLike] = (),
     work = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
     try:
         (work / "design.il").write_text(rtlil_text)
-        reads = "".join(f"read_verilog -defer {str(s.resolve())!r}; " for s in sources)
+        # YoWASP's Yosys sees only its working directory: copy the sources in.
+        reads = ""
+        for i, s in enumerate(sources):
+            local = f"src{i}_{s.name}"
+            shutil.copyfile(s, work / local)
+            reads += f'read_verilog -defer "{local}"; '
         script = (f"{reads}read_rtlil design.il; hierarchy -top top; "
                   "write_cxxrtl -header design.cc")
         toolchain.run("YOSYS", ["-q", "-l", "yosys.log", "-p", script], cwd=work)
