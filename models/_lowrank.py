@@ -28,7 +28,8 @@ import numpy as np
 MAX_TERMS = 256
 
 
-def peel(table: np.ndarray, max_terms: int = MAX_TERMS) -> list[tuple[np.ndarray, np.ndarray]] | None:
+def peel(table: np.ndarray, max_terms: int = MAX_TERMS
+         ) -> list[tuple[np.ndarray, np.ndarray]] | None:
     """Exact integer rank-1 terms of `table`, or None if peeling needs a non-integer step
     or more than `max_terms` terms.
 

@@ -46,6 +46,9 @@ LOWRANK_MAX_STACKS = 48
 #: elements of the temporary per-block tensors (bounds memory of both engines)
 BLOCK_ELEMENTS = 1 << 23
 
+#: elements of the embedding-bag engine's gathered block (fits in L2)
+BAG_BLOCK_ELEMENTS = 1 << 19
+
 Engine = Literal["auto", "lowrank", "bag", "gather"]
 
 _PLANS: dict[str, dict] = {}
@@ -170,6 +173,35 @@ def _range(width: int, signed: bool) -> tuple[int, int]:
     return (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, (1 << width) - 1)
 
 
+class _Group:
+    """int8 factor tables of one scale, also packed so one gather fetches all T digits:
+    T padded to 1, 2, 4 or a multiple of 8 bytes and viewed as int8/16/32/64 per code."""
+
+    def __init__(self, scale: int, f: np.ndarray, g: np.ndarray):
+        self.scale = int(scale)
+        self.stacks = f.shape[1]
+        self.f = torch.from_numpy(np.ascontiguousarray(f))
+        self.g = torch.from_numpy(np.ascontiguousarray(g))
+        t = self.stacks
+        self.width = t if t in (1, 2, 4) else (4 if t == 3 else -(-t // 8) * 8)
+        self.f_packed = self._pack(f)
+        self.g_packed = self._pack(g)
+
+    def _pack(self, x: np.ndarray) -> torch.Tensor:
+        padded = np.zeros((x.shape[0], self.width), dtype=np.int8)
+        padded[:, :x.shape[1]] = x
+        dtype = {1: np.int8, 2: np.int16, 4: np.int32}.get(self.width, np.int64)
+        packed = padded.view(dtype)                      # (codes, width / itemsize)
+        return torch.from_numpy(packed.reshape(x.shape[0], -1).copy())
+
+    def gather(self, codes: torch.Tensor, which: str) -> torch.Tensor:
+        """(R, K) codes -> (R, K * width) int8 digits, k-major."""
+        table = self.f_packed if which == "f" else self.g_packed
+        rows, k = codes.shape
+        got = torch.index_select(table, 0, codes.reshape(-1))
+        return got.view(torch.int8).reshape(rows, k * self.width)
+
+
 def _make_plan(pt: ProductTable) -> dict:
     terms = _lowrank.factor(pt.table, pt.a_values, pt.b_values)
     int8 = None
@@ -192,8 +224,7 @@ def _make_plan(pt: ProductTable) -> dict:
         "max_abs": int(np.abs(pt.table).max()),
     }
     if int8 is not None:
-        plan["groups"] = [(scale, torch.from_numpy(f.copy()), torch.from_numpy(g.copy()))
-                          for scale, f, g in int8.groups]
+        plan["groups"] = [_Group(scale, f, g) for scale, f, g in int8.groups]
         plan["row"] = torch.from_numpy(int8.row)
         plan["col"] = torch.from_numpy(int8.col)
         plan["const"] = int8.const
@@ -354,48 +385,51 @@ def _int_mm_works() -> bool:
 def _lowrank_matmul(ca, cb, batch, plan) -> torch.Tensor:
     kind, A, B = _split_batch(ca, cb, batch)
     K = ca.shape[-1]
-    groups = plan["groups"]
-    row, col = plan["row"], plan["col"]
     if kind == "b":  # C^T = B^T (x) A^T with the transposed table: b's rows stacked
-        groups = [(s, g, f) for s, f, g in groups]
-        row, col = col, row
         At = B.transpose(-1, -2).reshape(-1, K)
-        Bt = A.transpose(-1, -2)
-        out = _lowrank_2d(At, Bt, groups, row, col, plan["const"])  # (bb*N, M)
+        out = _lowrank_2d(At, A.t(), plan, transposed=True)  # (bb*N, M)
         out = out.reshape(*cb.shape[:-2], cb.shape[-1], ca.shape[-2]).transpose(-1, -2)
         return out.expand(*batch, *out.shape[-2:]).contiguous()
     if kind == "a":
-        out = _lowrank_2d(A, B, groups, row, col, plan["const"])
+        out = _lowrank_2d(A, B, plan)
         return out.reshape(*ca.shape[:-2], ca.shape[-2], cb.shape[-1]).expand(
             *batch, ca.shape[-2], cb.shape[-1]).contiguous()
-    return _lowrank_batched(A, B, groups, row, col, plan["const"])
+    return _lowrank_batched(A, B, plan)
 
 
-def _lowrank_2d(A, B, groups, row, col, const) -> torch.Tensor:
-    """(P, K) codes x (K, Q) codes -> (P, Q) int64 through int8 GEMMs."""
+def _lowrank_2d(A, B, plan, transposed: bool = False) -> torch.Tensor:
+    """(P, K) codes x (K, Q) codes -> (P, Q) int64 through int8 GEMMs.
+
+    With `transposed`, A holds codes of operand b and B codes of operand a (the product
+    is C^T): factor tables and row/column terms swap roles.
+    """
     P, K = A.shape
     Q = B.shape[1]
-    out = row[A].sum(1)[:, None] + col[B].sum(0)[None, :] + K * const
+    row, col = (plan["col"], plan["row"]) if transposed else (plan["row"], plan["col"])
+    fa, fb = ("g", "f") if transposed else ("f", "g")
+    A = A.contiguous()
+    Bt = B.t().contiguous()                              # (Q, K): gathers want rows
+    rowsum = torch.index_select(row, 0, A.view(-1)).view(P, K).sum(1)
+    colsum = torch.index_select(col, 0, Bt.view(-1)).view(Q, K).sum(1)
+    out = rowsum[:, None] + (colsum + K * plan["const"])[None, :]
+    groups = plan["groups"]
     if not groups:
-        return out.expand(P, Q).contiguous()
-    stacks = sum(f.shape[1] for _, f, _ in groups)
+        return out
+    width = max(g.width for g in groups)
     # K chunk: int32 bound (|int8 product| <= 2^14) and temporaries of bounded size
-    kc = max(1, min(K, (2**31 - 1) // (2**14 * stacks),
-                    BLOCK_ELEMENTS // max(1, (P + Q) * stacks)))
+    kc = max(1, min(K, (2**31 - 1) // (2**14 * width),
+                    BLOCK_ELEMENTS // max(1, (P + Q) * width)))
     use_int = _int_mm_works()
-    out = out.expand(P, Q).clone()
-    Bt = B.t()
     for k0 in range(0, K, kc):
-        a_blk = A[:, k0:k0 + kc]
-        b_blk = Bt[:, k0:k0 + kc]
-        for scale, f, g in groups:
-            F = f[a_blk].reshape(P, -1)          # (P, kc*T) int8
-            G = g[b_blk].reshape(Q, -1)          # (Q, kc*T) int8
+        a_blk = A[:, k0:k0 + kc] if kc < K else A
+        b_blk = Bt[:, k0:k0 + kc] if kc < K else Bt
+        for grp in groups:
+            F = grp.gather(a_blk, fa)                    # (P, kc*width) int8
+            G = grp.gather(b_blk, fb)                    # (Q, kc*width) int8
             if use_int:
-                part = torch._int_mm(F, G.t()).to(torch.int64)
+                out.add_(torch._int_mm(F, G.t()), alpha=grp.scale)
             else:
-                part = _float_exact_mm(F, G.t())
-            out += scale * part
+                out.add_(_float_exact_mm(F, G.t()), alpha=grp.scale)
     return out
 
 
@@ -406,16 +440,17 @@ def _float_exact_mm(F: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     return torch.matmul(F.to(dtype), G.to(dtype)).to(torch.int64)
 
 
-def _lowrank_batched(A, B, groups, row, col, const) -> torch.Tensor:
+def _lowrank_batched(A, B, plan) -> torch.Tensor:
     """Both operands batched: float GEMMs of the int8 factors, exact by the 2^24/2^53
     bound (float32 while K*T*2^14 < 2^24, else float64)."""
     K = A.shape[-1]
-    out = row[A].sum(-1)[..., :, None] + col[B].sum(-2)[..., None, :] + K * const
+    row, col = plan["row"], plan["col"]
+    out = row[A].sum(-1)[..., :, None] + col[B].sum(-2)[..., None, :] + K * plan["const"]
     out = out.expand(*A.shape[:-1], B.shape[-1]).clone()
-    for scale, f, g in groups:
-        F = f[A].flatten(-2)                                  # (..., M, K*T)
-        G = g[B.transpose(-1, -2)].flatten(-2)                # (..., N, K*T)
-        out += scale * _float_exact_mm(F, G.transpose(-1, -2))
+    for grp in plan["groups"]:
+        F = grp.f[A].flatten(-2)                              # (..., M, K*T)
+        G = grp.g[B.transpose(-1, -2)].flatten(-2)            # (..., N, K*T)
+        out.add_(_float_exact_mm(F, G.transpose(-1, -2)), alpha=grp.scale)
     return out
 
 
@@ -443,33 +478,35 @@ def _bag_matmul(ca, cb, batch, plan) -> torch.Tensor:
 def _bag_2d(A, B, lut, max_abs) -> torch.Tensor:
     """(P, K) x (K, Q) codes -> (P, Q) int64 via embedding_bag over per-k table rows.
 
-    The smaller of P and Q is the side whose table rows are gathered (build cost
-    K * 2^w * min(P, Q)); embedding_bag then sums K rows per output of the other side.
+    For a block of k, ``W[(c, k), i] = lut[A[i, k], c]`` is gathered (rows of length P)
+    and ``embedding_bag`` sums, for every output column q, the K rows ``(B[k, q], k)``.
+    The smaller of P and Q is the gathered side (build cost K * 2^w * min(P, Q), bag
+    cost P * K * Q). Blocks of k are small enough for W to stay in cache and for every
+    float partial sum to stay below 2^24 (float32; 2^53 for a float64 table): exact.
     """
     P, K = A.shape
     Q = B.shape[1]
-    if Q < P:  # build from b's side: C^T = B^T (x) A^T with lut^T
+    if Q < P:  # gather from b's side: C^T = B^T (x) A^T with lut^T
         return _bag_2d(B.t(), A.t(), lut.t().contiguous(), max_abs).t()
-    nb = lut.shape[1]
-    # exact float partial sums: kc * max|lut| < 2^24 for float32 (2^53 for float64)
+    lut_t = lut.t().contiguous()                         # lut_t[c, a] = lut[a, c]
+    nb = lut_t.shape[0]
     bits = 24 if lut.dtype == torch.float32 else 53
-    kc = max(1, min(K, (2**bits - 1) // max(1, max_abs)))
-    pc = max(1, min(P, BLOCK_ELEMENTS // (min(kc, K) * nb)))
-    kc = max(1, min(kc, BLOCK_ELEMENTS // (pc * nb)))
-    out = torch.zeros(P, Q, dtype=torch.int64)
+    pc = max(1, min(P, BAG_BLOCK_ELEMENTS // (nb * 4)))
+    kk = max(1, min(K, BAG_BLOCK_ELEMENTS // (nb * pc), (2**bits - 1) // max(1, max_abs)))
+    buf = torch.empty(nb * kk * pc, dtype=lut.dtype)
+    out = torch.zeros(Q, P, dtype=torch.float64)         # exact below 2^53
+    ks = torch.arange(kk)
     for p0 in range(0, P, pc):
-        a_blk = A[p0:p0 + pc]
-        p = a_blk.shape[0]
-        for k0 in range(0, K, kc):
-            a_k = a_blk[:, k0:k0 + kc]                        # (p, kk)
-            kk = a_k.shape[1]
-            # W[(k, c), i] = lut[a[i, k], c]
-            W = lut[a_k.t().reshape(-1)].reshape(kk, p, nb).transpose(1, 2)
-            W = W.reshape(kk * nb, p)
-            idx = B[k0:k0 + kk].t() + torch.arange(kk)[None, :] * nb  # (Q, kk)
-            part = torch.nn.functional.embedding_bag(idx, W, mode="sum")      # (Q, p)
-            out[p0:p0 + p] += part.t().to(torch.int64)
-    return out
+        a_t = A[p0:p0 + pc].t().contiguous()             # (K, p)
+        p = a_t.shape[1]
+        acc = out[:, p0:p0 + p]
+        for k0 in range(0, K, kk):
+            kb = min(kk, K - k0)
+            w = buf[:nb * kb * p].view(nb, kb * p)
+            torch.index_select(lut_t, 1, a_t[k0:k0 + kb].reshape(-1), out=w)
+            idx = B[k0:k0 + kb].t() * kb + ks[:kb]         # (Q, kb): row c*kb + k
+            acc += torch.nn.functional.embedding_bag(idx, w.view(nb * kb, p), mode="sum")
+    return out.t().to(torch.int64)
 
 
 # -- engine: naive gather (reference, benchmarks) --------------------------------------
