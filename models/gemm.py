@@ -71,7 +71,8 @@ class GemmHook:
         if unknown:
             raise InputError(f"unknown GEMM name(s) {', '.join(map(repr, unknown))}; this "
                              f"model has: {', '.join(self.names)}")
-        self.tables = {n: t for n, t in tables.items() if t is not None}
+        # exact tables take the plain GEMM path; decided once here, not per call
+        self.tables = {n: t for n, t in tables.items() if t is not None and not t.is_exact}
 
     def clear(self) -> None:
         self.tables = {}
@@ -131,7 +132,7 @@ class GemmHook:
                 (aa.reshape(g, *a.shape[-2:]).numpy().copy(),
                  bb.reshape(g, *b.shape[-2:]).numpy().copy()))
         table = self.tables.get(name)
-        if table is None or getattr(table, "is_exact", False):
+        if table is None:
             return torch.matmul(a, b)   # int64, or float holding integers below 2^24: exact
         from .approx import approx_matmul, approx_matmul_grad
         if integer:

@@ -25,6 +25,7 @@ the mode changes).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -46,6 +47,8 @@ from .quant import (
 MODES = ("fp32", "fake_quant", "integer")
 #: bits of the model's final output codes (the head's requantized accumulator)
 OUT_BITS = 16
+#: bits of residual sums that feed only a LayerNorm (never a multiplier)
+AUX_BITS = 8
 
 
 @dataclass
@@ -142,11 +145,15 @@ class QLinear(QModule):
 
 
 class QAdd(QModule):
-    """Residual add with rescale of both inputs to one output scale (ops.add_requant)."""
+    """Residual add with rescale of both inputs to one output scale (ops.add_requant).
 
-    def __init__(self, rt: Runtime):
+    ``bits`` of the output codes default to the model's; a sum that feeds only a
+    LayerNorm (not a GEMM) may be wider (``AUX_BITS``).
+    """
+
+    def __init__(self, rt: Runtime, bits: int | None = None):
         super().__init__(rt)
-        self.oq = Quantizer(rt.bits, observer=rt.observer)
+        self.oq = Quantizer(bits or rt.bits, observer=rt.observer)
 
     def forward(self, x, y):
         if self.rt.mode == "fp32":
@@ -154,7 +161,7 @@ class QAdd(QModule):
         (qx, sx), (qy, sy) = x, y
         so = self._observe(self.oq, lambda: qx.to(torch.float64) * sx
                            + qy.to(torch.float64) * sy)
-        return ops.add_requant(qx, sx, qy, sy, so, self.rt.bits, self.rt.integer), so
+        return ops.add_requant(qx, sx, qy, sy, so, self.oq.bits, self.rt.integer), so
 
 
 class QLayerNorm(QModule):
@@ -247,11 +254,12 @@ class EncoderLayer(QModule):
     def __init__(self, rt: Runtime, prefix: str, d: int, heads: int, ff: int):
         super().__init__(rt)
         self.attn = QAttention(rt, f"{prefix}.attn", d, heads)
-        self.add1 = QAdd(rt)
+        aux = max(rt.bits, AUX_BITS) if os.environ.get("AXSA_AUX", "1") == "1" else None
+        self.add1 = QAdd(rt, aux)
         self.norm1 = QLayerNorm(rt, d)
         self.fc1 = QLinear(rt, f"{prefix}.ffn.fc1", d, ff, relu=True)
         self.fc2 = QLinear(rt, f"{prefix}.ffn.fc2", ff, d)
-        self.add2 = QAdd(rt)
+        self.add2 = QAdd(rt, aux)
         self.norm2 = QLayerNorm(rt, d)
 
     def forward(self, x):

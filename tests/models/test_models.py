@@ -1,0 +1,138 @@
+"""The two quantized transformers: integer path vs fake-quant, determinism, the GEMM hook."""
+
+import numpy as np
+import pytest
+import torch
+from axsa.models import train as T
+from axsa.models.approx import ProductTable, approx_matmul
+from axsa.models.gemm import GemmHook
+from axsa.rtl.multipliers import parse_spec
+
+from axsa.errors import InputError
+
+torch.set_num_threads(1)
+QUICK = T.TrainConfig(epochs=2, qat_epochs=1, calib_batches=4)
+
+
+@pytest.fixture(scope="module", params=["ts", "vit"])
+def trained(request):
+    kind = request.param
+    ds = T.load_data(kind)
+    small = dict(d_model=16, ff=32, heads=2) if kind == "ts" else dict(d_model=16, ff=32)
+    model, _ = T.fit(kind, 6, QUICK, ds=ds, **small)
+    return model, ds
+
+
+def test_gemm_names(trained):
+    model, _ = trained
+    first = "embed" if model.kind == "ts" else "patch"
+    assert model.gemm_names() == [
+        first, "layers.0.attn.q", "layers.0.attn.k", "layers.0.attn.v", "layers.0.attn.qk",
+        "layers.0.attn.av", "layers.0.attn.out", "layers.0.ffn.fc1", "layers.0.ffn.fc2",
+        "head"]
+
+
+def test_integer_equals_fake_quant_within_one_step(trained):
+    model, ds = trained
+    fq = T.predict(model, ds.test.x, "fake_quant")
+    it = T.predict(model, ds.test.x, "integer")
+    step = float(model.head.oq.scale())
+    assert float((fq - it).abs().max()) <= step
+    # and the quantized model is close to the float one it was trained from
+    assert model.head.oq.bits == 16
+
+
+def test_integer_path_is_deterministic(trained):
+    model, ds = trained
+    a = T.predict(model, ds.test.x, "integer")
+    torch.set_num_threads(2)
+    try:
+        b = T.predict(model, ds.test.x.flip(0), "integer").flip(0)
+    finally:
+        torch.set_num_threads(1)
+    assert torch.equal(a, b)
+
+
+def test_training_is_deterministic():
+    ds = T.load_data("ts")
+    tc = T.TrainConfig(epochs=1, qat_epochs=1, calib_batches=2)
+    outs = []
+    for _ in range(2):
+        model, _ = T.fit("ts", 4, tc, ds=ds, d_model=8, ff=16)
+        outs.append(T.predict(model, ds.test.x[:64], "integer"))
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_exact_table_equals_torch_integer_matmul(trained):
+    model, ds = trained
+    recs = T.record_streams(model, ds.test.x[:3])
+    exact = ProductTable.from_multiplier(parse_spec("exact@s8"))
+    for name, (a, b) in recs.items():
+        got = approx_matmul(torch.from_numpy(a), torch.from_numpy(b), exact)
+        assert torch.equal(got, torch.matmul(torch.from_numpy(a), torch.from_numpy(b))), name
+
+
+def test_hook_routes_through_the_table(trained):
+    """An approximate table changes exactly the GEMM it is assigned to, by the gather."""
+    model, ds = trained
+    spec = parse_spec("drum(k=3)@s8")
+    table = ProductTable.from_multiplier(spec)
+    x = ds.test.x[:2]
+    recs = T.record_streams(model, x, {"head": table})
+    a, b = recs["head"]
+    lut = spec.model_table()
+    gather = lut[a[:, :, :, None] & 255, b[:, None, :, :] & 255].sum(axis=2)
+    hook = GemmHook()
+    hook.register("g")
+    hook.assign({"g": table})
+    got = hook("g", torch.from_numpy(a), torch.from_numpy(b), integer=True)
+    assert np.array_equal(got.numpy(), gather)
+    assert not np.array_equal(gather, np.matmul(a, b))
+    # the GEMMs before the head saw the same operands with and without the table
+    plain = T.record_streams(model, x)
+    assert np.array_equal(plain["layers.0.ffn.fc2"][0], recs["layers.0.ffn.fc2"][0])
+
+
+def test_export_integer_reproduces_the_first_layer(trained):
+    """numpy on the exported integer constants == the first Linear's integer forward."""
+    model, ds = trained
+    first = model.gemm_names()[0]
+    exp = T.export_integer(model)
+    a, _ = T.record_streams(model, ds.test.x[:2])[first]        # (G, M, K) input codes
+    acc = a @ exp[f"{first}.weight"].T + exp[f"{first}.bias"]
+    m, s = exp[f"{first}.m"], exp[f"{first}.s"]
+    expect = np.clip((acc * m + (1 << (s - 1))) >> s, -32, 31)  # 6-bit codes
+    mod = model.patch if model.kind == "vit" else model.embed
+    codes, _ = mod((torch.from_numpy(a), torch.tensor(exp[f"{first}.scale_in"])))
+    assert np.array_equal(codes.numpy(), expect)
+
+
+def test_stream_files(tmp_path):
+    hook = GemmHook()
+    a = np.arange(2 * 3 * 2).reshape(2, 3, 2) - 5
+    b = np.arange(2 * 2 * 4).reshape(2, 2, 4) - 7
+    hook.save_streams({"x.y": (a, b)}, tmp_path)
+    f = np.load(tmp_path / "x.y.npz")
+    assert f["shape"].tolist() == [2, 3, 2, 4]
+    pairs = [(a[g, m, k], b[g, k, n]) for k in range(2) for n in range(4)
+             for g in range(2) for m in range(3)]
+    assert list(zip(f["a"].tolist(), f["b"].tolist())) == [tuple(map(int, p)) for p in pairs]
+
+
+def test_unknown_gemm_name_is_input_error(trained):
+    model, _ = trained
+    with pytest.raises(InputError, match="layers.9.attn.q"):
+        model.hook.assign({"layers.9.attn.q": None})
+
+
+def test_checkpoint_round_trip(trained, tmp_path):
+    model, ds = trained
+    p = T.save_checkpoint(model, tmp_path / "m.pt")
+    again, _, _ = T.load_checkpoint(p)
+    assert torch.equal(T.predict(model, ds.test.x[:32], "integer"),
+                       T.predict(again, ds.test.x[:32], "integer"))
+    with pytest.raises(InputError, match="nope.pt"):
+        T.load_checkpoint(tmp_path / "nope.pt")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(InputError, match="junk.pt"):
+        T.load_checkpoint(tmp_path / "junk.pt")
