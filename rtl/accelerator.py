@@ -100,6 +100,7 @@ class Accelerator(wiring.Component):
 
     def __init__(self, multiplier, rows: int, cols: int, max_k: int = 4096,
                  acc_width: int | None = None, buffer_depth: int | None = None):
+        self._MustUse__silence = True  # a rejected construction is not an unused design
         check_dims(rows, cols)
         if not isinstance(max_k, int) or not 1 <= max_k <= 1 << 24:
             raise ValueError(f"max_k must be an integer 1..2^24, not {max_k!r}")
@@ -131,6 +132,7 @@ class Accelerator(wiring.Component):
         if multiplier.modes > 1:
             ports["mode"] = In(range(multiplier.modes))
         super().__init__(ports)
+        self._MustUse__silence = False
 
     @property
     def verilog_sources(self) -> list:

@@ -86,6 +86,7 @@ class SystolicArray(wiring.Component):
 
     def __init__(self, multiplier, rows: int, cols: int, acc_width: int | None = None,
                  max_k: int = 4096):
+        self._MustUse__silence = True  # a rejected construction is not an unused design
         check_dims(rows, cols)
         if acc_width is None:
             acc_width = acc_width_for(multiplier, max_k)
@@ -103,6 +104,7 @@ class SystolicArray(wiring.Component):
         if multiplier.modes > 1:
             ports["mode"] = In(range(multiplier.modes))
         super().__init__(ports)
+        self._MustUse__silence = False
 
     @property
     def verilog_sources(self) -> list:

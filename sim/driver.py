@@ -136,15 +136,11 @@ def emulate_gemm(A, B, mult, mode: int = 0) -> np.ndarray:
     mult._check_mode(mode)
     A, B = check_operands(A, B, mult.fmt)
     try:
-        from axsa.models.approx import approx_matmul
-    except ImportError:
-        approx_matmul = None
-    if approx_matmul is not None:
-        import torch
-        table = torch.from_numpy(mult.model_table(mode))
-        out = approx_matmul(torch.from_numpy(A), torch.from_numpy(B), table, mult.fmt)
-        return np.asarray(out.numpy() if hasattr(out, "numpy") else out, dtype=np.int64)
-    return reference_gemm(A, B, mult.model_table(mode), mult.fmt)
+        from axsa.models.approx import ProductTable, approx_matmul
+    except ImportError:  # models not installed or not built: the numpy reference
+        return reference_gemm(A, B, mult.model_table(mode), mult.fmt)
+    table = ProductTable.from_multiplier(mult, mode)
+    return approx_matmul(A, B, table).numpy().astype(np.int64, copy=False)
 
 
 def build_accelerator(mult, rows: int, cols: int, max_k: int = DEFAULT_MAX_K):
@@ -221,7 +217,7 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
         Longest K the design built here is sized for (accumulator width); a larger K is
         an InputError.
     vcd : path, optional
-        Waveform file (pysim only).
+        Waveform file of the run (when the engine is built here).
 
     Returns
     -------
@@ -257,8 +253,11 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
         _check_dims(rows, cols)
         acc = build_accelerator(mult, int(rows), int(cols), max_k=max_k)
         kwargs = {"vcd": vcd} if vcd is not None else {}
-        if vcd is not None and engine != "pysim":
-            raise InputError(f"--vcd needs the pysim engine, not {engine!r}")
+        if engine == "cxxrtl" and acc.verilog_sources:
+            kwargs["verilog_sources"] = acc.verilog_sources
+        if engine == "pysim" and acc.verilog_sources:
+            raise InputError(f"{mult.spec} is imported Verilog, which pysim cannot "
+                             "simulate: use the cxxrtl engine")
         eng = make_engine(engine, acc, **kwargs)
         own = True
     try:
