@@ -26,7 +26,7 @@ import numpy as np
 from axsa.errors import InputError
 
 from .cycles import predict_cycles, utilization
-from .reference import check_operands, reference_gemm, requant_range, requantize
+from .reference import check_operands, reference_gemm, requantize
 
 __all__ = ["GemmResult", "Requant", "build_accelerator", "emulate_gemm", "run_gemm"]
 
@@ -239,37 +239,40 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
         return GemmResult(C, None, None, None, macs, time.perf_counter() - t0, "emulate")
 
     from axsa.rtl.accelerator import Accelerator
+    from axsa.rtl.mac import acc_width_for
 
     from .engine import Engine, make_engine, pack_fields
     if isinstance(engine, Engine):
-        eng = engine
-        acc = eng.component
+        acc = engine.component
         if not isinstance(acc, Accelerator):
             raise InputError(f"engine runs a {type(acc).__name__}, not an Accelerator")
         if acc.multiplier != mult:
             raise InputError(f"engine runs multiplier {acc.multiplier.spec}, not {mult.spec}")
-        own = False
+        design_k, width = acc.max_k, acc.acc_width
     else:
         _check_dims(rows, cols)
+        design_k, width = max_k, acc_width_for(mult, max_k)
+    # checks before anything is built
+    if K > design_k:
+        raise InputError(f"K = {K} exceeds the design's max_k = {design_k} (raise max_k)")
+    if requant is not None and requant.bits > width - (0 if requant.signed else 1):
+        raise InputError(f"requantization bits = {requant.bits} does not fit the "
+                         f"{width}-bit result elements")
+    if isinstance(engine, Engine):
+        eng, own = engine, False
+    else:
+        if engine not in ("pysim", "cxxrtl"):
+            raise InputError(f"unknown engine {engine!r} (known: emulate, pysim, cxxrtl)")
+        if engine == "pysim" and getattr(mult, "verilog_sources", None):
+            raise InputError(f"{mult.spec} is imported Verilog, which pysim cannot "
+                             "simulate: use the cxxrtl engine")
         acc = build_accelerator(mult, int(rows), int(cols), max_k=max_k)
         kwargs = {"vcd": vcd} if vcd is not None else {}
         if engine == "cxxrtl" and acc.verilog_sources:
             kwargs["verilog_sources"] = acc.verilog_sources
-        if engine == "pysim" and acc.verilog_sources:
-            raise InputError(f"{mult.spec} is imported Verilog, which pysim cannot "
-                             "simulate: use the cxxrtl engine")
-        eng = make_engine(engine, acc, **kwargs)
-        own = True
+        eng, own = make_engine(engine, acc, **kwargs), True
     try:
         R, Cc = acc.rows, acc.cols
-        if K > acc.max_k:
-            raise InputError(f"K = {K} exceeds the design's max_k = {acc.max_k} "
-                             "(raise max_k)")
-        if requant is not None:
-            hi = requant_range(requant.bits, requant.signed)
-            if requant.bits > acc.acc_width - (0 if requant.signed else 1) or hi[0] > hi[1]:
-                raise InputError(f"requantization bits = {requant.bits} does not fit the "
-                                 f"{acc.acc_width}-bit result elements")
         mt, nt = -(-M // R), -(-N // Cc)
         fmt = mult.fmt
         Ap = np.zeros((mt * R, K), dtype=np.int64)
