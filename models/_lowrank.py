@@ -13,8 +13,10 @@ its rank by exactly one, so the number of terms equals the table's rank. The exa
 
 An int8 plan then rewrites every term with int8 factors so the GEMM runs on
 ``torch._int_mm`` (int8 x int8 -> int32, exact): each factor is centred,
-``u = c_u + u'``, and ``u'`` split into balanced base-256 digits in -128..127. The cross
-terms with a constant factor become per-code row and column terms (summed over K, no GEMM).
+``u = c_u + u'``, and ``u'`` split into a few int8 parts (clipped parts that add up, or
+balanced base-256 digits for wide ranges). The cross terms with a constant factor become
+per-code row and column terms (summed over K, no GEMM). Powers of two left in a term's
+scale are folded into a factor where they fit, so that most tables need a single GEMM.
 """
 
 from __future__ import annotations
@@ -108,27 +110,73 @@ def factor(table: np.ndarray, a_values: np.ndarray, b_values: np.ndarray
     return min(candidates, key=lambda terms: Int8Plan.build(terms, table.shape).stacks)
 
 
-def _digits_needed(span: int) -> int:
-    """Balanced base-256 digits for a centred integer range of width `span` (hi - lo)."""
+#: a factor whose range needs at most this many int8 parts is split additively (all
+#: parts at scale 1, so they share one GEMM); wider ones go to base-256 digits
+MAX_PARTS = 4
+
+
+def _parts_needed(span: int) -> int:
+    """int8 parts (additive, or base-256 digits) for an integer range of width `span`."""
+    n = max(1, -(-span // 255))
+    if n <= MAX_PARTS:
+        return n
     n = 1
     while span > 256**n - 1:
         n += 1
     return n
 
 
-def _split(x: np.ndarray) -> tuple[int, list[np.ndarray]]:
-    """Centre `x` and split into balanced int8 digits: x == c + sum_i 256^i d_i."""
+def _split(x: np.ndarray) -> tuple[int, list[tuple[int, np.ndarray]]]:
+    """Centre `x` and write it as int8 parts: x == c + sum_i scale_i * d_i.
+
+    Narrow ranges (up to MAX_PARTS * 255) become additive parts at scale 1, clipped
+    greedily from the centred value; wider ones balanced base-256 digits at 256^i.
+    """
     lo, hi = int(x.min()), int(x.max())
-    n = _digits_needed(hi - lo)
-    c = lo + 128 * (256**n - 1) // 255
-    rest = x.astype(np.int64) - c
-    digits = []
-    for _ in range(n):
-        d = (rest + 128) % 256 - 128
-        digits.append(d.astype(np.int8))
-        rest = (rest - d) // 256
+    span = hi - lo
+    n = max(1, -(-span // 255))
+    rest = x.astype(np.int64)
+    parts = []
+    if n <= MAX_PARTS:
+        c = lo + 128 * n                   # rest in [-128n, 127n]: n clipped parts
+        rest = rest - c
+        for _ in range(n):
+            d = np.clip(rest, -128, 127)
+            parts.append((1, d.astype(np.int8)))
+            rest = rest - d
+    else:
+        n = _parts_needed(span)
+        c = lo + 128 * (256**n - 1) // 255
+        rest = rest - c
+        for i in range(n):
+            d = (rest + 128) % 256 - 128
+            parts.append((256**i, d.astype(np.int8)))
+            rest = (rest - d) // 256
     assert not rest.any()
-    return c, digits
+    return c, parts
+
+
+def _span(x: np.ndarray) -> int:
+    return int(x.max()) - int(x.min())
+
+
+def _fold_scale(scale: int, u: np.ndarray, v: np.ndarray):
+    """Move prime factors of `scale` into u or v where that costs no extra int8 part,
+    so that terms of different scales can share one GEMM."""
+    p = 2
+    while p * p <= scale or (scale > 1 and p <= scale):
+        while scale % p == 0:
+            if _parts_needed(_span(u) * p) == _parts_needed(_span(u)):
+                u = u * p
+            elif _parts_needed(_span(v) * p) == _parts_needed(_span(v)):
+                v = v * p
+            else:
+                break
+            scale //= p
+        p += 1
+        if p > 257:   # larger factors never fit an int8 part anyway
+            break
+    return scale, u, v
 
 
 @dataclass(frozen=True)
@@ -171,16 +219,17 @@ class Int8Plan:
             if v.min() == v.max():
                 row += scale * int(v[0]) * u
                 continue
-            cu, du = _split(u)
-            cv, dv = _split(v)
+            scale, u, v = _fold_scale(scale, u, v)
+            cu, pu = _split(u)
+            cv, pv = _split(v)
             const += scale * cu * cv
             col += scale * cu * (v - cv)
             row += scale * cv * (u - cu)
-            for i, di in enumerate(du):
-                for j, dj in enumerate(dv):
-                    fs, gs = groups.setdefault(scale * 256 ** (i + j), ([], []))
-                    fs.append(di)
-                    gs.append(dj)
+            for su, du in pu:
+                for sv, dv in pv:
+                    fs, gs = groups.setdefault(scale * su * sv, ([], []))
+                    fs.append(du)
+                    gs.append(dv)
         packed = tuple((s, np.stack(fs, axis=1), np.stack(gs, axis=1))
                        for s, (fs, gs) in sorted(groups.items()))
         stacks = sum(f.shape[1] for _, f, _ in packed)

@@ -29,6 +29,7 @@ benchmarks and tests.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from typing import Literal
 
@@ -174,8 +175,9 @@ def _range(width: int, signed: bool) -> tuple[int, int]:
 
 
 class _Group:
-    """int8 factor tables of one scale, also packed so one gather fetches all T digits:
-    T padded to 1, 2, 4 or a multiple of 8 bytes and viewed as int8/16/32/64 per code."""
+    """int8 factor tables of one scale, packed so that one 1-D gather (torch's fastest)
+    fetches all T digits of a code: T padded to 1, 2, 4 or 8 bytes and read as one
+    int8/16/32/64 element per code; wider groups use several int64 tables."""
 
     def __init__(self, scale: int, f: np.ndarray, g: np.ndarray):
         self.scale = int(scale)
@@ -187,19 +189,51 @@ class _Group:
         self.f_packed = self._pack(f)
         self.g_packed = self._pack(g)
 
-    def _pack(self, x: np.ndarray) -> torch.Tensor:
+    def _pack(self, x: np.ndarray) -> list[torch.Tensor]:
         padded = np.zeros((x.shape[0], self.width), dtype=np.int8)
         padded[:, :x.shape[1]] = x
         dtype = {1: np.int8, 2: np.int16, 4: np.int32}.get(self.width, np.int64)
         packed = padded.view(dtype)                      # (codes, width / itemsize)
-        return torch.from_numpy(packed.reshape(x.shape[0], -1).copy())
+        return [torch.from_numpy(packed[:, j].copy()) for j in range(packed.shape[1])]
 
-    def gather(self, codes: torch.Tensor, which: str) -> torch.Tensor:
-        """(R, K) codes -> (R, K * width) int8 digits, k-major."""
-        table = self.f_packed if which == "f" else self.g_packed
-        rows, k = codes.shape
-        got = torch.index_select(table, 0, codes.reshape(-1))
-        return got.view(torch.int8).reshape(rows, k * self.width)
+    def gather(self, codes: torch.Tensor, which: str, transpose: bool = False) -> torch.Tensor:
+        """(R, K) codes -> (R, K * width) int8 digits; with `transpose`, (K, R) codes in.
+
+        Digit order along the second axis is (table, k, digit): the same for both
+        operands, which is all the GEMM needs. The result lives in a reused workspace
+        (valid until the next gather of the same operand).
+        """
+        tables = self.f_packed if which == "f" else self.g_packed
+        flat = codes.reshape(-1)
+        rows, k = (codes.shape[1], codes.shape[0]) if transpose else codes.shape
+        dtype = tables[0].dtype
+        out = _workspace(f"digits-{which}", (rows, len(tables), k), dtype)
+        for j, table in enumerate(tables):
+            if transpose:
+                got = torch.index_select(table, 0, flat,
+                                         out=_workspace("gather-t", (flat.numel(),), dtype))
+                out[:, j, :].copy_(got.view(k, rows).t())
+            elif len(tables) == 1:
+                torch.index_select(table, 0, flat, out=out.view(-1))
+            else:
+                out[:, j, :].copy_(torch.index_select(table, 0, flat).view(rows, k))
+        return out.view(torch.int8).reshape(rows, -1)
+
+
+_WORKSPACE = threading.local()
+
+
+def _workspace(slot: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """A reused scratch tensor per (thread, slot): fresh multi-megabyte allocations cost
+    page faults that, at these sizes, take longer than the GEMMs themselves."""
+    cache = getattr(_WORKSPACE, "tensors", None)
+    if cache is None:
+        cache = _WORKSPACE.tensors = {}
+    n = math.prod(shape)
+    buf = cache.get((slot, dtype))
+    if buf is None or buf.numel() < n:
+        buf = cache[(slot, dtype)] = torch.empty(max(n, 1), dtype=dtype)
+    return buf[:n].view(shape)
 
 
 def _make_plan(pt: ProductTable) -> dict:
@@ -228,6 +262,8 @@ def _make_plan(pt: ProductTable) -> dict:
         plan["row"] = torch.from_numpy(int8.row)
         plan["col"] = torch.from_numpy(int8.col)
         plan["const"] = int8.const
+        plan["has_row"] = bool(int8.row.any())
+        plan["has_col"] = bool(int8.col.any())
     return plan
 
 
@@ -249,7 +285,7 @@ def _as_codes(x, which: str, lo: int, hi: int, width: int, table: ProductTable) 
             raise InputError(f"operand {which} holds {v!r}, not an integer value")
     v = x.to(torch.int64)
     if v.numel():
-        vmin, vmax = int(v.min()), int(v.max())
+        vmin, vmax = (int(x) for x in torch.aminmax(v))
         if vmin < lo or vmax > hi:
             bad_v = vmin if vmin < lo else vmax
             raise InputError(f"operand {which} holds {bad_v}, outside the range {lo}..{hi} "
@@ -271,8 +307,10 @@ def _shapes(a: torch.Tensor, b: torch.Tensor):
     if a.shape[-1] != b.shape[-2]:
         raise InputError(f"approx_matmul shapes {tuple(a.shape)} and {tuple(b.shape)}: "
                          f"inner sizes {a.shape[-1]} and {b.shape[-2]} differ")
+    ba, bb = a.shape[:-2], b.shape[:-2]
     try:
-        batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        batch = ba if (ba == bb or not bb) else bb if not ba else \
+            torch.broadcast_shapes(ba, bb)
     except RuntimeError:
         raise InputError(f"approx_matmul batch shapes {tuple(a.shape[:-2])} and "
                          f"{tuple(b.shape[:-2])} do not broadcast") from None
@@ -345,8 +383,8 @@ def _split_batch(ca, cb, batch):
     Returns ("a", A2, B2) when b carries no batch (rows of all a's batches stacked),
     ("b", ...) when only b is batched (computed transposed), or ("both", A, B) expanded.
     """
-    bsize_a = int(np.prod(ca.shape[:-2], dtype=np.int64))
-    bsize_b = int(np.prod(cb.shape[:-2], dtype=np.int64))
+    bsize_a = math.prod(ca.shape[:-2])
+    bsize_b = math.prod(cb.shape[:-2])
     K = ca.shape[-1]
     if bsize_b == 1:
         return "a", ca.reshape(-1, K), cb.reshape(K, -1)
@@ -408,28 +446,50 @@ def _lowrank_2d(A, B, plan, transposed: bool = False) -> torch.Tensor:
     row, col = (plan["col"], plan["row"]) if transposed else (plan["row"], plan["col"])
     fa, fb = ("g", "f") if transposed else ("f", "g")
     A = A.contiguous()
-    Bt = B.t().contiguous()                              # (Q, K): gathers want rows
-    rowsum = torch.index_select(row, 0, A.view(-1)).view(P, K).sum(1)
-    colsum = torch.index_select(col, 0, Bt.view(-1)).view(Q, K).sum(1)
-    out = rowsum[:, None] + (colsum + K * plan["const"])[None, :]
+    # b's digits are wanted as rows (Q, K): free when b is a transposed weight
+    b_rows = B.t().is_contiguous()
+    B = B.t() if b_rows else B.contiguous()
+    # per-row and per-column terms (skipped when the plan has none, e.g. exact tables)
+    rowsum = (torch.index_select(row, 0, A.view(-1)).view(P, K).sum(1) if plan["has_row"]
+              else None)
+    colsum = (torch.index_select(col, 0, B.reshape(-1)).view(B.shape).sum(1 if b_rows else 0)
+              if plan["has_col"] else torch.zeros(Q, dtype=torch.int64))
+    colsum += K * plan["const"]
+    out = torch.empty(P, Q, dtype=torch.int64)
     groups = plan["groups"]
     if not groups:
-        return out
+        out.copy_(colsum[None, :].expand(P, Q))
+        return out.add_(rowsum[:, None]) if rowsum is not None else out
     width = max(g.width for g in groups)
-    # K chunk: int32 bound (|int8 product| <= 2^14) and temporaries of bounded size
+    # K chunk: int32 bound (|int8 product| <= 2^14) and temporaries of bounded size;
+    # P block: the int32 partial products stay within BLOCK_ELEMENTS
     kc = max(1, min(K, (2**31 - 1) // (2**14 * width),
                     BLOCK_ELEMENTS // max(1, (P + Q) * width)))
+    pc = max(1, min(P, BLOCK_ELEMENTS // max(1, Q)))
     use_int = _int_mm_works()
-    for k0 in range(0, K, kc):
-        a_blk = A[:, k0:k0 + kc] if kc < K else A
-        b_blk = Bt[:, k0:k0 + kc] if kc < K else Bt
-        for grp in groups:
-            F = grp.gather(a_blk, fa)                    # (P, kc*width) int8
-            G = grp.gather(b_blk, fb)                    # (Q, kc*width) int8
-            if use_int:
-                out.add_(torch._int_mm(F, G.t()), alpha=grp.scale)
-            else:
-                out.add_(_float_exact_mm(F, G.t()), alpha=grp.scale)
+    for p0 in range(0, P, pc):
+        p = min(pc, P - p0)
+        acc = out[p0:p0 + p]
+        part32 = _workspace("part32", (p, Q), torch.int32)
+        first = True
+        for k0 in range(0, K, kc):
+            a_blk = A[p0:p0 + p, k0:k0 + kc]
+            b_blk = B[:, k0:k0 + kc] if b_rows else B[k0:k0 + kc]
+            for grp in groups:
+                G = grp.gather(b_blk, fb, transpose=not b_rows)    # (Q, kc*width) int8
+                F = grp.gather(a_blk, fa)                          # (p, kc*width) int8
+                part = (torch._int_mm(F, G.t(), out=part32) if use_int
+                        else _float_exact_mm(F, G.t()))
+                # (mixed int32/int64 adds with broadcasting are slow: cast first)
+                part64 = _workspace("part64", (p, Q), torch.int64)
+                part64.copy_(part)
+                if first:
+                    torch.add(colsum[None, :], part64, alpha=grp.scale, out=acc)
+                    first = False
+                else:
+                    acc.add_(part64, alpha=grp.scale)
+        if rowsum is not None:
+            acc.add_(rowsum[p0:p0 + p, None])
     return out
 
 
