@@ -145,14 +145,17 @@ def reference_energy(request: Request, mult, stream, store=None) -> float:
 
 
 def error_figures(mult, request: Request, netlist=None) -> dict:
-    """Error metrics over every operand pair; from the netlist's table when given."""
+    """Error metrics over every operand pair; from the netlist's table when given (a
+    (netlist, ports) pair from `axsa.synth.energy.multiplier_netlist`)."""
     from axsa.rtl.multipliers import exact_table
 
     from .metrics import error_metrics
     table = mult.model_table(request.mode)
     if netlist is not None:
         from .netlist import table_from_netlist
-        read = table_from_netlist(netlist, mult.fmt, request.mode if mult.modes > 1 else None)
+        gates, ports = netlist
+        read = table_from_netlist(gates, mult.fmt, request.mode if mult.modes > 1 else None,
+                                  ports=(ports["a"], ports["b"], ports["p"]))
         if not np.array_equal(read, table):
             bad = np.argwhere(read != table)[0]
             raise ToolError(f"{mult.spec}: the synthesized netlist differs from the numpy model "
@@ -176,8 +179,7 @@ def compute(request: Request, stream: energy_model.Stream | None = None,
     out |= figures
     netlist = None
     if request.target == "generic":
-        from .netlist import gate_netlist
-        netlist = gate_netlist(mult)
+        netlist = energy_model.multiplier_netlist(mult)
     if request.has_energy:
         stream = stream_for(mult, stream)
         e = unit_energy(request, mult, stream, netlist if request.unit == "mult" else None)

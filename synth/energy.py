@@ -242,14 +242,39 @@ def _codes(values: np.ndarray, width: int) -> np.ndarray:
     return np.asarray(values, dtype=np.int64) & ((1 << width) - 1)
 
 
+def multiplier_netlist(mult):
+    """The gate netlist energy is measured on, and its port names (role -> name).
+
+    Like the generic target (`axsa.synth.targets.canonical_verilog`), a built-in enters
+    as the Verilog `axsa mult export` writes and an imported multiplier as its own module,
+    so an exported and re-imported built-in is the same netlist. Gates: Yosys's simple set
+    (AND ... MUX), mapped with the generic target's area-oriented ABC script.
+    """
+    import tempfile
+
+    from axsa.synth.netlist import GATE_SETS, synthesize_gates
+    from axsa.synth.targets import ABC_SCRIPT, Unit, canonical_verilog
+    unit = Unit(mult)
+    gates = f"{GATE_SETS['simple']} -script {ABC_SCRIPT}"
+    if unit.is_imported:
+        return synthesize_gates(unit.top(), verilog=unit.verilog_sources, gates=gates), \
+            unit.ports()
+    with tempfile.TemporaryDirectory(prefix="axsa-energy-") as tmp:
+        src = Path(tmp) / "top.v"
+        src.write_text(canonical_verilog(mult))
+        return synthesize_gates("top", verilog=[src], gates=gates), unit.ports()
+
+
 def multiplier_energy(mult, stream: Stream, mode: int = 0, netlist=None) -> dict:
-    """Energy per multiplication of `mult` over `stream` (see the module docstring)."""
-    from axsa.synth.netlist import gate_netlist
+    """Energy per multiplication of `mult` over `stream` (see the module docstring).
+
+    `netlist` is a (netlist, ports) pair from `multiplier_netlist`, made when not given.
+    """
     mult._check_mode(mode)
-    if netlist is None:
-        netlist = gate_netlist(mult)
+    netlist, ports = netlist if netlist is not None else multiplier_netlist(mult)
     fmt = mult.fmt
-    signals = {"a": _codes(stream.a, fmt.a_width), "b": _codes(stream.b, fmt.b_width)}
+    signals = {ports["a"]: _codes(stream.a, fmt.a_width),
+               ports["b"]: _codes(stream.b, fmt.b_width)}
     if mult.modes > 1:
         signals["mode"] = np.full(len(stream), mode, np.int64)
     return energy_from_toggles(netlist, netlist.toggle_counts(**signals), len(stream))

@@ -3,7 +3,8 @@
 Three targets, each a function returning a plain dict of figures:
 
 ``generic``
-    flatten, ``synth``, then ``abc -g cmos2`` (NAND, NOR, NOT): gate counts by type,
+    flatten, ``synth``, then ``abc -g cmos2`` (NAND, NOR, NOT) with `ABC_SCRIPT`
+    (area-oriented mapping): gate counts by type,
     a transistor estimate (Yosys ``stat -tech cmos``: 4 per NAND/NOR, 2 per NOT, ...) and
     the logic depth (``ltp -noff``: gates on the longest combinational path).
 ``ice40``
@@ -46,6 +47,11 @@ UNITS = ("mult", "mac", "pe")
 #: FPGA devices (nextpnr arguments) used for Fmax
 ICE40_DEVICE = ("up5k", "sg48")
 ECP5_DEVICE = ("25k", "CABGA256")
+#: ABC script of the generic flow: a resyn2-style rewrite, then area-oriented mapping with
+#: structural choices. Smaller circuits than the default script (about -25% transistors
+#: on 8-bit array multipliers) and steadier: deeper truncation gives fewer transistors.
+ABC_SCRIPT = ("+strash;balance;rewrite;refactor;balance;rewrite;rewrite,-z;balance;refactor,-z;"
+              "rewrite,-z;balance;dch,-f;map,-a;topo")
 #: nextpnr placement seed: fixed, so a figure is reproducible and storable
 PNR_SEED = 1
 
@@ -104,6 +110,36 @@ class Unit:
         toolchain.configure()
         comp = self.component()
         return rtlil.convert(registered_wrapper(comp) if wrapped else comp, name="top")
+
+    @property
+    def is_imported(self) -> bool:
+        return bool(self.verilog_sources)
+
+    def top(self) -> str:
+        """Top module of the bare unit as `read_sources` loads it."""
+        if self.kind == "mult" and self.is_imported:
+            return self.mult.entry["top"]
+        return "top"
+
+    def ports(self) -> dict[str, str]:
+        """Role (a, b, p) -> port name of the bare multiplier as `read_sources` loads it."""
+        if self.is_imported:
+            names = self.mult.entry["ports"]
+            return {"a": names["a"], "b": names["b"], "p": names["y"]}
+        return {"a": "a", "b": "b", "p": "p"}
+
+
+def canonical_verilog(mult) -> str:
+    """A built-in multiplier as `axsa mult export` writes it (module ``top``).
+
+    Every bare multiplier enters synthesis as Yosys-written Verilog: built-ins as this
+    text, imported ones as their own file with their own module on top. An exported and
+    re-imported built-in is then the very same text, and gets the very same figures
+    (ABC's result depends on the order and names of its input, not only on the logic).
+    """
+    from amaranth.back import verilog
+    toolchain.configure()
+    return verilog.convert(mult.elaboratable(), name="top")
 
 
 def registered_wrapper(comp):
@@ -172,9 +208,13 @@ def _read_sources(workdir: Path, unit: Unit, wrapped: bool, name: str) -> list[s
         local = f"src{i}_{src.name}"
         shutil.copyfile(src, workdir / local)
         lines.append(f"read_verilog -sv {local}")
+    if unit.kind == "mult" and not wrapped:
+        if not unit.is_imported:
+            (workdir / f"{name}.v").write_text(canonical_verilog(unit.mult))
+            lines.append(f"read_verilog {name}.v")
+        return lines + [f"hierarchy -check -top {unit.top()}"]
     (workdir / f"{name}.il").write_text(unit.rtlil(wrapped))
-    lines += [f"read_rtlil {name}.il", "hierarchy -check -top top"]
-    return lines
+    return lines + [f"read_rtlil {name}.il", "hierarchy -check -top top"]
 
 
 def _top_stat(path: Path) -> dict:
@@ -216,8 +256,8 @@ def synth_generic(unit: Unit) -> dict:
     with tempfile.TemporaryDirectory(prefix="axsa-generic-") as tmp:
         work = Path(tmp)
         script = _read_sources(work, unit, False, "design") + [
-            "synth -flatten -top top",
-            "abc -g cmos2",
+            f"synth -flatten -top {unit.top()}",
+            f"abc -g cmos2 -script {ABC_SCRIPT}",
             "opt_clean -purge",
             "tee -q -o stat.json stat -json -tech cmos",
             "tee -q -o ltp.txt ltp -noff",
@@ -244,7 +284,7 @@ def _fpga_run(unit: Unit, synth_cmd: str, cells: dict, nextpnr: str,
     with tempfile.TemporaryDirectory(prefix="axsa-fpga-") as tmp:
         work = Path(tmp)
         script = _read_sources(work, unit, False, "design") + [
-            synth_cmd,
+            synth_cmd.replace("-top top", f"-top {unit.top()}"),
             "tee -q -o stat.json stat -json",
         ]
         if fmax:
