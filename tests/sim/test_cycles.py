@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from axsa.rtl.accelerator import Accelerator
 from axsa.rtl.multipliers import parse_spec
 from axsa.sim.cycles import predict_cycles, steady_state_utilization, tile_count, utilization
