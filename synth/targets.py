@@ -30,6 +30,7 @@ Yosys or nextpnr wrote (``stat -json``, ``ltp`` via ``tee``, ``--report``).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -137,9 +138,16 @@ def canonical_verilog(mult) -> str:
     re-imported built-in is then the very same text, and gets the very same figures
     (ABC's result depends on the order and names of its input, not only on the logic).
     """
+    return _canonical_verilog(mult.spec)
+
+
+@functools.lru_cache(maxsize=256)
+def _canonical_verilog(spec: str) -> str:
+    # keyed by the spec: built-ins only (imported ones are read from their own file)
     from amaranth.back import verilog
+    from axsa.rtl.multipliers import parse_spec
     toolchain.configure()
-    return verilog.convert(mult.elaboratable(), name="top")
+    return verilog.convert(parse_spec(spec).elaboratable(), name="top")
 
 
 def registered_wrapper(comp):
