@@ -41,7 +41,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from .array import SystolicArray, check_dims
+from .array import SystolicArray, check_dims, check_view
 from .mac import acc_width_for
 
 __all__ = ["Accelerator", "M_WIDTH", "S_WIDTH", "command_layout"]
@@ -84,6 +84,9 @@ class Accelerator(wiring.Component):
         Accumulator / result element width; default `acc_width_for(multiplier, max_k)`.
     buffer_depth : int, optional
         Entries of each operand buffer (default ``2 * max(rows, cols)``, at least 4).
+    view : {"circuit", "table"}
+        The array's multiplier view (`axsa.rtl.array`): the family's circuits (default,
+        what synthesis builds) or the word-level table view for fast simulation.
 
     Attributes
     ----------
@@ -99,9 +102,12 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, multiplier, rows: int, cols: int, max_k: int = 4096,
-                 acc_width: int | None = None, buffer_depth: int | None = None):
+                 acc_width: int | None = None, buffer_depth: int | None = None,
+                 view: str = "circuit"):
         self._MustUse__silence = True  # a rejected construction is not an unused design
         check_dims(rows, cols)
+        check_view(view)
+        self.view = view
         if not isinstance(max_k, int) or not 1 <= max_k <= 1 << 24:
             raise ValueError(f"max_k must be an integer 1..2^24, not {max_k!r}")
         if acc_width is None:
@@ -143,7 +149,8 @@ class Accelerator(wiring.Component):
         R, C, W = self.rows, self.cols, self.acc_width
         gap = self.min_tile_gap
 
-        m.submodules.array = array = SystolicArray(self.multiplier, R, C, acc_width=W)
+        m.submodules.array = array = SystolicArray(self.multiplier, R, C, acc_width=W,
+                                                   view=self.view)
         if self.multiplier.modes > 1:
             mode = Signal.like(self.mode)
             m.d.sync += mode.eq(self.mode)

@@ -35,17 +35,37 @@ read out before the next tile replaces it. `axsa.rtl.accelerator` enforces it.
 
 Latency: ``C + 2 + r`` cycles from the last step to output row r. Throughput: one step
 (R * C multiply-accumulates) per cycle.
+
+Views
+-----
+``view="circuit"`` (default) puts the family's own multiplier circuit in every PE: what
+synthesis builds and what the bitstream holds. ``view="table"`` computes the same
+products word-level, for simulation speed: ``a * b`` for exact multipliers, else one
+product-table ROM (`lib.memory.Memory`, initialised from `model_table()` of every mode)
+shared by all PEs through one read port each. Both views give the same products for
+every operand pair: the table is the multiplier's model, which the multiplier library's
+tests prove equal to its circuit (pysim) and `axsa.synth` to its synthesized netlist.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from amaranth.hdl import Cat, Module, Signal, signed
 from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .mac import Pe, acc_width_for
 
 __all__ = ["SystolicArray"]
+
+
+VIEWS = ("circuit", "table")
+
+
+def check_view(view) -> None:
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {', '.join(VIEWS)}, not {view!r}")
 
 
 def check_dims(rows, cols) -> None:
@@ -67,6 +87,8 @@ class SystolicArray(wiring.Component):
         Accumulator (and output element) width; default: exact for K up to `max_k`.
     max_k : int
         Longest reduction the default `acc_width` is sized for (default 4096).
+    view : {"circuit", "table"}
+        Multiplier circuits in the PEs, or the word-level table view (module docstring).
 
     Attributes
     ----------
@@ -85,9 +107,11 @@ class SystolicArray(wiring.Component):
     dataflow = "output-stationary"
 
     def __init__(self, multiplier, rows: int, cols: int, acc_width: int | None = None,
-                 max_k: int = 4096):
+                 max_k: int = 4096, view: str = "circuit"):
         self._MustUse__silence = True  # a rejected construction is not an unused design
         check_dims(rows, cols)
+        check_view(view)
+        self.view = view
         if acc_width is None:
             acc_width = acc_width_for(multiplier, max_k)
         self.multiplier = multiplier
@@ -114,12 +138,31 @@ class SystolicArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         R, C = self.rows, self.cols
-        pes = [[Pe(self.multiplier, self.acc_width) for _ in range(C)] for _ in range(R)]
+        mult = self.multiplier
+        pe_view = "circuit"
+        if self.view == "table":
+            pe_view = "word" if mult.is_exact else "port"
+        pes = [[Pe(mult, self.acc_width, pe_view) for _ in range(C)] for _ in range(R)]
         for r in range(R):
             for c in range(C):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
-                if self.multiplier.modes > 1:
+                if mult.modes > 1:
                     m.d.comb += pes[r][c].mode.eq(self.mode)
+        if pe_view == "port":
+            # one product ROM for every PE: address = mode, a code, b code (MSB first)
+            wa, wb = mult.fmt.a_width, mult.fmt.b_width
+            table = np.concatenate([mult.model_table(k).ravel() for k in range(mult.modes)])
+            m.submodules.products = rom = Memory(shape=mult.p_shape, depth=len(table),
+                                                 init=[int(v) for v in table])
+            for r in range(R):
+                for c in range(C):
+                    pe = pes[r][c]
+                    port = rom.read_port(domain="comb")
+                    addr = [pe.b_in.as_unsigned(), pe.a_in.as_unsigned()]
+                    if mult.modes > 1:
+                        addr.append(self.mode)
+                    m.d.comb += [port.addr.eq(Cat(*addr)), pe.p_in.eq(port.data)]
+            assert len(table) == mult.modes << (wa + wb)
 
         # Skew: row r's operand and flags wait r cycles, column c's operand c cycles, so
         # that A[r, k] and B[k, c] meet in PE (r, c) r + c cycles after step k entered.

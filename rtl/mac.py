@@ -17,7 +17,10 @@ from amaranth.hdl import Module, Mux, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Mac", "Pe", "acc_width_for", "product_range"]
+__all__ = ["VIEWS", "Mac", "Pe", "acc_width_for", "product_range"]
+
+#: How a MAC computes its product (see `Mac`).
+VIEWS = ("circuit", "word", "port")
 
 
 def product_range(multiplier) -> tuple[int, int]:
@@ -57,6 +60,26 @@ def _check_acc_width(acc_width) -> None:
         raise ValueError(f"acc_width must be an integer 2..64, not {acc_width!r}")
 
 
+def _check_view(multiplier, view) -> None:
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {', '.join(VIEWS)}, not {view!r}")
+    if view == "word" and not multiplier.is_exact:
+        raise ValueError(f"view 'word' computes a*b, but {multiplier.spec} is not exact")
+
+
+def _product(m: Module, multiplier, a, b, mode, view, p_in):
+    """The product of `a` and `b` as the view computes it."""
+    if view == "circuit":
+        m.submodules.mul = mul = multiplier.elaboratable()
+        m.d.comb += [mul.a.eq(a), mul.b.eq(b)]
+        if multiplier.modes > 1:
+            m.d.comb += mul.mode.eq(mode)
+        return mul.p
+    if view == "word":
+        return a * b
+    return p_in
+
+
 class Mac(wiring.Component):
     """Multiply-accumulate with a pluggable multiplier.
 
@@ -72,6 +95,12 @@ class Mac(wiring.Component):
     acc_width : int
         Width of the signed accumulator; `acc_width_for` gives the width that cannot
         overflow for a given reduction length.
+    view : {"circuit", "word", "port"}
+        How the product is computed. ``"circuit"`` (default): the family's own circuit,
+        what synthesis builds. ``"word"``: the word-level ``a * b`` operator, for exact
+        multipliers only; the same function, far cheaper to simulate. ``"port"``: the
+        product comes in through the `p_in` port (a product-table ROM shared by many
+        MACs, see `axsa.rtl.array`). The last two exist for simulation speed.
 
     Attributes
     ----------
@@ -82,13 +111,17 @@ class Mac(wiring.Component):
         Accumulate this cycle.
     mode : In(range(modes))
         Only when the multiplier has runtime modes (cfgtrunc).
+    p_in : In(multiplier.p_shape)
+        Only in the ``"port"`` view.
     acc : Out(signed(acc_width))
     """
 
-    def __init__(self, multiplier, acc_width: int):
+    def __init__(self, multiplier, acc_width: int, view: str = "circuit"):
         _check_acc_width(acc_width)
+        _check_view(multiplier, view)
         self._mul = multiplier
         self.acc_width = acc_width
+        self.view = view
         ports = {
             "a": In(multiplier.a_shape), "b": In(multiplier.b_shape),
             "clr": In(1), "en": In(1, init=1),
@@ -96,6 +129,8 @@ class Mac(wiring.Component):
         }
         if multiplier.modes > 1:
             ports["mode"] = In(range(multiplier.modes))
+        if view == "port":
+            ports["p_in"] = In(multiplier.p_shape)
         super().__init__(ports)
 
     @property
@@ -104,12 +139,11 @@ class Mac(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mul = mul = self._mul.elaboratable()
-        m.d.comb += [mul.a.eq(self.a), mul.b.eq(self.b)]
-        if self._mul.modes > 1:
-            m.d.comb += mul.mode.eq(self.mode)
+        mode = self.mode if self._mul.modes > 1 else None
+        p = _product(m, self._mul, self.a, self.b, mode, self.view,
+                     self.p_in if self.view == "port" else None)
         with m.If(self.en):
-            m.d.sync += self.acc.eq(Mux(self.clr, 0, self.acc) + mul.p)
+            m.d.sync += self.acc.eq(Mux(self.clr, 0, self.acc) + p)
         return m
 
 
@@ -124,13 +158,16 @@ class Pe(wiring.Component):
     accumulator already works on the next tile, so tiles follow each other back to back.
 
     Latency: `a_out`/`b_out`/flags 1 cycle; `result` holds the sum 2 cycles after the
-    `last` step entered.
+    `last` step entered. `view` as for `Mac` (``"port"`` adds the `p_in` input: the
+    product of `a_in` and `b_in`, computed outside).
     """
 
-    def __init__(self, multiplier, acc_width: int):
+    def __init__(self, multiplier, acc_width: int, view: str = "circuit"):
         _check_acc_width(acc_width)
+        _check_view(multiplier, view)
         self._mul = multiplier
         self.acc_width = acc_width
+        self.view = view
         ports = {
             "a_in": In(multiplier.a_shape), "b_in": In(multiplier.b_shape),
             "valid_in": In(1), "first_in": In(1), "last_in": In(1),
@@ -140,15 +177,19 @@ class Pe(wiring.Component):
         }
         if multiplier.modes > 1:
             ports["mode"] = In(range(multiplier.modes))
+        if view == "port":
+            ports["p_in"] = In(multiplier.p_shape)
         super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mac = mac = Mac(self._mul, self.acc_width)
+        m.submodules.mac = mac = Mac(self._mul, self.acc_width, self.view)
         m.d.comb += [mac.a.eq(self.a_in), mac.b.eq(self.b_in),
                      mac.en.eq(self.valid_in), mac.clr.eq(self.first_in)]
         if self._mul.modes > 1:
             m.d.comb += mac.mode.eq(self.mode)
+        if self.view == "port":
+            m.d.comb += mac.p_in.eq(self.p_in)
         m.d.sync += [
             self.a_out.eq(self.a_in), self.b_out.eq(self.b_in),
             self.valid_out.eq(self.valid_in),

@@ -143,10 +143,11 @@ def emulate_gemm(A, B, mult, mode: int = 0) -> np.ndarray:
     return approx_matmul(A, B, table).numpy().astype(np.int64, copy=False)
 
 
-def build_accelerator(mult, rows: int, cols: int, max_k: int = DEFAULT_MAX_K):
+def build_accelerator(mult, rows: int, cols: int, max_k: int = DEFAULT_MAX_K,
+                      view: str = "circuit"):
     """The `Accelerator` for `mult` (spec string or Multiplier) and an R x C array."""
     from axsa.rtl.accelerator import Accelerator
-    return Accelerator(_multiplier(mult), rows, cols, max_k=max_k)
+    return Accelerator(_multiplier(mult), rows, cols, max_k=max_k, view=view)
 
 
 def _check_dims(rows, cols):
@@ -196,7 +197,7 @@ def _unpack_rows(words: np.ndarray, count: int, width: int) -> np.ndarray:
 
 def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int = 0,
              requant: Requant | None = None, max_k: int = DEFAULT_MAX_K,
-             vcd=None) -> GemmResult:
+             vcd=None, view: str = "circuit") -> GemmResult:
     """Run ``A @ B`` (through the multiplier) on the accelerator, bit-exact.
 
     Parameters
@@ -218,6 +219,9 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
         an InputError.
     vcd : path, optional
         Waveform file of the run (when the engine is built here).
+    view : {"circuit", "table"}
+        Multiplier view of the design built here (`axsa.rtl.array`): the family's
+        circuits, or word-level products (same results, much faster to simulate).
 
     Returns
     -------
@@ -263,12 +267,14 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
     else:
         if engine not in ("pysim", "cxxrtl"):
             raise InputError(f"unknown engine {engine!r} (known: emulate, pysim, cxxrtl)")
-        if engine == "pysim" and getattr(mult, "verilog_sources", None):
+        if view not in ("circuit", "table"):
+            raise InputError(f"unknown view {view!r} (known: circuit, table)")
+        if engine == "pysim" and getattr(mult, "verilog_sources", None) and view == "circuit":
             raise InputError(f"{mult.spec} is imported Verilog, which pysim cannot "
                              "simulate: use the cxxrtl engine")
-        acc = build_accelerator(mult, int(rows), int(cols), max_k=max_k)
+        acc = build_accelerator(mult, int(rows), int(cols), max_k=max_k, view=view)
         kwargs = {"vcd": vcd} if vcd is not None else {}
-        if engine == "cxxrtl" and acc.verilog_sources:
+        if engine == "cxxrtl" and acc.verilog_sources and view == "circuit":
             kwargs["verilog_sources"] = acc.verilog_sources
         eng, own = make_engine(engine, acc, **kwargs), True
     try:

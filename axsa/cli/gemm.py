@@ -36,6 +36,10 @@ def _parse_requant(text: str | None):
 @click.option("--cols", type=int, default=16, show_default=True, help="Array columns C.")
 @click.option("--max-k", type=int, default=4096, show_default=True,
               help="Longest reduction the design's accumulators are sized for.")
+@click.option("--view", type=click.Choice(["circuit", "table"]), default="circuit",
+              show_default=True,
+              help="circuit: the multiplier circuits synthesis builds; table: word-level "
+                   "products (same results, much faster to simulate).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="Write C (int64 .npy) here.")
 @click.option("--requant", "requant_text", metavar="M,S",
@@ -46,7 +50,7 @@ def _parse_requant(text: str | None):
 @click.option("--vcd", type=click.Path(dir_okay=False),
               help="Write a waveform of the run (pysim or cxxrtl).")
 @json_option
-def gemm(a_path, b_path, spec, mode, engine, rows, cols, max_k, out_path, requant_text,
+def gemm(a_path, b_path, spec, mode, engine, rows, cols, max_k, view, out_path, requant_text,
          requant_bits, requant_unsigned, vcd, as_json):
     """Multiply A.npy (M x K) by B.npy (K x N) through a multiplier, bit-exact.
 
@@ -76,13 +80,14 @@ def gemm(a_path, b_path, spec, mode, engine, rows, cols, max_k, out_path, requan
             click.echo(f"compiling the {rows}x{cols} accelerator with CXXRTL "
                        "(cached after the first run)...", err=True)
         res = run_gemm(A, B, mult, engine=engine, rows=rows, cols=cols, mode=mode,
-                       requant=requant, max_k=max_k, vcd=vcd)
+                       requant=requant, max_k=max_k, vcd=vcd, view=view)
     if out_path is not None:
         np.save(out_path, res.C)
     M, K = A.shape
     N = B.shape[1]
     data = {
         "engine": res.engine, "mult": mult.spec, "mode": mode, "M": M, "K": K, "N": N,
+        "view": None if engine == "emulate" else view,
         "rows": None if engine == "emulate" else rows,
         "cols": None if engine == "emulate" else cols,
         "cycles": res.cycles, "predicted_cycles": res.predicted_cycles,
@@ -96,7 +101,7 @@ def gemm(a_path, b_path, spec, mode, engine, rows, cols, max_k, out_path, requan
     def human(d):
         click.echo(f"{d['M']}x{d['K']}x{d['N']} GEMM with {d['mult']} on {d['engine']}")
         if d["cycles"] is not None:
-            click.echo(f"  array       {d['rows']}x{d['cols']}")
+            click.echo(f"  array       {d['rows']}x{d['cols']} ({d['view']} view)")
             click.echo(f"  cycles      {d['cycles']} (model: {d['predicted_cycles']})")
             click.echo(f"  utilization {100 * d['utilization']:.1f}%")
         click.echo(f"  MACs        {d['macs']}")

@@ -119,3 +119,36 @@ def test_pe_forwards_and_parks_the_result():
     assert trace[3][3] == 54
     # tile 2: 49 + 10 = 59, while tile 1's result stayed until then
     assert trace[4][3] == 54 and trace[5][3] == 59
+
+
+def test_views_give_the_same_products():
+    # "word" (a*b) only for exact multipliers; "port" takes the product from outside
+    exact, approx = parse_spec("exact@s4"), parse_spec("drum(k=2)@s4")
+    with pytest.raises(ValueError, match="not exact"):
+        Mac(approx, 8, view="word")
+    with pytest.raises(ValueError, match="view must be"):
+        Mac(exact, 8, view="fast")
+    a, b = [-8, 7, -8, 3], [-8, -8, 7, 5]
+    ones, zeros = [1] * 4, [1, 0, 0, 0]
+    assert run_mac_view(exact, a, b, zeros, ones, "word") == [64, 8, -48, -33]
+    assert run_mac(exact, 8, a, b, zeros, ones).tolist() == [64, 8, -48, -33]
+
+
+def run_mac_view(mult, a, b, clr, en, view):
+    dut = Mac(mult, 8, view=view)
+    seen = []
+
+    async def bench(ctx):
+        for i in range(len(a)):
+            ctx.set(dut.a, a[i])
+            ctx.set(dut.b, b[i])
+            ctx.set(dut.clr, clr[i])
+            ctx.set(dut.en, en[i])
+            await ctx.tick()
+            seen.append(ctx.get(dut.acc))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return seen

@@ -88,6 +88,17 @@ def test_pysim_extremes_are_not_trivial():
     assert res.C.tolist() == [[64 * 16384] * 2] * 2
 
 
+@pytest.mark.parametrize("spec, mode", [("exact@s8", 0), ("drum(k=3)@u8", 0),
+                                        ("cfgtrunc(k=0/4)@s4", 1), ("mitchell@u2", 0)])
+def test_table_view_equals_reference(spec, mode):
+    # word-level products (a*b for exact, a shared product ROM otherwise): same results
+    mult = parse_spec(spec)
+    A, B = operands(mult, 7, 13, 5, "random", 2)
+    res = run_gemm(A, B, mult, engine="pysim", rows=3, cols=2, mode=mode, view="table")
+    assert np.array_equal(res.C, reference_gemm(A, B, mult.model_table(mode), mult.fmt))
+    assert res.cycles == predict_cycles(7, 13, 5, 3, 2)
+
+
 # -- emulate ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("spec, mode", [("exact@s8", 0), ("mitchell@u4", 0),
@@ -169,3 +180,5 @@ def test_bad_settings_are_named():
         run_gemm(A, B, "exact@s4", engine="pysim", rows=1, cols=1, max_k=2)
     with pytest.raises(InputError, match="unknown engine"):
         run_gemm(A, B, "exact@s4", engine="verilator")
+    with pytest.raises(InputError, match="unknown view 'fast'"):
+        run_gemm(A, B, "exact@s4", engine="pysim", view="fast")
