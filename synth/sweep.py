@@ -32,6 +32,9 @@ from axsa.errors import InputError, ToolError
 from .characterize import Request, compute, reference_energy, stream_for
 from .targets import TARGETS
 
+#: seconds to wait for a Dask scheduler before giving up
+DASK_CONNECT_TIMEOUT = 10
+
 _ITEM = re.compile(r"\s*([A-Za-z_]\w*)\s*(?:\((.*)\))?\s*")
 
 
@@ -258,7 +261,7 @@ def _run_dask(address: str, jobs_args, finish) -> None:
     except ImportError as exc:  # pragma: no cover - dask is a dependency
         raise ToolError(f"dask.distributed is not installed: {exc}") from None
     try:
-        client = Client(address, timeout=10)
+        client = Client(address, timeout=DASK_CONNECT_TIMEOUT)
     except (OSError, TimeoutError, ValueError) as exc:
         raise InputError(f"cannot reach the Dask scheduler at {address!r}: {exc}") from None
     try:
