@@ -21,9 +21,13 @@ gather does M*K*N lookups; this module never does. Two engines, both exact:
     a per-k embedding matrix and ``torch.nn.functional.embedding_bag`` sums them per
     output column; float32 partial sums are kept below 2^24 by blocking K, so exact.
 
-``engine="auto"`` picks ``lowrank`` when its int8 GEMM count (the table's "stacks") is
-at most `LOWRANK_MAX_STACKS`, else ``bag``. ``gather`` (the naive reference) exists for
-benchmarks and tests.
+``gather``
+    The plain gather, ``lut[a_code, b_code]`` for every (m, k, n): M*K*N lookups, the
+    reference, and the cheapest for tiny GEMMs.
+
+``engine="auto"`` picks, per call, the engine of least estimated cost for the table's
+structure and the operand shapes (`_estimate`; constants measured with
+scripts/bench_emulation.py).
 """
 
 from __future__ import annotations
@@ -40,12 +44,11 @@ from axsa.errors import InputError
 
 from . import _lowrank
 
-#: above this many int8 GEMMs per product the embedding-bag engine is faster
-#: (measured with scripts/bench_emulation.py, see docs/emulation.md)
-LOWRANK_MAX_STACKS = 48
-
 #: elements of the temporary per-block tensors (bounds memory of both engines)
 BLOCK_ELEMENTS = 1 << 23
+
+#: index elements per block of the plain gather engine
+GATHER_BLOCK_ELEMENTS = 1 << 16
 
 #: elements of the embedding-bag engine's gathered block (fits in L2)
 BAG_BLOCK_ELEMENTS = 1 << 19
@@ -166,8 +169,10 @@ class ProductTable:
 
     @property
     def engine(self) -> str:
-        """The engine ``approx_matmul(engine="auto")`` uses for this table."""
-        return self.plan["engine"]
+        """The engine ``approx_matmul(engine="auto")`` picks for this table on the
+        reference shape 197x192 @ 192x576 (the choice depends on the shape)."""
+        costs = _estimate(self.plan, 1, 1, 197, 192, 576)
+        return min(costs, key=costs.get)
 
 
 def _range(width: int, signed: bool) -> tuple[int, int]:
@@ -246,23 +251,32 @@ def _make_plan(pt: ProductTable) -> dict:
     if terms is None:  # one-hot rows: always exact, used by the table gradient only
         eye = np.eye(1 << pt.wa, dtype=np.int64)
         terms = [(eye[c], pt.table[c]) for c in range(1 << pt.wa)]
-    use_lowrank = int8 is not None and int8.stacks <= LOWRANK_MAX_STACKS
     lut_f32 = torch.from_numpy(pt.table.astype(np.float32 if np.abs(pt.table).max() < 2**24
                                                else np.float64))
     plan = {
         "terms": terms,
         "int8": int8,
-        "engine": "lowrank" if use_lowrank else "bag",
         "lut": torch.from_numpy(pt.table.copy()),
+        "lut_gather": torch.from_numpy(pt.table.reshape(-1).astype(
+            np.int32 if np.abs(pt.table).max() < 2**31 else np.int64)),
         "lut_float": lut_f32,
         "max_abs": int(np.abs(pt.table).max()),
     }
     if int8 is not None:
         plan["groups"] = [_Group(scale, f, g) for scale, f, g in int8.groups]
+        plan["width"] = sum(g.width for g in plan["groups"])
         plan["row"] = torch.from_numpy(int8.row)
         plan["col"] = torch.from_numpy(int8.col)
         plan["const"] = int8.const
         plan["has_row"] = bool(int8.row.any())
+        us = np.stack([u for u, _ in terms], axis=1)
+        vs = np.stack([v for _, v in terms], axis=1)
+        plan["term_bound"] = int(sum(int(np.abs(u).max()) * int(np.abs(v).max())
+                                     for u, v in terms))
+        plan["term_tables"] = {dt: (torch.from_numpy(us.astype(npdt)),
+                                    torch.from_numpy(vs.astype(npdt)))
+                               for dt, npdt in ((torch.float32, np.float32),
+                                                (torch.float64, np.float64))}
         plan["has_col"] = bool(int8.col.any())
     return plan
 
@@ -360,7 +374,7 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
     cb = _as_codes(b, "b", *table.b_range, table.wb, table)
     plan = table.plan
     if engine == "auto":
-        engine = plan["engine"]
+        engine = _auto_engine(plan, ca, cb, batch)
     if engine == "lowrank":
         if plan["int8"] is None:
             raise InputError(f"engine 'lowrank' needs an exact low-rank factorization, which "
@@ -375,6 +389,40 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
     for dim in squeeze:
         out = out.squeeze(dim)
     return out
+
+
+def _estimate(plan, ga: int, gb: int, M: int, K: int, N: int) -> dict[str, float]:
+    """Rough cost (ns, one core) of each engine for (ga, M, K) @ (gb, K, N) operands.
+
+    Constants fitted to scripts/bench_emulation.py runs (docs/emulation.md): int8 GEMM
+    ~0.005 ns per multiply-accumulate and digit, digit gathers ~0.2 ns per element,
+    embedding-bag rows ~0.5 ns per gathered element and ~0.1 ns per summed one, plain
+    gather ~1.3 ns per lookup, small batched float GEMMs ~0.13 ns per MAC and term
+    (0.035 from 64 rows/columns up), plus fixed per-call overheads.
+    """
+    G = max(ga, gb)
+    macs = G * M * K * N
+    codes = max(plan["lut"].shape)
+    costs = {"gather": 15e3 + 1.3 * macs}
+    if ga == 1 or gb == 1:                                 # one 2-D GEMM
+        P, Q = (ga * M, N) if gb == 1 else (M, gb * N)
+        costs["bag"] = 30e3 + 0.5 * K * min(P, Q) * codes + 0.1 * P * Q * K
+        if plan["int8"] is not None:
+            W = plan["width"]
+            costs["lowrank"] = 25e3 + 0.0054 * P * Q * K * W + 0.2 * (P + Q) * K * W
+    else:                                                  # batched on both sides
+        costs["bag"] = G * (30e3 + 0.5 * K * min(M, N) * codes + 0.1 * M * N * K)
+        if plan["int8"] is not None:
+            r = len(plan["terms"])
+            per_mac = 0.13 if min(M, N) < 64 else 0.035
+            costs["lowrank"] = 25e3 + per_mac * macs * r + 0.2 * G * (M + N) * K * r
+    return costs
+
+
+def _auto_engine(plan, ca, cb, batch) -> str:
+    costs = _estimate(plan, math.prod(ca.shape[:-2]), math.prod(cb.shape[:-2]),
+                      ca.shape[-2], ca.shape[-1], cb.shape[-1])
+    return min(costs, key=costs.get)
 
 
 def _split_batch(ca, cb, batch):
@@ -500,17 +548,46 @@ def _float_exact_mm(F: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     return torch.matmul(F.to(dtype), G.to(dtype)).to(torch.int64)
 
 
+_COLUMNS: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _rows(table: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    # `table` is stored transposed-contiguous too (``table.t()`` rows are 1-D tables)
+    """table[codes] flattened over the last two axes: (..., K) codes -> (..., K * r).
+    One 1-D gather per column for narrow tables (2-D index_select copies row by row and
+    is several times slower there), one row gather otherwise."""
+    r = table.shape[1]
+    if r > 4:
+        return torch.nn.functional.embedding(codes, table).flatten(-2)
+    flat = codes.reshape(-1)
+    cols_t = _COLUMNS.get(id(table))
+    if cols_t is None or cols_t[0] is not table:
+        cols_t = _COLUMNS[id(table)] = (table, table.t().contiguous())
+    cols = [torch.index_select(cols_t[1][t], 0, flat) for t in range(r)]
+    got = cols[0] if r == 1 else torch.stack(cols, dim=-1)
+    return got.view(*codes.shape[:-1], codes.shape[-1] * r)
+
+
 def _lowrank_batched(A, B, plan) -> torch.Tensor:
-    """Both operands batched: float GEMMs of the int8 factors, exact by the 2^24/2^53
-    bound (float32 while K*T*2^14 < 2^24, else float64)."""
+    """Both operands batched (attention): one batched float GEMM over the exact integer
+    terms, ``C = sum_t u_t(A) @ v_t(B)`` with the K*r mapped operands stacked. Exact: every
+    partial sum is an integer of magnitude at most K * sum_t max|u_t| max|v_t|, kept below
+    2^24 (float32) or 2^53 (float64, K chunked beyond)."""
     K = A.shape[-1]
-    row, col = plan["row"], plan["col"]
-    out = row[A].sum(-1)[..., :, None] + col[B].sum(-2)[..., None, :] + K * plan["const"]
-    out = out.expand(*A.shape[:-1], B.shape[-1]).clone()
-    for grp in plan["groups"]:
-        F = grp.f[A].flatten(-2)                              # (..., M, K*T)
-        G = grp.g[B.transpose(-1, -2)].flatten(-2)            # (..., N, K*T)
-        out.add_(_float_exact_mm(F, G.transpose(-1, -2)), alpha=grp.scale)
+    bound = plan["term_bound"]
+    if K * bound < 2**24 and torch.get_float32_matmul_precision() == "highest":
+        dtype, kc = torch.float32, K
+    else:
+        dtype, kc = torch.float64, max(1, min(K, (2**53 - 1) // bound))
+    U, V = plan["term_tables"][dtype]
+    Bt = B.transpose(-1, -2)
+    out = None
+    for k0 in range(0, K, kc):
+        a, b = (A, Bt) if kc == K else (A[..., k0:k0 + kc], Bt[..., k0:k0 + kc])
+        F = _rows(U, a)                                          # (..., M, kc*r)
+        G = _rows(V, b)                                          # (..., N, kc*r)
+        part = torch.matmul(F, G.transpose(-1, -2)).to(torch.int64)
+        out = part if out is None else out.add_(part)
     return out
 
 
@@ -572,17 +649,24 @@ def _bag_2d(A, B, lut, max_abs) -> torch.Tensor:
 # -- engine: naive gather (reference, benchmarks) --------------------------------------
 
 def _gather_matmul(ca, cb, batch, plan) -> torch.Tensor:
-    lut = plan["lut"].reshape(-1)
+    """Plain table gather, ``lut[a_code, b_code]`` for every (m, k, n), summed over k;
+    blocked over rows so the index block stays in cache. M*K*N lookups: the reference,
+    and the cheapest engine for tiny GEMMs."""
+    lut = plan["lut_gather"]
     nb = plan["lut"].shape[1]
-    A = ca.expand(*batch, *ca.shape[-2:])
-    B = cb.expand(*batch, *cb.shape[-2:])
-    M, K, N = A.shape[-2], A.shape[-1], B.shape[-1]
-    mc = max(1, BLOCK_ELEMENTS // max(1, K * N))
-    parts = []
-    for m0 in range(0, M, mc):
-        idx = A[..., m0:m0 + mc, :, None] * nb + B[..., None, :, :]
-        parts.append(lut[idx].sum(-2))
-    return torch.cat(parts, dim=-2) if parts else torch.zeros(*batch, M, N, dtype=torch.int64)
+    A = ca.expand(*batch, *ca.shape[-2:]).reshape(-1, *ca.shape[-2:]).to(torch.int32)
+    B = cb.expand(*batch, *cb.shape[-2:]).reshape(-1, *cb.shape[-2:]).to(torch.int32)
+    G, M, K = A.shape
+    N = B.shape[-1]
+    out = torch.empty(G, M, N, dtype=torch.int64)
+    A = A * nb
+    mc = max(1, min(M, GATHER_BLOCK_ELEMENTS // max(1, K * N)))
+    for g in range(G):
+        for m0 in range(0, M, mc):
+            idx = A[g, m0:m0 + mc, :, None] + B[g, None, :, :]          # (mc, K, N)
+            vals = torch.index_select(lut, 0, idx.view(-1)).view(idx.shape)
+            torch.sum(vals, dim=1, dtype=torch.int64, out=out[g, m0:m0 + mc])
+    return out.reshape(*batch, M, N)
 
 
 # -- gradients -------------------------------------------------------------------------
