@@ -157,7 +157,7 @@ def registered_wrapper(comp):
     ``dout`` (1 bit, registered XOR of the registered outputs). Registers are reset-less,
     so no reset logic enters the timing.
     """
-    from amaranth.hdl import Cat, Module, Signal
+    from amaranth.hdl import Cat, Module, Shape, Signal
     from amaranth.lib import wiring
     from amaranth.lib.wiring import In, Out
 
@@ -172,15 +172,16 @@ def registered_wrapper(comp):
         def elaborate(self, platform):
             m = Module()
             m.submodules.dut = comp
-            width_in = sum(m_.shape.width for _, m_ in ins)
+            width_in = sum(Shape.cast(m_.shape).width for _, m_ in ins)
             chain = Signal(width_in, reset_less=True)
             m.d.sync += chain.eq(Cat(self.din, chain[:-1]) if width_in > 1 else self.din)
             pos = 0
             for name, member in ins:
-                w = member.shape.width
+                w = Shape.cast(member.shape).width
                 m.d.comb += getattr(comp, name).eq(chain[pos:pos + w])
                 pos += w
-            captured = Signal(sum(m_.shape.width for _, m_ in outs), reset_less=True)
+            captured = Signal(sum(Shape.cast(m_.shape).width for _, m_ in outs),
+                              reset_less=True)
             m.d.sync += captured.eq(Cat(*(getattr(comp, n) for n, _ in outs)))
             result = Signal(reset_less=True)
             m.d.sync += result.eq(captured.xor())
