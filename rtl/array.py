@@ -142,7 +142,8 @@ class SystolicArray(wiring.Component):
         pe_view = "circuit"
         if self.view == "table":
             pe_view = "word" if mult.is_exact else "port"
-        pes = [[Pe(mult, self.acc_width, pe_view) for _ in range(C)] for _ in range(R)]
+        pes = [[Pe(mult, self.acc_width, pe_view, shared_flags=True) for _ in range(C)]
+               for _ in range(R)]
         for r in range(R):
             for c in range(C):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
@@ -150,7 +151,6 @@ class SystolicArray(wiring.Component):
                     m.d.comb += pes[r][c].mode.eq(self.mode)
         if pe_view == "port":
             # one product ROM for every PE: address = mode, a code, b code (MSB first)
-            wa, wb = mult.fmt.a_width, mult.fmt.b_width
             table = np.concatenate([mult.model_table(k).ravel() for k in range(mult.modes)])
             m.submodules.products = rom = Memory(shape=mult.p_shape, depth=len(table),
                                                  init=[int(v) for v in table])
@@ -162,10 +162,11 @@ class SystolicArray(wiring.Component):
                     if mult.modes > 1:
                         addr.append(self.mode)
                     m.d.comb += [port.addr.eq(Cat(*addr)), pe.p_in.eq(port.data)]
-            assert len(table) == mult.modes << (wa + wb)
 
-        # Skew: row r's operand and flags wait r cycles, column c's operand c cycles, so
-        # that A[r, k] and B[k, c] meet in PE (r, c) r + c cycles after step k entered.
+        # Skew: row r's operand waits r cycles, column c's operand c cycles, so that
+        # A[r, k] and B[k, c] meet in PE (r, c) r + c cycles after step k entered. The
+        # flags of step k reach every PE with r + c = d at the same time: one delay line
+        # for the anti-diagonals (flags[d]) instead of flag registers in every PE.
         def delayed(value, n, name):
             for i in range(n):
                 reg = Signal.like(value, name=f"{name}_d{i + 1}")
@@ -173,38 +174,30 @@ class SystolicArray(wiring.Component):
                 value = reg
             return value
 
+        flags = [Cat(self.valid, self.first & self.valid, self.last & self.valid)]
+        for d in range(R + C):
+            reg = Signal(3, name=f"flags_d{d + 1}")
+            m.d.sync += reg.eq(flags[-1])
+            flags.append(reg)
         for r in range(R):
-            pe = pes[r][0]
-            m.d.comb += [
-                pe.a_in.eq(delayed(self.a[r], r, f"a{r}")),
-                pe.valid_in.eq(delayed(self.valid, r, f"valid{r}")),
-                pe.first_in.eq(delayed(self.first, r, f"first{r}")),
-                pe.last_in.eq(delayed(self.last, r, f"last{r}")),
-            ]
+            m.d.comb += pes[r][0].a_in.eq(delayed(self.a[r], r, f"a{r}"))
         for c in range(C):
             m.d.comb += pes[0][c].b_in.eq(delayed(self.b[c], c, f"b{c}"))
         for r in range(R):
             for c in range(C):
                 pe = pes[r][c]
+                here = flags[r + c]
+                m.d.comb += [pe.valid_in.eq(here[0]), pe.first_in.eq(here[1]),
+                             pe.capture.eq(flags[r + c + 1][2])]
                 if c + 1 < C:
-                    right = pes[r][c + 1]
-                    m.d.comb += [right.a_in.eq(pe.a_out), right.valid_in.eq(pe.valid_out),
-                                 right.first_in.eq(pe.first_out),
-                                 right.last_in.eq(pe.last_out)]
+                    m.d.comb += pes[r][c + 1].a_in.eq(pe.a_out)
                 if r + 1 < R:
                     m.d.comb += pes[r + 1][c].b_in.eq(pe.b_out)
 
         # De-skew: PE (r, c) parks its sum at edge L + r + c + 1 (L: the edge taking the
         # last step); row r is complete after edge L + r + C, so it is read at edge
-        # L + C + 1 + r through a one-hot row select delayed from the `last` step.
-        sel = []
-        prev = self.valid & self.last
-        for i in range(C + R):
-            reg = Signal(name=f"drain_d{i}")
-            m.d.sync += reg.eq(prev)
-            prev = reg
-            sel.append(reg)
-        row_sel = sel[C:C + R]
+        # L + C + 1 + r through a one-hot row select: the `last` flag delayed C + 1 + r.
+        row_sel = [flags[C + 1 + r][2] for r in range(R)]
         for c in range(C):
             acc = 0
             for r in range(R):

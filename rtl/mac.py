@@ -160,21 +160,33 @@ class Pe(wiring.Component):
     Latency: `a_out`/`b_out`/flags 1 cycle; `result` holds the sum 2 cycles after the
     `last` step entered. `view` as for `Mac` (``"port"`` adds the `p_in` input: the
     product of `a_in` and `b_in`, computed outside).
+
+    With ``shared_flags=True`` the PE does not forward the flags: the array delays them
+    once per anti-diagonal (every PE with the same r + c sees the same flags), and the
+    PE has a `capture` input instead (the `last` flag one cycle later, i.e. what
+    `last_out` would be). Same behaviour, three registers fewer per PE, which matters
+    for simulation speed.
     """
 
-    def __init__(self, multiplier, acc_width: int, view: str = "circuit"):
+    def __init__(self, multiplier, acc_width: int, view: str = "circuit",
+                 shared_flags: bool = False):
         _check_acc_width(acc_width)
         _check_view(multiplier, view)
         self._mul = multiplier
         self.acc_width = acc_width
         self.view = view
+        self.shared_flags = shared_flags
         ports = {
             "a_in": In(multiplier.a_shape), "b_in": In(multiplier.b_shape),
-            "valid_in": In(1), "first_in": In(1), "last_in": In(1),
+            "valid_in": In(1), "first_in": In(1),
             "a_out": Out(multiplier.a_shape), "b_out": Out(multiplier.b_shape),
-            "valid_out": Out(1), "first_out": Out(1), "last_out": Out(1),
             "result": Out(signed(acc_width)),
         }
+        if shared_flags:
+            ports["capture"] = In(1)
+        else:
+            ports.update({"last_in": In(1), "valid_out": Out(1), "first_out": Out(1),
+                          "last_out": Out(1)})
         if multiplier.modes > 1:
             ports["mode"] = In(range(multiplier.modes))
         if view == "port":
@@ -190,12 +202,16 @@ class Pe(wiring.Component):
             m.d.comb += mac.mode.eq(self.mode)
         if self.view == "port":
             m.d.comb += mac.p_in.eq(self.p_in)
-        m.d.sync += [
-            self.a_out.eq(self.a_in), self.b_out.eq(self.b_in),
-            self.valid_out.eq(self.valid_in),
-            self.first_out.eq(self.first_in & self.valid_in),
-            self.last_out.eq(self.last_in & self.valid_in),
-        ]
-        with m.If(self.last_out):
+        m.d.sync += [self.a_out.eq(self.a_in), self.b_out.eq(self.b_in)]
+        if self.shared_flags:
+            capture = self.capture
+        else:
+            m.d.sync += [
+                self.valid_out.eq(self.valid_in),
+                self.first_out.eq(self.first_in & self.valid_in),
+                self.last_out.eq(self.last_in & self.valid_in),
+            ]
+            capture = self.last_out
+        with m.If(capture):
             m.d.sync += self.result.eq(mac.acc)
         return m
