@@ -198,14 +198,17 @@ class SystolicArray(wiring.Component):
         # last step); row r is complete after edge L + r + C, so it is read at edge
         # L + C + 1 + r through a one-hot row select: the `last` flag delayed C + 1 + r.
         row_sel = [flags[C + 1 + r][2] for r in range(R)]
-        for c in range(C):
-            acc = 0
-            for r in range(R):
-                acc = acc | (pes[r][c].result.as_unsigned() & row_sel[r].replicate(
-                    self.acc_width))
-            m.d.sync += self.out_row[c].eq(acc)
+        emit = Cat(*row_sel).any()
+        # only on emitting cycles (an enabled register: simulators skip the mux otherwise)
+        with m.If(emit):
+            for c in range(C):
+                acc = 0
+                for r in range(R):
+                    acc = acc | (pes[r][c].result.as_unsigned() & row_sel[r].replicate(
+                        self.acc_width))
+                m.d.sync += self.out_row[c].eq(acc)
         m.d.sync += [
-            self.out_valid.eq(Cat(*row_sel).any()),
+            self.out_valid.eq(emit),
             self.out_first.eq(row_sel[0]),
             self.out_last.eq(row_sel[-1]),
         ]
