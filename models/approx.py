@@ -32,6 +32,7 @@ scripts/bench_emulation.py).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import math
 import threading
@@ -55,7 +56,10 @@ BAG_BLOCK_ELEMENTS = 1 << 19
 
 Engine = Literal["auto", "lowrank", "bag", "gather"]
 
-_PLANS: dict[str, dict] = {}
+#: plans kept (least recently used dropped first); a plan is 1-3 MB for an 8x8-bit table
+MAX_PLANS = 64
+
+_PLANS: collections.OrderedDict[str, dict] = collections.OrderedDict()
 _PLANS_LOCK = threading.Lock()
 
 
@@ -155,10 +159,14 @@ class ProductTable:
         """Precomputed structure: exact integer terms, int8 plan, engine choice."""
         with _PLANS_LOCK:
             found = _PLANS.get(self.key)
+            if found is not None:
+                _PLANS.move_to_end(self.key)
         if found is None:
             found = _make_plan(self)
             with _PLANS_LOCK:
                 _PLANS[self.key] = found
+                while len(_PLANS) > MAX_PLANS:
+                    _PLANS.popitem(last=False)
         return found
 
     @property
