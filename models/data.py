@@ -2,9 +2,11 @@
 (scikit-learn). Everything is deterministic and offline (the data ship with the packages).
 
 Time series become sliding windows (:func:`windows`): each input window of ``window``
-steps and the ``horizon`` steps after it. Windows are normalized by their own mean
-(per channel, so the slow trend of co2 does not push later windows out of the quantized
-range) and one global scale (the standard deviation of the normalized training inputs);
+steps and the ``horizon`` steps after it. Windows are normalized by their own last value
+(per channel: the model forecasts the change from the last observation, so the slow trend
+of co2 does not push later windows out of the quantized range, and quantization errors
+scale with the change, not with the level) and one global scale (the standard deviation of
+the normalized training inputs);
 metrics are reported in the series' own units (ppm for co2). The split is chronological
 by window position: the first 70% of windows train, the next 10% validate, the last 20%
 test.
@@ -21,9 +23,6 @@ import torch
 from axsa.errors import InputError
 
 SPLIT = (0.7, 0.1, 0.2)
-import os
-
-NORM = os.environ.get('AXSA_NORM', 'last')
 
 
 def load_co2() -> tuple[np.ndarray, list[str]]:
@@ -94,7 +93,7 @@ class Split:
     """Model inputs ``x``, targets ``y`` (normalized) and what maps them back to units."""
     x: torch.Tensor
     y: torch.Tensor
-    offset: torch.Tensor | None = None   # (n, 1, C) window means (time series)
+    offset: torch.Tensor | None = None   # (n, 1, C) last value of each window (time series)
     scale: float = 1.0
 
     def __len__(self) -> int:
@@ -125,17 +124,13 @@ def windows(values: np.ndarray, window: int, horizon: int,
     idx = np.arange(n)[:, None]
     x = values[idx + np.arange(window)]                       # (n, W, C)
     y = values[idx + window + np.arange(horizon)]              # (n, H, C)
-    off = x[:, -1:, :] if NORM == "last" else x.mean(axis=1, keepdims=True)
+    off = x[:, -1:, :]                                         # (n, 1, C) last value
     n_tr, n_va = int(n * SPLIT[0]), int(n * SPLIT[1])
     scale = float((x[:n_tr] - off[:n_tr]).std()) or 1.0
-    if NORM == "revin":
-        g = scale
-        scale = np.maximum(x.std(axis=1, keepdims=True), 0.1 * g)
 
     def part(sl):
         t = lambda a: torch.tensor(a[sl], dtype=torch.float32)  # noqa: E731
-        sc = t(scale) if isinstance(scale, np.ndarray) else scale
-        return Split(t((x - off) / scale), t((y - off) / scale), t(off), sc)
+        return Split(t((x - off) / scale), t((y - off) / scale), t(off), scale)
     return Dataset("ts", part(slice(0, n_tr)), part(slice(n_tr, n_tr + n_va)),
                    part(slice(n_tr + n_va, n)), tuple(names))
 

@@ -25,7 +25,6 @@ the mode changes).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 
 import torch
@@ -254,7 +253,7 @@ class EncoderLayer(QModule):
     def __init__(self, rt: Runtime, prefix: str, d: int, heads: int, ff: int):
         super().__init__(rt)
         self.attn = QAttention(rt, f"{prefix}.attn", d, heads)
-        aux = max(rt.bits, AUX_BITS) if os.environ.get("AXSA_AUX", "1") == "1" else None
+        aux = max(rt.bits, AUX_BITS)
         self.add1 = QAdd(rt, aux)
         self.norm1 = QLayerNorm(rt, d)
         self.fc1 = QLinear(rt, f"{prefix}.ffn.fc1", d, ff, relu=True)

@@ -66,8 +66,8 @@ class TrainConfig:
 def default_train_config(kind: str) -> TrainConfig:
     """The settings the demo checkpoints use for ``kind``."""
     if kind == "vit":
-        return TrainConfig(epochs=60, qat_epochs=20)
-    return TrainConfig(epochs=30, qat_epochs=20)
+        return TrainConfig(epochs=80, qat_epochs=20)
+    return TrainConfig(epochs=60, qat_epochs=30)
 
 
 # ----------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from axsa.models import train as T
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from axsa.models import train as T
 
 SEEDS = {"ts": 0, "vit": 0}
@@ -34,7 +33,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         tc = T.TrainConfig(**{**T.default_train_config(kind).__dict__, "seed": SEEDS[kind]})
 
-        def progress(phase, ep, total, rec):
+        def progress(phase, ep, total, rec, kind=kind):
             print(f"\r{kind} {phase} epoch {ep}/{total}", end="", file=sys.stderr, flush=True)
         model, _ = T.fit(kind, BITS, tc, progress=progress)
         print(file=sys.stderr)

@@ -88,23 +88,24 @@ def resolve_assignment(model, mult: str | None, assign: str | None):
     bits = model.config.bits
     tables, shown = {}, {}
     for name, entry in entries.items():
+        who = f"{where}: GEMM {name!r}" if assign is not None else where
         mode = 0
         if isinstance(entry, dict):
             spec, mode = entry.get("spec"), entry.get("mode", 0)
         else:
             spec = entry
         if not isinstance(spec, str):
-            raise InputError(f"{where}: GEMM {name!r} needs a spec string, got {entry!r}")
+            raise InputError(f"{who} needs a spec string, got {entry!r}")
         try:
             m = parse_spec(spec)
         except InputError as exc:
-            raise InputError(f"{where}: GEMM {name!r}: {exc}") from None
+            raise InputError(f"{who}: {exc}") from None
         if not m.fmt.signed or m.fmt.a_width < bits or m.fmt.b_width < bits:
-            raise InputError(f"{where}: GEMM {name!r}: multiplier {spec!r} does not take the "
+            raise InputError(f"{who}: multiplier {spec!r} does not take the "
                              f"model's signed {bits}-bit operands (needs a signed format of "
                              f"at least {bits} bits, e.g. s{bits})")
         if not isinstance(mode, int) or not 0 <= mode < m.modes:
-            raise InputError(f"{where}: GEMM {name!r}: mode {mode!r} out of range for "
+            raise InputError(f"{who}: mode {mode!r} out of range for "
                              f"{spec!r} ({m.modes} mode(s))")
         tables[name] = ProductTable.from_multiplier(m, mode)
         shown[name] = m.spec if m.modes == 1 else f"{m.spec} mode {mode}"
@@ -124,9 +125,9 @@ def _print_metrics(kind: str, res: dict) -> None:
 @click.option("--bits", type=click.IntRange(2, 8), default=8, show_default=True,
               help="Bits of every GEMM operand and activation.")
 @click.option("--epochs", type=click.IntRange(0), default=None,
-              help="fp32 pre-training epochs (default 30 ts, 60 vit).")
+              help="fp32 pre-training epochs (default 60 ts, 80 vit).")
 @click.option("--qat-epochs", type=click.IntRange(0), default=None,
-              help="Quantization-aware training epochs (default 20).")
+              help="Quantization-aware training epochs (default 30 ts, 20 vit).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--d-model", type=click.IntRange(1), default=None)
 @click.option("--heads", type=click.IntRange(1), default=None)
