@@ -135,6 +135,7 @@ class GemmHook:
         if table is None:
             return torch.matmul(a, b)   # int64, or float holding integers below 2^24: exact
         from .approx import approx_matmul, approx_matmul_grad
+        a, b = a.contiguous(), b.contiguous()   # weights arrive transposed (a strided view)
         if integer:
             return approx_matmul(a, b, table).to(torch.int64)
         return approx_matmul_grad(a, b, table, grad=self.grad).to(a.dtype)
