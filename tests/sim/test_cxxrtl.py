@@ -161,33 +161,56 @@ def every_pair(mult):
 
 
 @pytest.mark.parametrize("spec", ["drum(k=4)@s8", "booth@u8"])
-def test_multiplier_exhaustive(spec):
+def test_multiplier_rtl_exhaustive(spec):
+    # the multiplier's own gate-level RTL, compiled, against its table, every pair
     mult = parse_spec(spec)
     a, b = every_pair(mult)
-    engine = CxxrtlEngine(StreamMultiplier(mult))
+    engine = CxxrtlEngine(StreamMultiplier(mult), multipliers="rtl")
     out, cycles = engine.run_streams(feeds={"i": pair_payloads(mult, a, b)},
                                      drains={"o": len(a)}, max_cycles=10**6)
     assert np.array_equal(products(mult, out["o"]), mult.model_table()[a, b])
     assert cycles == 65537
 
 
-def test_configurable_multiplier_every_mode():
+def test_configurable_multiplier_every_mode_rtl_and_table():
     mult = parse_spec("cfgtrunc(k=0/2/4/6)@s8")
     a, b = every_pair(mult)
-    engine = CxxrtlEngine(StreamMultiplier(mult))
+    engines = [CxxrtlEngine(StreamMultiplier(mult), multipliers=kind)
+               for kind in ("rtl", "table")]
     tables = []
     for mode in range(mult.modes):
-        out, _ = engine.run_streams(feeds={"i": pair_payloads(mult, a, b)},
-                                    drains={"o": len(a)}, inputs={"mode": mode})
-        got = products(mult, out["o"])
-        assert np.array_equal(got, mult.model_table(mode)[a, b])
-        tables.append(got)
+        got = [products(mult, e.run_streams(feeds={"i": pair_payloads(mult, a, b)},
+                                            drains={"o": len(a)},
+                                            inputs={"mode": mode})[0]["o"])
+               for e in engines]
+        assert np.array_equal(got[0], mult.model_table(mode)[a, b])
+        assert np.array_equal(got[1], got[0])
+        tables.append(got[0])
     assert np.array_equal(tables[0], (mult.fmt.a_values()[a] * mult.fmt.b_values()[b]))
     assert not np.array_equal(tables[0], tables[3])  # the modes really differ
 
 
+def test_table_mode_substitutes_and_shares_the_library():
+    # same operand and product shapes, different circuits: one compiled library
+    drum, trunc = parse_spec("drum(k=4)@s8"), parse_spec("trunc(k=4)@s8")
+    assert drum.p_shape == trunc.p_shape and not np.array_equal(drum.model_table(),
+                                                                trunc.model_table())
+    e_drum = CxxrtlEngine(StreamMultiplier(drum))
+    e_trunc = CxxrtlEngine(StreamMultiplier(trunc))
+    assert e_trunc.library == e_drum.library and e_trunc.cache_hit
+    il = (e_drum.library.parent / "design.il").read_text()
+    assert "cell \\axsamul0" in il and "$and" not in il  # no partial-product gates left
+    a, b = every_pair(drum)
+    for mult, engine in ((drum, e_drum), (trunc, e_trunc)):
+        out, _ = engine.run_streams(feeds={"i": pair_payloads(mult, a, b)},
+                                    drains={"o": len(a)})
+        assert np.array_equal(products(mult, out["o"]), mult.model_table()[a, b])
+    rtl = CxxrtlEngine(StreamMultiplier(drum), multipliers="rtl")
+    assert rtl.library != e_drum.library
+
+
 @pytest.mark.parametrize("spec", ["mitchell(t=2)@s6x4", "exact@s2"])
-def test_multiplier_random_pairs_both_engines(spec):
+def test_multiplier_random_pairs_pysim_and_rtl(spec):
     mult = parse_spec(spec)
     rng = np.random.default_rng(6)
     a = rng.integers(0, 1 << mult.fmt.a_width, 300)
@@ -195,7 +218,7 @@ def test_multiplier_random_pairs_both_engines(spec):
     feeds = {"i": pair_payloads(mult, a, b)}
     results = [e.run_streams(feeds=feeds, drains={"o": 300})
                for e in (PysimEngine(StreamMultiplier(mult)),
-                         CxxrtlEngine(StreamMultiplier(mult)))]
+                         CxxrtlEngine(StreamMultiplier(mult), multipliers="rtl"))]
     (out_p, cyc_p), (out_c, cyc_c) = results
     assert np.array_equal(out_p["o"], out_c["o"]) and cyc_p == cyc_c == 301
     assert np.array_equal(products(mult, out_c["o"]), mult.model_table()[a, b])
@@ -213,11 +236,17 @@ def test_imported_verilog_multiplier(tmp_path):
     (tmp_path / "entry.json").write_text(json.dumps(entry))
     mult = Imported("lsb0", Format.parse("u4"), entry, table, tmp_path)
     a, b = every_pair(mult)
-    engine = CxxrtlEngine(StreamMultiplier(mult), verilog_sources=mult.verilog_sources)
-    out, _ = engine.run_streams(feeds={"i": pair_payloads(mult, a, b)}, drains={"o": 256})
-    assert np.array_equal(products(mult, out["o"]), table[a, b])
+    # the Verilog itself (rtl), and its table (no Verilog needed)
+    for kw in ({"multipliers": "rtl", "verilog_sources": mult.verilog_sources}, {}):
+        engine = CxxrtlEngine(StreamMultiplier(mult), **kw)
+        out, _ = engine.run_streams(feeds={"i": pair_payloads(mult, a, b)},
+                                    drains={"o": 256})
+        assert np.array_equal(products(mult, out["o"]), table[a, b])
     with pytest.raises(InputError, match="nosuch.v"):
-        CxxrtlEngine(StreamMultiplier(mult), verilog_sources=[tmp_path / "nosuch.v"])
+        CxxrtlEngine(StreamMultiplier(mult), multipliers="rtl",
+                     verilog_sources=[tmp_path / "nosuch.v"])
+    with pytest.raises(InputError, match="multipliers='gates'"):
+        CxxrtlEngine(engine.component, multipliers="gates")
 
 
 def test_missing_compiler_is_a_tool_error(monkeypatch):
