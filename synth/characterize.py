@@ -26,7 +26,7 @@ import numpy as np
 from axsa.errors import InputError, ToolError
 
 from . import energy as energy_model
-from .targets import TARGETS, UNITS, Unit, synthesize
+from .targets import TARGETS, UNITS, Unit, generic_run, synthesize
 
 #: bumped when the meaning of a record changes (energy table, metrics, flows)
 MODEL_VERSION = "1"
@@ -175,11 +175,16 @@ def compute(request: Request, stream: energy_model.Stream | None = None,
     mult._check_mode(request.mode)
     unit = Unit(mult, request.unit, request.acc_width)
     out = {"spec": mult.spec, "target": request.target, "unit": unit.name}
-    figures = synthesize(unit, request.target, dsp=request.dsp, fmax=request.fmax)
-    out |= figures
     netlist = None
     if request.target == "generic":
-        netlist = energy_model.multiplier_netlist(mult)
+        figures, gates = generic_run(unit, netlist=request.unit == "mult")
+        if gates is None:  # MAC / PE: the multiplier's own netlist for the table
+            netlist = energy_model.multiplier_netlist(mult)
+        else:
+            netlist = (gates, unit.ports())
+    else:
+        figures = synthesize(unit, request.target, dsp=request.dsp, fmax=request.fmax)
+    out |= figures
     if request.has_energy:
         stream = stream_for(mult, stream)
         e = unit_energy(request, mult, stream, netlist if request.unit == "mult" else None)

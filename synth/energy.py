@@ -245,24 +245,14 @@ def _codes(values: np.ndarray, width: int) -> np.ndarray:
 def multiplier_netlist(mult):
     """The gate netlist energy is measured on, and its port names (role -> name).
 
-    Like the generic target (`axsa.synth.targets.canonical_verilog`), a built-in enters
-    as the Verilog `axsa mult export` writes and an imported multiplier as its own module,
-    so an exported and re-imported built-in is the same netlist. Gates: Yosys's simple set
-    (AND ... MUX), mapped with the generic target's area-oriented ABC script.
+    Made by the generic target's own Yosys run (`axsa.synth.targets.generic_run`): a
+    built-in enters as the Verilog `axsa mult export` writes and an imported multiplier
+    as its own module, so an exported and re-imported built-in is the same netlist.
+    Gates: Yosys's simple set (AND ... MUX), mapped with the area-oriented ABC script.
     """
-    import tempfile
-
-    from axsa.synth.netlist import GATE_SETS, synthesize_gates
-    from axsa.synth.targets import ABC_SCRIPT, Unit, canonical_verilog
+    from axsa.synth.targets import Unit, generic_run
     unit = Unit(mult)
-    gates = f"{GATE_SETS['simple']} -script {ABC_SCRIPT}"
-    if unit.is_imported:
-        return synthesize_gates(unit.top(), verilog=unit.verilog_sources, gates=gates), \
-            unit.ports()
-    with tempfile.TemporaryDirectory(prefix="axsa-energy-") as tmp:
-        src = Path(tmp) / "top.v"
-        src.write_text(canonical_verilog(mult))
-        return synthesize_gates("top", verilog=[src], gates=gates), unit.ports()
+    return generic_run(unit)[1], unit.ports()
 
 
 def multiplier_energy(mult, stream: Stream, mode: int = 0, netlist=None) -> dict:

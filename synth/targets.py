@@ -219,8 +219,12 @@ def _read_sources(workdir: Path, unit: Unit, wrapped: bool, name: str) -> list[s
         lines.append(f"read_verilog -sv {local}")
     if unit.kind == "mult" and not wrapped:
         if not unit.is_imported:
-            (workdir / f"{name}.v").write_text(canonical_verilog(unit.mult))
-            lines.append(f"read_verilog {name}.v")
+            # `axsa mult export` in this very Yosys run: Amaranth's Verilog back end script
+            # (amaranth.back.verilog), written out and read back as that text
+            (workdir / f"{name}.il").write_text(unit.rtlil())
+            lines += [f"read_rtlil {name}.il", "proc -nomux -norom", "memory_collect",
+                      f"write_verilog -norename {name}.v", "design -reset",
+                      f"read_verilog {name}.v"]
         return lines + [f"hierarchy -check -top {unit.top()}"]
     (workdir / f"{name}.il").write_text(unit.rtlil(wrapped))
     return lines + [f"read_rtlil {name}.il", "hierarchy -check -top top"]
@@ -252,6 +256,63 @@ def _transistors(stat: dict, by_type: dict) -> int:
     return count
 
 
+#: gate set of the netlist energy and product tables are read from (Yosys simple gates)
+SIMPLE_GATES = "AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX"
+
+
+def generic_run(unit: Unit, netlist: bool = True):
+    """One Yosys run: the generic figures and (with `netlist`) the simple-gate netlist.
+
+    The design is read and synthesized once; `design -save` lets ABC map the same
+    netlist twice: to cmos2 gates for the counts, transistors and depth, and to Yosys's
+    simple gates (`axsa.synth.netlist.GateNetlist`) for energy and the product table.
+
+    Returns
+    -------
+    (dict, GateNetlist or None)
+    """
+    top = unit.top()
+    with tempfile.TemporaryDirectory(prefix="axsa-generic-") as tmp:
+        work = Path(tmp)
+        script = _read_sources(work, unit, False, "design") + [
+            f"synth -flatten -top {top}",
+            "design -save synthesized",
+            f"abc -g cmos2 -script {ABC_SCRIPT}",
+            "opt_clean -purge",
+            "tee -q -o stat.json stat -json -tech cmos",
+            "tee -q -o ltp.txt ltp -noff",
+        ]
+        if netlist:
+            script += [
+                "design -load synthesized",
+                f"abc -g {SIMPLE_GATES} -script {ABC_SCRIPT}",
+                "opt_clean -purge",
+                "tee -q -o gates_stat.json stat -json",
+                "write_json gates.json",
+            ]
+        _yosys(work, script)
+        stat = _top_stat(work / "stat.json")
+        ltp = (work / "ltp.txt").read_text()
+        gates = None
+        if netlist:
+            from .netlist import GateNetlist
+            gates = GateNetlist(json.loads((work / "gates.json").read_text()), top,
+                                _top_stat(work / "gates_stat.json"))
+    by_type = {k: int(v) for k, v in stat.get("num_cells_by_type", {}).items()
+               if not k.startswith("$scopeinfo")}
+    match = re.search(r"length=(\d+)", ltp)
+    if match is None:
+        raise ToolError(f"yosys ltp gave no path length:\n{ltp[-500:]}")
+    figures = {
+        "cells": sum(by_type.values()),
+        "cells_by_type": dict(sorted(by_type.items())),
+        "transistors": _transistors(stat, by_type),
+        "depth": int(match[1]),
+        "ffs": _ffs(by_type),
+    }
+    return figures, gates
+
+
 def synth_generic(unit: Unit) -> dict:
     """Gate counts (cmos2 library), transistor estimate and logic depth.
 
@@ -262,30 +323,7 @@ def synth_generic(unit: Unit) -> dict:
         (Yosys ``stat -tech cmos``), ``depth`` (gates on the longest combinational path),
         ``ffs``.
     """
-    with tempfile.TemporaryDirectory(prefix="axsa-generic-") as tmp:
-        work = Path(tmp)
-        script = _read_sources(work, unit, False, "design") + [
-            f"synth -flatten -top {unit.top()}",
-            f"abc -g cmos2 -script {ABC_SCRIPT}",
-            "opt_clean -purge",
-            "tee -q -o stat.json stat -json -tech cmos",
-            "tee -q -o ltp.txt ltp -noff",
-        ]
-        _yosys(work, script)
-        stat = _top_stat(work / "stat.json")
-        ltp = (work / "ltp.txt").read_text()
-    by_type = {k: int(v) for k, v in stat.get("num_cells_by_type", {}).items()
-               if not k.startswith("$scopeinfo")}
-    match = re.search(r"length=(\d+)", ltp)
-    if match is None:
-        raise ToolError(f"yosys ltp gave no path length:\n{ltp[-500:]}")
-    return {
-        "cells": sum(by_type.values()),
-        "cells_by_type": dict(sorted(by_type.items())),
-        "transistors": _transistors(stat, by_type),
-        "depth": int(match[1]),
-        "ffs": _ffs(by_type),
-    }
+    return generic_run(unit, netlist=False)[0]
 
 
 def _fpga_run(unit: Unit, synth_cmd: str, cells: dict, nextpnr: str,
