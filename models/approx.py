@@ -46,7 +46,10 @@ from axsa.errors import InputError
 from . import _lowrank
 
 #: elements of the temporary per-block tensors (bounds memory of both engines)
-BLOCK_ELEMENTS = 1 << 23
+BLOCK_ELEMENTS = 1 << 22
+
+#: elements of the int32/int64 partial-product blocks of the int8 engine (kept per thread)
+PART_ELEMENTS = 1 << 20
 
 #: index elements per block of the plain gather engine
 GATHER_BLOCK_ELEMENTS = 1 << 16
@@ -281,10 +284,10 @@ def _make_plan(pt: ProductTable) -> dict:
         vs = np.stack([v for _, v in terms], axis=1)
         plan["term_bound"] = int(sum(int(np.abs(u).max()) * int(np.abs(v).max())
                                      for u, v in terms))
-        plan["term_tables"] = {dt: (torch.from_numpy(us.astype(npdt)),
-                                    torch.from_numpy(vs.astype(npdt)))
-                               for dt, npdt in ((torch.float32, np.float32),
-                                                (torch.float64, np.float64))}
+        plan["term_tables"] = {
+            dt: tuple(torch.from_numpy(np.ascontiguousarray(x.astype(npdt)))
+                      for x in (us, vs, us.T, vs.T))
+            for dt, npdt in ((torch.float32, np.float32), (torch.float64, np.float64))}
         plan["has_col"] = bool(int8.col.any())
     return plan
 
@@ -518,10 +521,10 @@ def _lowrank_2d(A, B, plan, transposed: bool = False) -> torch.Tensor:
         return out.add_(rowsum[:, None]) if rowsum is not None else out
     width = max(g.width for g in groups)
     # K chunk: int32 bound (|int8 product| <= 2^14) and temporaries of bounded size;
-    # P block: the int32 partial products stay within BLOCK_ELEMENTS
+    # P block: the int32/int64 partial products stay within PART_ELEMENTS
     kc = max(1, min(K, (2**31 - 1) // (2**14 * width),
                     BLOCK_ELEMENTS // max(1, (P + Q) * width)))
-    pc = max(1, min(P, BLOCK_ELEMENTS // max(1, Q)))
+    pc = max(1, min(P, PART_ELEMENTS // max(1, Q)))
     use_int = _int_mm_works()
     for p0 in range(0, P, pc):
         p = min(pc, P - p0)
@@ -556,22 +559,17 @@ def _float_exact_mm(F: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     return torch.matmul(F.to(dtype), G.to(dtype)).to(torch.int64)
 
 
-_COLUMNS: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _rows(table: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    # `table` is stored transposed-contiguous too (``table.t()`` rows are 1-D tables)
+def _rows(table: torch.Tensor, columns: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """table[codes] flattened over the last two axes: (..., K) codes -> (..., K * r).
-    One 1-D gather per column for narrow tables (2-D index_select copies row by row and
-    is several times slower there), one row gather otherwise."""
+
+    One 1-D gather per column (`columns` = table transposed, contiguous) for narrow
+    tables: 2-D index_select copies row by row and is several times slower there.
+    """
     r = table.shape[1]
     if r > 4:
         return torch.nn.functional.embedding(codes, table).flatten(-2)
     flat = codes.reshape(-1)
-    cols_t = _COLUMNS.get(id(table))
-    if cols_t is None or cols_t[0] is not table:
-        cols_t = _COLUMNS[id(table)] = (table, table.t().contiguous())
-    cols = [torch.index_select(cols_t[1][t], 0, flat) for t in range(r)]
+    cols = [torch.index_select(columns[t], 0, flat) for t in range(r)]
     got = cols[0] if r == 1 else torch.stack(cols, dim=-1)
     return got.view(*codes.shape[:-1], codes.shape[-1] * r)
 
@@ -587,13 +585,13 @@ def _lowrank_batched(A, B, plan) -> torch.Tensor:
         dtype, kc = torch.float32, K
     else:
         dtype, kc = torch.float64, max(1, min(K, (2**53 - 1) // bound))
-    U, V = plan["term_tables"][dtype]
+    U, V, Ut, Vt = plan["term_tables"][dtype]
     Bt = B.transpose(-1, -2)
     out = None
     for k0 in range(0, K, kc):
         a, b = (A, Bt) if kc == K else (A[..., k0:k0 + kc], Bt[..., k0:k0 + kc])
-        F = _rows(U, a)                                          # (..., M, kc*r)
-        G = _rows(V, b)                                          # (..., N, kc*r)
+        F = _rows(U, Ut, a)                                      # (..., M, kc*r)
+        G = _rows(V, Vt, b)                                      # (..., N, kc*r)
         part = torch.matmul(F, G.transpose(-1, -2)).to(torch.int64)
         out = part if out is None else out.add_(part)
     return out

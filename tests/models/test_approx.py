@@ -148,6 +148,7 @@ def test_blocking_and_chunking_paths(monkeypatch):
     # tiny block budgets force the P-, K- and k-chunk loops of both engines
     monkeypatch.setattr(approx, "BLOCK_ELEMENTS", 300)
     monkeypatch.setattr(approx, "BAG_BLOCK_ELEMENTS", 600)
+    monkeypatch.setattr(approx, "PART_ELEMENTS", 40)
     rng = np.random.default_rng(6)
     for spec in ("trunc(k=8)@u8", "mitchell@s8"):
         table = tables_of(spec)[0]
@@ -337,3 +338,30 @@ def test_bad_gradient_kind():
     table = tables_of("exact@s8")[0]
     with pytest.raises(InputError, match="unknown gradient 'fd'"):
         approx_matmul_grad(torch.zeros(2, 2), torch.zeros(2, 2), table, grad="fd")
+
+
+def test_batched_float_path_chunks_beyond_2_53():
+    # |lut| ~ 2^38.8: K = 20000 pushes K * bound past 2^53, so K is chunked in float64
+    lut = np.outer(np.arange(16), np.arange(16)) << 31
+    table = ProductTable(lut, signed=False)
+    rng = np.random.default_rng(12)
+    a = rng.integers(0, 16, size=(2, 2, 20000))
+    b = rng.integers(0, 16, size=(2, 20000, 2))
+    a[0, 0] = 15
+    b[0, :, 0] = 15
+    got = approx_matmul(a, b, table, engine="lowrank").numpy()
+    np.testing.assert_array_equal(got, gather_reference(a, b, lut, 4, 4))
+    assert got[0, 0, 0] == 20000 * 225 << 31
+
+
+def test_reduced_float32_matmul_precision_is_not_trusted():
+    table = tables_of("trunc(k=4)@s8")[0]
+    rng = np.random.default_rng(13)
+    a, b = operands(rng, table, (3, 9, 40), (3, 40, 8))
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")   # may use bf16 inside float32 GEMMs
+        got = approx_matmul(a, b, table, engine="lowrank").numpy()
+    finally:
+        torch.set_float32_matmul_precision(before)
+    np.testing.assert_array_equal(got, gather_reference(a, b, table.table, 8, 8))
