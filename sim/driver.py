@@ -197,7 +197,7 @@ def _unpack_rows(words: np.ndarray, count: int, width: int) -> np.ndarray:
 
 def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int = 0,
              requant: Requant | None = None, max_k: int = DEFAULT_MAX_K,
-             vcd=None, view: str = "circuit") -> GemmResult:
+             vcd=None, view: str | None = None) -> GemmResult:
     """Run ``A @ B`` (through the multiplier) on the accelerator, bit-exact.
 
     Parameters
@@ -219,9 +219,14 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
         an InputError.
     vcd : path, optional
         Waveform file of the run (when the engine is built here).
-    view : {"circuit", "table"}
-        Multiplier view of the design built here (`axsa.rtl.array`): the family's
-        circuits, or word-level products (same results, much faster to simulate).
+    view : {"circuit", "table"}, optional
+        How the multipliers of a design built here are simulated (same results either
+        way). ``"circuit"``: the family's own circuits, gate for gate (on CXXRTL,
+        ``multipliers="rtl"``; g++ takes many minutes for a 16x16 array). ``"table"``:
+        their product tables; on pysim the array's word-level table view
+        (`axsa.rtl.array`), on CXXRTL the engine's product-table black boxes
+        (``multipliers="table"``: compiles in seconds, one library shared by every
+        multiplier of the same widths). Default: circuit on pysim, table on CXXRTL.
 
     Returns
     -------
@@ -267,15 +272,20 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
     else:
         if engine not in ("pysim", "cxxrtl"):
             raise InputError(f"unknown engine {engine!r} (known: emulate, pysim, cxxrtl)")
+        if view is None:
+            view = "table" if engine == "cxxrtl" else "circuit"
         if view not in ("circuit", "table"):
             raise InputError(f"unknown view {view!r} (known: circuit, table)")
         if engine == "pysim" and getattr(mult, "verilog_sources", None) and view == "circuit":
             raise InputError(f"{mult.spec} is imported Verilog, which pysim cannot "
-                             "simulate: use the cxxrtl engine")
-        acc = build_accelerator(mult, int(rows), int(cols), max_k=max_k, view=view)
+                             "simulate: use the cxxrtl engine or the table view")
+        rtl_view = "table" if engine == "pysim" and view == "table" else "circuit"
+        acc = build_accelerator(mult, int(rows), int(cols), max_k=max_k, view=rtl_view)
         kwargs = {"vcd": vcd} if vcd is not None else {}
-        if engine == "cxxrtl" and acc.verilog_sources and view == "circuit":
-            kwargs["verilog_sources"] = acc.verilog_sources
+        if engine == "cxxrtl":
+            kwargs["multipliers"] = "rtl" if view == "circuit" else "table"
+            if view == "circuit" and acc.verilog_sources:
+                kwargs["verilog_sources"] = acc.verilog_sources
         eng, own = make_engine(engine, acc, **kwargs), True
     try:
         R, Cc = acc.rows, acc.cols

@@ -36,10 +36,10 @@ def _parse_requant(text: str | None):
 @click.option("--cols", type=int, default=16, show_default=True, help="Array columns C.")
 @click.option("--max-k", type=int, default=4096, show_default=True,
               help="Longest reduction the design's accumulators are sized for.")
-@click.option("--view", type=click.Choice(["circuit", "table"]), default="circuit",
-              show_default=True,
-              help="circuit: the multiplier circuits synthesis builds; table: word-level "
-                   "products (same results, much faster to simulate).")
+@click.option("--view", type=click.Choice(["circuit", "table"]), default=None,
+              help="How multipliers are simulated (same results): circuit = the family's "
+                   "gates, table = product tables (much faster). Default: circuit on "
+                   "pysim, table on cxxrtl.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="Write C (int64 .npy) here.")
 @click.option("--requant", "requant_text", metavar="M,S",
@@ -87,7 +87,8 @@ def gemm(a_path, b_path, spec, mode, engine, rows, cols, max_k, view, out_path, 
     N = B.shape[1]
     data = {
         "engine": res.engine, "mult": mult.spec, "mode": mode, "M": M, "K": K, "N": N,
-        "view": None if engine == "emulate" else view,
+        "view": None if engine == "emulate" else
+        (view or ("table" if engine == "cxxrtl" else "circuit")),
         "rows": None if engine == "emulate" else rows,
         "cols": None if engine == "emulate" else cols,
         "cycles": res.cycles, "predicted_cycles": res.predicted_cycles,

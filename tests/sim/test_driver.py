@@ -118,21 +118,24 @@ def test_emulate_equals_reference(spec, mode):
 
 # -- cxxrtl -------------------------------------------------------------------------------
 
-CXXRTL_SPECS = [("exact@s8", 0, 4, 4), ("drum(k=3)@u4", 0, 3, 5),
-                ("cfgtrunc(k=0/2)@s2", 1, 2, 3)]
+# (spec, mode, R, C, multipliers): "rtl" simulates the family's gates, "table" the
+# engine's product-table black boxes
+CXXRTL_SPECS = [("exact@s8", 0, 4, 4, "rtl"), ("drum(k=3)@u4", 0, 3, 5, "table"),
+                ("cfgtrunc(k=0/2)@s2", 1, 2, 3, "rtl"), ("mitchell@s8", 0, 4, 4, "table")]
 
 
 @functools.cache
-def cxxrtl_engine(spec, R, C):
+def cxxrtl_engine(spec, R, C, multipliers):
     from axsa.sim.cxxrtl import CxxrtlEngine
-    return CxxrtlEngine(Accelerator(parse_spec(spec), R, C, max_k=128))
+    return CxxrtlEngine(Accelerator(parse_spec(spec), R, C, max_k=128),
+                        multipliers=multipliers)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec, mode, R, C", CXXRTL_SPECS)
-def test_cxxrtl_equals_reference(spec, mode, R, C):
+@pytest.mark.parametrize("spec, mode, R, C, multipliers", CXXRTL_SPECS)
+def test_cxxrtl_equals_reference(spec, mode, R, C, multipliers):
     mult = parse_spec(spec)
-    eng = cxxrtl_engine(spec, R, C)
+    eng = cxxrtl_engine(spec, R, C, multipliers)
     table = mult.model_table(mode)
     cases = [((1, 1, 1), "random"), ((7, 13, 5), "random"), ((37, 53, 19), "random"),
              ((37, 53, 19), "min"), ((8, 128, 8), "max"), ((9, 11, 13), "minmax")]
@@ -148,6 +151,37 @@ def test_cxxrtl_equals_reference(spec, mode, R, C):
     rq = Requant(m, s, bits=5, signed=True)
     res = run_gemm(A, B, mult, engine=eng, mode=mode, requant=rq)
     assert np.array_equal(res.C, rq.apply(reference_gemm(A, B, table, mult.fmt)))
+
+
+def imported_lsb0(tmp_path):
+    """A user Verilog circuit: the u4 product with its lowest bit cleared."""
+    import json
+
+    from axsa.rtl.multipliers import Format
+    from axsa.rtl.multipliers.imported import Imported
+    (tmp_path / "lsb0.v").write_text(
+        "module lsb0(input [3:0] x, input [3:0] y, output [7:0] z);\n"
+        "  wire [7:0] p = x * y;\n  assign z = {p[7:1], 1'b0};\nendmodule\n")
+    codes = np.arange(16)
+    table = (codes[:, None] * codes[None, :]) & ~1
+    entry = {"source": "lsb0.v", "top": "lsb0", "format": "u4", "y_width": 8,
+             "ports": {"a": "x", "b": "y", "y": "z"}}
+    (tmp_path / "entry.json").write_text(json.dumps(entry))
+    return Imported("lsb0", Format.parse("u4"), entry, table, tmp_path), table
+
+
+@pytest.mark.slow
+def test_imported_verilog_on_cxxrtl_and_pysim_table(tmp_path):
+    mult, table = imported_lsb0(tmp_path)
+    A, B = operands(mult, 7, 13, 5, "random", 3)
+    expect = reference_gemm(A, B, table, mult.fmt)
+    assert not np.array_equal(expect, A @ B)  # the circuit really is not exact
+    for engine, view in (("cxxrtl", "circuit"), ("pysim", "table")):
+        res = run_gemm(A, B, mult, engine=engine, rows=2, cols=2, view=view)
+        assert np.array_equal(res.C, expect), engine
+        assert res.cycles == predict_cycles(7, 13, 5, 2, 2)
+    with pytest.raises(InputError, match="pysim cannot"):
+        run_gemm(A, B, mult, engine="pysim", view="circuit")
 
 
 # -- bad input ------------------------------------------------------------------------------
