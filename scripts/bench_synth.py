@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SWEEP_FAMILIES = "exact,booth,roba,kulkarni,mitchell,bam(h=1..4),cfgtrunc,trunc,drum,perf,ssm"
+SWEEP_FAMILIES = "exact,booth,roba,kulkarni,mitchell,bam(h=1..5),cfgtrunc,trunc,drum,perf,ssm"
 
 
 def _fresh_env(tmp: Path) -> None:
@@ -48,8 +48,9 @@ def bench_single(tmp: Path) -> dict:
 
 
 def bench_sweep(tmp: Path, quick: bool) -> dict:
-    from axsa.store import Store
     from axsa.synth import sweep
+
+    from axsa.store import Store
     families = "exact,trunc(k=1..9),drum(k=2..6),ssm(m=2..6)" if quick else SWEEP_FAMILIES
     requests = sweep.plan(families, ["s8"], ["generic"]).requests
     store = Store(tmp / "sweep.sqlite")
@@ -61,8 +62,9 @@ def bench_sweep(tmp: Path, quick: bool) -> dict:
 
 
 def bench_store_hit(store) -> dict:
-    from axsa.store import Store
     from axsa.synth.characterize import Request, characterize
+
+    from axsa.store import Store
     req = Request("trunc(k=4)@s8")
     characterize(req, store=store)  # recorded by the sweep (or now)
     t0 = time.perf_counter()

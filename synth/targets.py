@@ -376,12 +376,13 @@ def synth_ice40(unit: Unit, dsp: bool = False, fmax: bool = True,
                      [f"--{device[0]}", "--package", device[1]], fmax)
 
 
-def synth_ecp5(unit: Unit, dsp: bool = True, fmax: bool = True,
+def synth_ecp5(unit: Unit, dsp: bool = False, fmax: bool = True,
                device: tuple[str, str] = ECP5_DEVICE) -> dict:
     """ECP5 figures: ``luts`` (LUT4), ``carries`` (CCU2C), ``dsps`` (MULT18X18D/MULT9X9D),
     ``ffs``, ``fmax_mhz`` (nextpnr-ecp5 on the registered wrapper, `device`).
 
-    `dsp=False` passes ``-nodsp`` (multipliers in LUTs and carry chains)."""
+    Without `dsp` ``-nodsp`` is passed (multiplies in LUTs and carry chains), as ice40
+    maps to DSPs only with ``-dsp``."""
     cmd = "synth_ecp5 -top top" + ("" if dsp else " -nodsp")
     return _fpga_run(unit, cmd, ECP5_CELLS, "NEXTPNR_ECP5",
                      [f"--{device[0]}", "--package", device[1]], fmax)

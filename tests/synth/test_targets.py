@@ -131,8 +131,8 @@ def test_ice40_without_fmax_skips_place_and_route():
 def test_ecp5_maps_a_multiply_operator_to_a_dsp():
     # drum multiplies its two k-bit mantissas with `*`: a $mul cell, which synth_ecp5
     # puts in a MULT18X18D; -nodsp keeps it in LUTs
-    with_dsp = synth_ecp5(Unit(parse_spec("drum(k=4)@u8")), fmax=False)
-    no_dsp = synth_ecp5(Unit(parse_spec("drum(k=4)@u8")), dsp=False, fmax=False)
+    with_dsp = synth_ecp5(Unit(parse_spec("drum(k=4)@u8")), dsp=True, fmax=False)
+    no_dsp = synth_ecp5(Unit(parse_spec("drum(k=4)@u8")), fmax=False)
     assert with_dsp["dsps"] == 1 and no_dsp["dsps"] == 0
     assert no_dsp["luts"] > with_dsp["luts"]
 
