@@ -72,6 +72,14 @@ class QModule(nn.Module):
         object.__setattr__(self, "rt", rt)
         self._cache: dict = {}
 
+    def _exporting(self) -> bool:
+        """True on the first integer-mode forward: record the integer constants then."""
+        return self.rt.integer and "export" not in self._cache
+
+    def _record(self, **values) -> None:
+        self._cache["export"] = {k: torch.as_tensor(v).detach().clone()
+                                 for k, v in values.items()}
+
     def _observe(self, quantizer: Quantizer, value_fn) -> torch.Tensor:
         """Update ``quantizer``'s observer with ``value_fn()`` when training; its scale."""
         obs = quantizer.observer
@@ -129,18 +137,12 @@ class QLinear(QModule):
         acc = acc + bq if integer else acc.to(torch.float64) + bq.to(torch.float64)
         so = self._observe(self.oq, lambda: acc.to(torch.float64) * (s * sw))
         qmin = 0 if self.relu else self.oq.qmin
+        if self._exporting():
+            m, sh = fixed_point(s * sw / so)
+            self._record(weight=wq, bias=bq, m=m, s=sh, scale_in=s, scale_w=sw,
+                         scale_out=so, relu=int(self.relu), out_bits=self.oq.bits)
         out = requantize_ste(acc, s * sw / so, qmin, self.oq.qmax, integer)
         return (out if integer else out.to(q.dtype)), so
-
-    def export(self, s_in: torch.Tensor) -> dict:
-        """Integer constants of this layer for input scale ``s_in`` (numpy-ready)."""
-        wq, sw = self.weight_codes()
-        so = self.oq.scale()
-        m, s = fixed_point(s_in * sw / so)
-        return {"weight": wq.detach().to(torch.int64), "bias":
-                quantize_bias(self.linear.bias, s_in * sw, integer=True),
-                "m": m, "s": s, "scale_in": s_in, "scale_w": sw, "scale_out": so,
-                "relu": torch.tensor(int(self.relu))}
 
 
 class QAdd(QModule):
@@ -160,6 +162,9 @@ class QAdd(QModule):
         (qx, sx), (qy, sy) = x, y
         so = self._observe(self.oq, lambda: qx.to(torch.float64) * sx
                            + qy.to(torch.float64) * sy)
+        if self._exporting():
+            mx, my, s = ops.add_params(sx, sy, so)
+            self._record(mx=mx, my=my, s=s, scale_out=so, out_bits=self.oq.bits)
         return ops.add_requant(qx, sx, qy, sy, so, self.oq.bits, self.rt.integer), so
 
 
@@ -189,6 +194,9 @@ class QLayerNorm(QModule):
         else:
             acc = y * gq.to(torch.float64) + bq.to(torch.float64)   # < 2^24: exact
         so = self._observe(self.oq, lambda: acc.to(torch.float64) * s_acc)
+        if self._exporting():
+            m, s = fixed_point(s_acc / so)
+            self._record(gamma=gq.to(torch.int64), beta=bq, m=m, s=s, scale_out=so)
         out = requantize_ste(acc, s_acc / so, self.oq.qmin, self.oq.qmax, integer)
         return (out if integer else out.to(q.dtype)), so
 
@@ -240,6 +248,11 @@ class QAttention(QModule):
         acc = self.rt.hook(self.av_name, probs, v, integer)
         s_acc = sv / p
         s_att = self._observe(self.aq, lambda: acc.to(torch.float64) * s_acc)
+        if self._exporting():
+            sm, ss = fixed_point(sq * sk / math.sqrt(self.dh) / s_sc)
+            am, as_ = fixed_point(s_acc / s_att)
+            self._record(scores_m=sm, scores_s=ss, exp_table=ops.exp_table(s_sc),
+                         av_m=am, av_s=as_, scale_scores=s_sc, scale_out=s_att)
         att = requantize_ste(acc, s_acc / s_att, self.aq.qmin, self.aq.qmax, integer)
         return self.out((self._merge(att), s_att))
 
@@ -327,4 +340,7 @@ class QAvgPool(QModule):
             return x.mean(dim=self.dim)
         q, s = x
         so = self._observe(self.oq, lambda: q.to(torch.float64).mean(self.dim) * s)
+        if self._exporting():
+            m, sh = fixed_point(s / (q.shape[self.dim] * so))
+            self._record(m=m, s=sh, scale_out=so)
         return ops.avg_pool(q, self.dim, s, so, self.rt.bits, self.rt.integer), so

@@ -119,14 +119,22 @@ def layernorm(q: torch.Tensor, integer: bool) -> torch.Tensor:
 # residual add, pooling
 
 
-def add_requant(qx: torch.Tensor, sx, qy: torch.Tensor, sy, so, bits: int,
-                integer: bool) -> torch.Tensor:
-    """``x + y`` rescaled to scale ``so``, ``bits``-wide signed codes (module docstring)."""
+def add_params(sx, sy, so) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Integer ``(mx, my, s)`` of a residual add: ``(qx mx + qy my + 2^(s-1)) >> s``."""
     sx, sy, so = (torch.as_tensor(v, dtype=torch.float64).detach() for v in (sx, sy, so))
     rx, ry = sx / so, sy / so
     _, s = fixed_point(torch.maximum(rx, ry))
     mx = torch.floor(rx * torch.pow(2.0, s.to(torch.float64)) + 0.5).to(torch.int64)
     my = torch.floor(ry * torch.pow(2.0, s.to(torch.float64)) + 0.5).to(torch.int64)
+    return mx, my, s
+
+
+def add_requant(qx: torch.Tensor, sx, qy: torch.Tensor, sy, so, bits: int,
+                integer: bool) -> torch.Tensor:
+    """``x + y`` rescaled to scale ``so``, ``bits``-wide signed codes (module docstring)."""
+    sx, sy, so = (torch.as_tensor(v, dtype=torch.float64).detach() for v in (sx, sy, so))
+    rx, ry = sx / so, sy / so
+    mx, my, s = add_params(sx, sy, so)
     qmin, qmax = qrange(bits, True)
     if integer:
         return _shift_round(qx * mx + qy * my, 1, s).clamp(qmin, qmax)

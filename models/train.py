@@ -248,29 +248,32 @@ def record_streams(model: QuantModel, x: torch.Tensor, tables: dict | None = Non
 
 
 def export_integer(model: QuantModel) -> dict[str, np.ndarray]:
-    """Integer weights, biases and (m, s) of every Linear GEMM of a calibrated model.
+    """Every integer constant of the integer model, as numpy arrays.
 
-    Keys ``<gemm>.weight`` (out, in) codes, ``<gemm>.bias`` (int32-range, accumulator
-    scale), ``<gemm>.m``, ``<gemm>.s`` (per output channel) and the float scales
-    ``<gemm>.scale_in/scale_w/scale_out``. Needs one forward to learn each input scale:
-    runs a zero input in integer mode.
+    Keys are ``<gemm name>.<field>`` for Linear GEMMs (``weight`` (out, in) codes,
+    ``bias`` in the accumulator scale, ``m``, ``s`` per output channel, ``relu``,
+    ``out_bits``, float ``scale_in/scale_w/scale_out``) and ``<module path>.<field>``
+    for the other blocks: residual adds (``mx``, ``my``, ``s``), LayerNorms (``gamma``,
+    ``beta``, ``m``, ``s``), attention (``scores_m/s``, ``exp_table``, ``av_m/s``),
+    pooling (``m``, ``s``); plus ``input.scale`` and the position table ``pos.codes``,
+    ``pos.scale``. Runs one integer forward on a zero input to collect them.
     """
-    scales: dict[str, torch.Tensor] = {}
-    handles = [mod.register_forward_pre_hook(
-        lambda mod, args: scales.__setitem__(mod.name, args[0][1]))
-        for mod in model.modules() if isinstance(mod, QLinear)]
-    try:
-        shape = ((1, model.config.window, model.config.channels) if model.kind == "ts"
-                 else (1, model.config.image, model.config.image))
-        predict(model, torch.zeros(shape), "integer")
-    finally:
-        for h in handles:
-            h.remove()
-    out = {}
-    for mod in model.modules():
-        if isinstance(mod, QLinear):
-            for key, val in mod.export(scales[mod.name]).items():
-                out[f"{mod.name}.{key}"] = val.detach().numpy()
+    shape = ((1, model.config.window, model.config.channels) if model.kind == "ts"
+             else (1, model.config.image, model.config.image))
+    predict(model, torch.zeros(shape), "integer")
+    out = {"input.scale": model.iq.scale().numpy()}
+    if model.kind == "ts":
+        q, s = model._pe_codes()
+    else:
+        q, s = model.posq.codes(model.pos).detach().to(torch.int64), model.posq.scale()
+    out["pos.codes"], out["pos.scale"] = q.numpy(), s.numpy()
+    for path, mod in model.named_modules():
+        rec = getattr(mod, "_cache", {}).get("export")
+        if rec is None:
+            continue
+        prefix = mod.name if isinstance(mod, QLinear) else path
+        for key, val in rec.items():
+            out[f"{prefix}.{key}"] = val.numpy()
     return out
 
 
