@@ -125,7 +125,7 @@ def requantize(acc, m, s, bits: int, signed: bool) -> np.ndarray:
     if (s < 1).any() or (s > 62).any():
         bad = s[(s < 1) | (s > 62)].flat[0]
         raise InputError(f"requantization shift s = {bad} is outside 1..62")
-    if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= (64 if not signed else 64):
+    if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 64:
         raise InputError(f"requantization output width bits = {bits} is outside 1..64")
     lo, hi = requant_range(int(bits), bool(signed))
     acc = acc.astype(np.int64)
