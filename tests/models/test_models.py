@@ -136,3 +136,23 @@ def test_checkpoint_round_trip(trained, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(InputError, match="junk.pt"):
         T.load_checkpoint(tmp_path / "junk.pt")
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 7, 8])
+def test_every_bit_width_is_bit_exact(bits):
+    """Untrained but calibrated models at every width: integer == fake-quant, codes in range."""
+    torch.manual_seed(bits)
+    ts = T.build_model("ts", bits=bits, d_model=8, ff=16, heads=2, window=12, horizon=3,
+                       channels=2, observer="percentile")
+    vit = T.build_model("vit", bits=bits, d_model=8, ff=16, patch=4, per_channel=False)
+    for model, x in ((ts, torch.randn(40, 12, 2)), (vit, torch.rand(40, 8, 8))):
+        T.calibrate(model, x, batches=2, batch=20)
+        fq = T.predict(model, x, "fake_quant")
+        recs = T.record_streams(model, x)
+        it = T.predict(model, x, "integer")
+        assert torch.equal(fq, it)
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        for name, (a, b) in recs.items():
+            assert lo <= a.min() and a.max() <= hi and lo <= b.min() and b.max() <= hi, name
+    assert it.shape == (40, 10) and T.predict(ts, torch.randn(5, 12, 2), "integer").shape == (
+        5, 3, 2)
