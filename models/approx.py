@@ -424,10 +424,19 @@ def _estimate(plan, ga: int, gb: int, M: int, K: int, N: int) -> dict[str, float
     else:                                                  # batched on both sides
         costs["bag"] = G * (30e3 + 0.5 * K * min(M, N) * codes + 0.1 * M * N * K)
         if plan["int8"] is not None:
-            r = len(plan["terms"])
-            per_mac = 0.13 if min(M, N) < 64 else 0.035
-            costs["lowrank"] = 25e3 + per_mac * macs * r + 0.2 * G * (M + N) * K * r
+            costs["lowrank"] = min(_batched_costs(plan, G, M, K, N))
     return costs
+
+
+def _batched_costs(plan, G: int, M: int, K: int, N: int) -> tuple[float, float]:
+    """Estimated ns of the two batched low-rank variants: one batched float GEMM over
+    the integer terms, or a loop of int8 GEMMs (better for few, large matrices)."""
+    r = len(plan["terms"])
+    W = plan["width"]
+    per_mac = 0.13 if min(M, N) < 64 else 0.035
+    terms = 25e3 + per_mac * G * M * K * N * r + 0.2 * G * (M + N) * K * r
+    loop = G * (25e3 + 0.0054 * M * N * K * W + 0.2 * (M + N) * K * W)
+    return terms, loop
 
 
 def _auto_engine(plan, ca, cb, batch) -> str:
@@ -491,6 +500,13 @@ def _lowrank_matmul(ca, cb, batch, plan) -> torch.Tensor:
         out = _lowrank_2d(A, B, plan)
         return out.reshape(*ca.shape[:-2], ca.shape[-2], cb.shape[-1]).expand(
             *batch, ca.shape[-2], cb.shape[-1]).contiguous()
+    G = math.prod(batch)
+    terms, loop = _batched_costs(plan, G, A.shape[-2], K, B.shape[-1])
+    if loop < terms:
+        flat_a = A.reshape(G, *A.shape[-2:])
+        flat_b = B.reshape(G, *B.shape[-2:])
+        out = torch.stack([_lowrank_2d(x, y, plan) for x, y in zip(flat_a, flat_b)])
+        return out.reshape(*batch, A.shape[-2], B.shape[-1])
     return _lowrank_batched(A, B, plan)
 
 

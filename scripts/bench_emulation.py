@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import sys
 import time
 
 import numpy as np
 import torch
-from axsa.models.approx import ProductTable, approx_matmul
+from axsa.models.approx import ProductTable, _estimate, approx_matmul
 from axsa.rtl.multipliers import parse_spec
 
 #: (name, shape of a, shape of b): DeiT-tiny sized GEMMs (TransAxx's ViT) first
@@ -232,8 +233,10 @@ def main(argv=None) -> int:
                                              functools.partial(approx_matmul, a, b, table),
                                              rounds, args.min_time)
             int8 = table.plan["int8"]
+            costs = _estimate(table.plan, math.prod(sa[:-2]), math.prod(sb[:-2]),
+                              sa[-2], sa[-1], sb[-1])
             row = {"shape": shape_name, "table": table.name, "error_rank": error_rank(table),
-                   "engine": table.engine, "stacks": int8.stacks if int8 else None,
+                   "engine": min(costs, key=costs.get), "stacks": int8.stacks if int8 else None,
                    "exact_ms": t_exact * 1e3, "approx_ms": t_approx * 1e3,
                    "ratio": t_approx / t_exact}
             if i == 0 and not args.no_gather:

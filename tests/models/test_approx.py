@@ -365,3 +365,15 @@ def test_reduced_float32_matmul_precision_is_not_trusted():
     finally:
         torch.set_float32_matmul_precision(before)
     np.testing.assert_array_equal(got, gather_reference(a, b, table.table, 8, 8))
+
+
+@pytest.mark.parametrize("variant", [0, 1])
+def test_both_batched_lowrank_variants(monkeypatch, variant):
+    # variant 0: one batched float GEMM over the terms; 1: a loop of int8 GEMMs
+    costs = [(0.0, 1.0), (1.0, 0.0)][variant]
+    monkeypatch.setattr(approx, "_batched_costs", lambda *args: costs)
+    table = tables_of("bam(h=2,v=6)@u8")[0]
+    rng = np.random.default_rng(14)
+    a, b = operands(rng, table, (2, 3, 6, 11), (3, 11, 5))
+    np.testing.assert_array_equal(approx_matmul(a, b, table, engine="lowrank").numpy(),
+                                  gather_reference(a, b, table.table, 8, 8))
