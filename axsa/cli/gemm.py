@@ -73,14 +73,19 @@ def gemm(a_path, b_path, spec, mode, engine, rows, cols, max_k, view, out_path, 
         raise InputError(f"--max-k {max_k} must be a positive integer")
     if engine != "emulate" and np.asarray(A).ndim == 2 and A.shape[1] > max_k:
         raise InputError(f"K = {A.shape[1]} exceeds --max-k {max_k}")
+    from rich.console import Console
+
+    status = Console(stderr=True).status
     if engine == "emulate":
-        res = run_gemm(A, B, mult, engine="emulate", mode=mode, requant=requant)
+        with status("emulating the GEMM..."):
+            res = run_gemm(A, B, mult, engine="emulate", mode=mode, requant=requant)
     else:
-        if engine == "cxxrtl":
-            click.echo(f"compiling the {rows}x{cols} accelerator with CXXRTL "
-                       "(cached after the first run)...", err=True)
-        res = run_gemm(A, B, mult, engine=engine, rows=rows, cols=cols, mode=mode,
-                       requant=requant, max_k=max_k, vcd=vcd, view=view)
+        what = (f"building the {rows}x{cols} accelerator with CXXRTL (cached after the "
+                "first build) and simulating..." if engine == "cxxrtl" else
+                f"simulating the {rows}x{cols} accelerator with pysim...")
+        with status(what):
+            res = run_gemm(A, B, mult, engine=engine, rows=rows, cols=cols, mode=mode,
+                           requant=requant, max_k=max_k, vcd=vcd, view=view)
     if out_path is not None:
         np.save(out_path, res.C)
     M, K = A.shape
