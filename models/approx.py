@@ -414,15 +414,23 @@ def _estimate(plan, ga: int, gb: int, M: int, K: int, N: int) -> dict[str, float
     G = max(ga, gb)
     macs = G * M * K * N
     codes = max(plan["lut"].shape)
-    costs = {"gather": 15e3 + 1.3 * macs}
+
+    def bag(P, Q):                       # one 2-D embedding-bag GEMM, its block loop
+        side = min(P, Q)
+        pc = max(1, min(side, BAG_BLOCK_ELEMENTS // (codes * 4)))
+        kk = max(1, min(K, BAG_BLOCK_ELEMENTS // (codes * pc)))
+        calls = -(-side // pc) * -(-K // kk)
+        return 40e3 + 10e3 * calls + 0.5 * K * side * codes + 0.1 * P * Q * K
+
+    costs = {"gather": 30e3 + 1.3 * macs}
     if ga == 1 or gb == 1:                                 # one 2-D GEMM
         P, Q = (ga * M, N) if gb == 1 else (M, gb * N)
-        costs["bag"] = 30e3 + 0.5 * K * min(P, Q) * codes + 0.1 * P * Q * K
+        costs["bag"] = bag(P, Q)
         if plan["int8"] is not None:
             W = plan["width"]
-            costs["lowrank"] = 25e3 + 0.0054 * P * Q * K * W + 0.2 * (P + Q) * K * W
+            costs["lowrank"] = 45e3 + 0.0054 * P * Q * K * W + 0.2 * (P + Q) * K * W
     else:                                                  # batched on both sides
-        costs["bag"] = G * (30e3 + 0.5 * K * min(M, N) * codes + 0.1 * M * N * K)
+        costs["bag"] = G * bag(M, N)
         if plan["int8"] is not None:
             costs["lowrank"] = min(_batched_costs(plan, G, M, K, N))
     return costs
@@ -434,8 +442,8 @@ def _batched_costs(plan, G: int, M: int, K: int, N: int) -> tuple[float, float]:
     r = len(plan["terms"])
     W = plan["width"]
     per_mac = 0.13 if min(M, N) < 64 else 0.035
-    terms = 25e3 + per_mac * G * M * K * N * r + 0.2 * G * (M + N) * K * r
-    loop = G * (25e3 + 0.0054 * M * N * K * W + 0.2 * (M + N) * K * W)
+    terms = 45e3 + per_mac * G * M * K * N * r + 0.2 * G * (M + N) * K * r
+    loop = G * (45e3 + 0.0054 * M * N * K * W + 0.2 * (M + N) * K * W)
     return terms, loop
 
 
@@ -676,8 +684,19 @@ def _gather_matmul(ca, cb, batch, plan) -> torch.Tensor:
     and the cheapest engine for tiny GEMMs."""
     lut = plan["lut_gather"]
     nb = plan["lut"].shape[1]
+    if math.prod(cb.shape[:-2]) == 1:           # b unbatched: one GEMM over a's rows
+        A = ca.reshape(1, -1, ca.shape[-1]).to(torch.int32)
+        B = cb.reshape(1, *cb.shape[-2:]).to(torch.int32)
+        out = _gather_blocks(A, B, lut, nb)
+        return out.reshape(*ca.shape[:-1], cb.shape[-1]).expand(
+            *batch, ca.shape[-2], cb.shape[-1]).contiguous()
     A = ca.expand(*batch, *ca.shape[-2:]).reshape(-1, *ca.shape[-2:]).to(torch.int32)
     B = cb.expand(*batch, *cb.shape[-2:]).reshape(-1, *cb.shape[-2:]).to(torch.int32)
+    return _gather_blocks(A, B, lut, nb).reshape(*batch, A.shape[-2], B.shape[-1])
+
+
+def _gather_blocks(A, B, lut, nb) -> torch.Tensor:
+    """(G, M, K) x (G, K, N) int32 codes -> (G, M, N) int64 by blocked lookups."""
     G, M, K = A.shape
     N = B.shape[-1]
     out = torch.empty(G, M, N, dtype=torch.int64)
@@ -688,7 +707,7 @@ def _gather_matmul(ca, cb, batch, plan) -> torch.Tensor:
             idx = A[g, m0:m0 + mc, :, None] + B[g, None, :, :]          # (mc, K, N)
             vals = torch.index_select(lut, 0, idx.view(-1)).view(idx.shape)
             torch.sum(vals, dim=1, dtype=torch.int64, out=out[g, m0:m0 + mc])
-    return out.reshape(*batch, M, N)
+    return out
 
 
 # -- gradients -------------------------------------------------------------------------
