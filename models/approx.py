@@ -5,29 +5,29 @@ An approximate GEMM replaces every product of an integer GEMM by a product-table
     C[m, n] = sum_k lut[code(A[m, k]), code(B[k, n])]
 
 with codes as in ../shared/DESIGN.md (the operand's bit pattern read unsigned). A plain
-gather does M*K*N lookups; this module never does. Two engines, both exact:
+gather does M*K*N lookups; three engines, all exact, avoid it where it matters:
 
 ``lowrank``
     Most approximate multipliers have a product table of small exact rank (truncation,
-    broken arrays, DRUM, ROBA, Kulkarni, SSM: rank <= 10 at 8 bits). The table is
-    factored once with integers (`axsa.models._lowrank`), every factor centred and split
-    into int8 digits, and the GEMM becomes a few int8 x int8 -> int32 GEMMs
-    (``torch._int_mm``, exact) on element-wise mapped operands, plus per-code row and
-    column sums. Batched operands on both sides (attention) use a float GEMM of the same
-    int8 factors whose every partial sum is an integer below 2^24 (float32) or 2^53
-    (float64), hence exact.
+    broken arrays, DRUM, ROBA, Kulkarni, SSM, Mitchell with truncation: rank <= 32 at
+    8 bits, <= 9 for most). The table is factored once with integers
+    (`axsa.models._lowrank`), every factor centred and split into int8 parts, and the
+    GEMM becomes one int8 x int8 -> int32 GEMM (``torch._int_mm``, exact) on
+    element-wise mapped operands, plus per-code row and column sums. Operands batched on
+    both sides (attention) use either a loop of those, or one batched float GEMM over
+    the integer terms whose every partial sum is an integer below 2^24 (float32) or
+    2^53 (float64), hence exact.
 ``bag``
     Tables without low-rank structure: one operand's rows of the table are gathered into
     a per-k embedding matrix and ``torch.nn.functional.embedding_bag`` sums them per
     output column; float32 partial sums are kept below 2^24 by blocking K, so exact.
-
 ``gather``
-    The plain gather, ``lut[a_code, b_code]`` for every (m, k, n): M*K*N lookups, the
+    The plain gather, ``lut[a_code, b_code]`` for every (m, k, n), blocked: the
     reference, and the cheapest for tiny GEMMs.
 
 ``engine="auto"`` picks, per call, the engine of least estimated cost for the table's
 structure and the operand shapes (`_estimate`; constants measured with
-scripts/bench_emulation.py).
+scripts/bench_emulation.py). See docs/emulation.md.
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ GATHER_BLOCK_ELEMENTS = 1 << 16
 BAG_BLOCK_ELEMENTS = 1 << 19
 
 Engine = Literal["auto", "lowrank", "bag", "gather"]
+
+#: widest operand a table may have (the factorization search is O(4^w) per step)
+MAX_WIDTH = 10
 
 #: plans kept (least recently used dropped first); a plan is 1-3 MB for an 8x8-bit table
 MAX_PLANS = 64
@@ -102,9 +105,9 @@ class ProductTable:
         widths = []
         for axis, size in enumerate(arr.shape):
             w = size.bit_length() - 1
-            if size < 2 or size != 1 << w or w > 12:
+            if size < 2 or size != 1 << w or w > MAX_WIDTH:
                 raise InputError(f"product table{label} axis {axis} has {size} entries: "
-                                 "expected 2^w codes with 1 <= w <= 12")
+                                 f"expected 2^w codes with 1 <= w <= {MAX_WIDTH}")
             widths.append(w)
         if np.abs(arr).max(initial=0) >= 2**40:
             raise InputError(f"product table{label} holds {np.abs(arr).max()}, beyond "
@@ -159,7 +162,8 @@ class ProductTable:
     # -- the fast-path plan (computed once per distinct table) -------------------------
     @property
     def plan(self) -> dict:
-        """Precomputed structure: exact integer terms, int8 plan, engine choice."""
+        """Precomputed structure (exact integer terms, int8 plan, float copies), shared
+        by every ProductTable holding the same table."""
         with _PLANS_LOCK:
             found = _PLANS.get(self.key)
             if found is not None:
@@ -173,10 +177,11 @@ class ProductTable:
         return found
 
     @property
-    def rank(self) -> int:
+    def rank(self) -> int | None:
         """Number of exact integer rank-1 terms the fast path uses (the table's rank
-        over the rationals when factoring succeeded; 2^wa otherwise)."""
-        return len(self.plan["terms"])
+        over the rationals), or None when the table has no integer factorization."""
+        terms = self.plan["terms"]
+        return None if terms is None else len(terms)
 
     @property
     def engine(self) -> str:
@@ -259,9 +264,6 @@ def _make_plan(pt: ProductTable) -> dict:
         int8 = _lowrank.Int8Plan.build(terms, pt.table.shape)
         if not np.array_equal(int8.reconstruct(), pt.table):  # never expected; be exact
             terms, int8 = None, None
-    if terms is None:  # one-hot rows: always exact, used by the table gradient only
-        eye = np.eye(1 << pt.wa, dtype=np.int64)
-        terms = [(eye[c], pt.table[c]) for c in range(1 << pt.wa)]
     lut_f32 = torch.from_numpy(pt.table.astype(np.float32 if np.abs(pt.table).max() < 2**24
                                                else np.float64))
     plan = {
@@ -310,7 +312,7 @@ def _as_codes(x, which: str, lo: int, hi: int, width: int, table: ProductTable) 
             raise InputError(f"operand {which} holds {v!r}, not an integer value")
     v = x.to(torch.int64)
     if v.numel():
-        vmin, vmax = (int(x) for x in torch.aminmax(v))
+        vmin, vmax = (int(m) for m in torch.aminmax(v))
         if vmin < lo or vmax > hi:
             bad_v = vmin if vmin < lo else vmax
             raise InputError(f"operand {which} holds {bad_v}, outside the range {lo}..{hi} "
@@ -745,10 +747,14 @@ def _gradient_factors(table: ProductTable) -> dict:
     (D: central difference over operand values; linear, so the rank is kept)."""
     plan = table.plan
     if "grad" not in plan:
-        us = np.stack([u for u, _ in plan["terms"]], axis=1).astype(np.float64)
-        vs = np.stack([v for _, v in plan["terms"]], axis=1).astype(np.float64)
-        dus = np.stack([_central_difference(table.a_values, u) for u, _ in plan["terms"]], 1)
-        dvs = np.stack([_central_difference(table.b_values, v) for _, v in plan["terms"]], 1)
+        terms = plan["terms"]
+        if terms is None:  # no integer factorization: one-hot rows, always exact
+            eye = np.eye(1 << table.wa, dtype=np.int64)
+            terms = [(eye[c], table.table[c]) for c in range(1 << table.wa)]
+        us = np.stack([u for u, _ in terms], axis=1).astype(np.float64)
+        vs = np.stack([v for _, v in terms], axis=1).astype(np.float64)
+        dus = np.stack([_central_difference(table.a_values, u) for u, _ in terms], 1)
+        dvs = np.stack([_central_difference(table.b_values, v) for _, v in terms], 1)
         plan["grad"] = {name: torch.from_numpy(x) for name, x in
                         (("u", us), ("v", vs), ("du", dus), ("dv", dvs))}
     return plan["grad"]

@@ -92,6 +92,7 @@ def test_random_unstructured_table_uses_fallback_and_is_exact():
     table = ProductTable(lut, signed=True, name="random")
     assert table.engine == "bag"
     assert table.plan["int8"] is None  # no integer pivot: no exact int8 factorization
+    assert table.rank is None
     a, b = operands(rng, table, (30, 41), (41, 17))
     np.testing.assert_array_equal(approx_matmul(a, b, table).numpy(),
                                   gather_reference(a, b, lut, 8, 8))
@@ -220,6 +221,9 @@ def test_bad_tables():
         ProductTable(np.zeros((3, 4), dtype=np.int64), signed=False)
     with pytest.raises(InputError, match="must be 2-D"):
         ProductTable(np.zeros(4, dtype=np.int64), signed=False)
+    with pytest.raises(InputError, match=r"axis 0 has 2048 entries: expected 2\^w codes with "
+                                         r"1 <= w <= 10"):
+        ProductTable(np.zeros((2048, 2), dtype=np.int64), signed=False)
     with pytest.raises(InputError, match="must hold integers"):
         ProductTable(np.full((4, 4), 0.5), signed=False)
 
