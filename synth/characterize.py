@@ -40,7 +40,8 @@ class Request:
     """One characterization: what to synthesize, where, and under which stream.
 
     `stream` is None for the default uniform stream; `reduction` sets the MAC's clr every
-    `reduction` operations when the stream has no clr of its own.
+    `reduction` operations when the stream has no clr of its own; `glitches` counts
+    toggles under unit delay instead of zero delay.
     """
 
     spec: str
@@ -51,6 +52,7 @@ class Request:
     mode: int = 0
     reduction: int = DEFAULT_REDUCTION
     fmax: bool = True
+    glitches: bool = False
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -81,6 +83,8 @@ class Request:
             key["mode"] = self.mode
         if self.has_energy:
             key["stream"] = stream_for(mult, stream).identity
+            if self.glitches:
+                key["delay"] = "unit"
             if self.unit == "mac":
                 key["reduction"] = self.reduction
         design = design_identity(mult)
@@ -117,9 +121,10 @@ def unit_energy(request: Request, mult, stream: energy_model.Stream | None,
     """Energy figures of the request's unit (`mult` or `mac`) under `stream`."""
     stream = stream_for(mult, stream)
     if request.unit == "mult":
-        return energy_model.multiplier_energy(mult, stream, request.mode, netlist)
+        return energy_model.multiplier_energy(mult, stream, request.mode, netlist,
+                                              glitches=request.glitches)
     return energy_model.mac_energy(mult, request.acc_width, _with_clr(stream, request.reduction),
-                                   request.mode)
+                                   request.mode, glitches=request.glitches)
 
 
 def exact_reference(mult):
@@ -133,7 +138,8 @@ def reference_energy(request: Request, mult, stream, store=None) -> float:
     ``"energy"`` so every design of a format shares one computation)."""
     exact = exact_reference(mult)
     ref = Request("exact@" + str(mult.fmt), "generic", unit=request.unit,
-                  acc_width=request.acc_width, reduction=request.reduction)
+                  acc_width=request.acc_width, reduction=request.reduction,
+                  glitches=request.glitches)
 
     def compute():
         return unit_energy(ref, exact, stream)
@@ -193,6 +199,7 @@ def compute(request: Request, stream: energy_model.Stream | None = None,
         out |= {k: e[k] for k in ("energy", "energy_dynamic", "energy_leakage")}
         out["energy_ratio"] = round(e["energy"] / ref_energy, 6) if ref_energy else None
         out["stream"] = stream.identity
+        out["delay"] = "unit" if request.glitches else "zero"
     out |= error_figures(mult, request, netlist)
     return out
 

@@ -14,13 +14,15 @@ pin, charged and discharged every cycle: ``C_clk * VDD^2`` per flip-flop per ope
 Leakage is proportional to transistor count: ``transistors * LEAK_PER_TRANSISTOR * PERIOD``
 per operation at the nominal clock `PERIOD`.
 
-Modelled: zero-delay toggles of every gate output and primary input, pin and output loads
-per cell type, flip-flop clock pins, leakage ~ transistor count. Not modelled: glitches
-(unit- or real-delay hazards), wire capacitance, the clock tree, short-circuit current,
-voltage/temperature, cell sizing. The figures are for comparing circuits under the same
-stream (hence `energy_ratio` against the exact multiplier of the same format), not
-sign-off numbers. The numbers in `CELLS` are rounded X1-drive pin capacitances of a
-45 nm-class open cell library; docs/synthesis.md lists them.
+Modelled: zero-delay toggles of every gate output and primary input (or, with
+``glitches=True``, unit-delay toggles: the hazards of a netlist whose gates all have the
+same delay), pin and output loads per cell type, flip-flop clock pins, leakage ~
+transistor count. Not modelled: real-delay glitches (gate- and wire-specific delays),
+wire capacitance, the clock tree, short-circuit current, voltage/temperature, cell
+sizing. The figures compare circuits under the same stream (hence `energy_ratio` against
+the exact multiplier of the same format); they are not sign-off numbers. The numbers in
+`CELLS` are rounded X1-drive pin capacitances of a 45 nm-class open cell library;
+docs/synthesis.md lists them.
 
 Streams: `uniform_stream` (default: 10,000 uniform random operand pairs, seed 0) or
 `load_stream` of a recorded file: a ``.npy`` integer array of shape (n, 2) holding operand
@@ -238,6 +240,52 @@ def energy_from_toggles(netlist, toggles: np.ndarray, n_ops: int) -> dict:
     }
 
 
+def unit_delay_toggle_counts(netlist, **signals: np.ndarray) -> np.ndarray:
+    """Toggles of every net under a unit-delay model (glitches included), int64 (n_nets,).
+
+    For every transition t -> t+1 (all evaluated at once, one column each), the inputs
+    and flip-flop outputs switch at time 0 from their settled values of vector t to those
+    of vector t+1; at each later step every gate takes the value of its function over its
+    inputs' values of the step before. Every change counts, until the netlist settles
+    (at most its depth + 1 steps) on the zero-delay values of vector t+1.
+    """
+    from axsa.synth.netlist import GATES
+    settled = netlist.net_values(**signals)  # (n_nets, n) bool
+    n = settled.shape[1]
+    if n < 2:
+        return np.zeros(netlist.n_nets, np.int64)
+    before, after = settled[:, :-1], settled[:, 1:]
+    driven = np.zeros(netlist.n_nets, bool)
+    groups: dict[str, tuple[list, list]] = {}
+    for c in netlist.cells:
+        pins = GATES[c.type][0]
+        ins, outs = groups.setdefault(c.type, ([[] for _ in pins], []))
+        for k, p in enumerate(pins):
+            ins[k].append(c.inputs[p])
+        outs.append(c.output)
+        driven[c.output] = True
+    groups = {k: ([np.array(i) for i in ins], np.array(outs)) for k, (ins, outs) in
+              groups.items()}
+    state = before.copy()
+    sources = ~driven  # primary inputs, flip-flop outputs, constants: switch at time 0
+    state[sources] = after[sources]
+    toggles = (before[sources] != after[sources]).sum(axis=1)
+    counts = np.zeros(netlist.n_nets, np.int64)
+    counts[sources] = toggles
+    for _ in range(netlist.depth + 2):
+        new = state.copy()
+        for kind, (ins, outs) in groups.items():
+            new[outs] = GATES[kind][1](*(state[i] for i in ins))
+        diff = new != state
+        if not diff.any():
+            break
+        counts += diff.sum(axis=1)
+        state = new
+    if not np.array_equal(state, after):  # pragma: no cover - a combinational loop
+        raise InputError(f"netlist {netlist.top} does not settle under unit delay")
+    return counts
+
+
 def _codes(values: np.ndarray, width: int) -> np.ndarray:
     return np.asarray(values, dtype=np.int64) & ((1 << width) - 1)
 
@@ -255,10 +303,13 @@ def multiplier_netlist(mult):
     return generic_run(unit)[1], unit.ports()
 
 
-def multiplier_energy(mult, stream: Stream, mode: int = 0, netlist=None) -> dict:
+def multiplier_energy(mult, stream: Stream, mode: int = 0, netlist=None,
+                      glitches: bool = False) -> dict:
     """Energy per multiplication of `mult` over `stream` (see the module docstring).
 
     `netlist` is a (netlist, ports) pair from `multiplier_netlist`, made when not given.
+    `glitches`: count toggles under unit delay (`unit_delay_toggle_counts`) instead of
+    zero delay.
     """
     mult._check_mode(mode)
     netlist, ports = netlist if netlist is not None else multiplier_netlist(mult)
@@ -267,7 +318,9 @@ def multiplier_energy(mult, stream: Stream, mode: int = 0, netlist=None) -> dict
                ports["b"]: _codes(stream.b, fmt.b_width)}
     if mult.modes > 1:
         signals["mode"] = np.full(len(stream), mode, np.int64)
-    return energy_from_toggles(netlist, netlist.toggle_counts(**signals), len(stream))
+    toggles = unit_delay_toggle_counts(netlist, **signals) if glitches else \
+        netlist.toggle_counts(**signals)
+    return energy_from_toggles(netlist, toggles, len(stream))
 
 
 def accumulator_sequence(mult, stream: Stream, acc_width: int, mode: int = 0) -> np.ndarray:
@@ -290,7 +343,8 @@ def accumulator_sequence(mult, stream: Stream, acc_width: int, mode: int = 0) ->
     return np.where(acc >= 1 << (acc_width - 1), acc - (1 << acc_width), acc)
 
 
-def mac_energy(mult, acc_width: int, stream: Stream, mode: int = 0, netlist=None) -> dict:
+def mac_energy(mult, acc_width: int, stream: Stream, mode: int = 0, netlist=None,
+               glitches: bool = False) -> dict:
     """Energy per operation of `axsa.rtl.mac.Mac(mult, acc_width)` over `stream`.
 
     The accumulator flip-flops are evaluated as free inputs set to their known sequence
@@ -318,4 +372,6 @@ def mac_energy(mult, acc_width: int, stream: Stream, mode: int = 0, netlist=None
     for name in ("clk", "rst"):  # held: the clock is charged per cycle in the model
         signals[name] = np.zeros(n, np.int64)
     signals = {k: v for k, v in signals.items() if k in netlist.signal_nets}
-    return energy_from_toggles(netlist, netlist.toggle_counts(**signals), n)
+    toggles = unit_delay_toggle_counts(netlist, **signals) if glitches else \
+        netlist.toggle_counts(**signals)
+    return energy_from_toggles(netlist, toggles, n)

@@ -122,7 +122,7 @@ class Plan:
 
 def plan(families: str, formats: Iterable[str], targets: Iterable[str], *, dsp: bool = False,
          unit: str = "mult", acc_width: int = 24, specs: Iterable[str] = (),
-         fmax: bool = True) -> Plan:
+         fmax: bool = True, glitches: bool = False) -> Plan:
     """Every (spec, target) request of a sweep, deduplicated, in a stable order."""
     from axsa.rtl.multipliers import parse_spec
     targets = list(targets)
@@ -140,7 +140,7 @@ def plan(families: str, formats: Iterable[str], targets: Iterable[str], *, dsp: 
     for spec in all_specs:
         for t in targets:
             r = Request(spec, t, dsp=dsp and t != "generic", unit=unit, acc_width=acc_width,
-                        fmax=fmax)
+                        fmax=fmax, glitches=glitches)
             if r not in seen:
                 seen.add(r)
                 requests.append(r)
@@ -216,7 +216,7 @@ def run(requests: list[Request], store, *, streams: dict | None = None, jobs: in
         ref = None
         if r.has_energy:
             mult = r.multiplier()
-            rk = (str(mult.fmt), r.unit, r.acc_width, r.reduction)
+            rk = (str(mult.fmt), r.unit, r.acc_width, r.reduction, r.glitches)
             if rk not in refs:
                 refs[rk] = reference_energy(r, mult, stream_for(mult, stream), store)
             ref = refs[rk]

@@ -29,6 +29,9 @@ stream_option = click.option("--stream", "stream_path", type=click.Path(dir_okay
                              help="Operand stream for energy: .npy (n, 2) operand values, or "
                                   ".npz with arrays a, b (and optional clr). "
                                   "Default: 10,000 uniform random pairs.")
+glitch_option = click.option("--glitches", is_flag=True,
+                              help="Energy from unit-delay toggles (glitches counted) "
+                                   "instead of zero-delay ones.")
 dsp_option = click.option("--dsp", is_flag=True,
                           help="Let FPGA synthesis map multiplications ($mul cells) to DSP "
                                "blocks (ice40: -dsp; ecp5 maps them unless this is off).")
@@ -59,11 +62,12 @@ def _stream(path, fmt):
                    "stream has no clr.")
 @click.option("--no-fmax", is_flag=True, help="FPGA targets: skip place-and-route (no Fmax).")
 @stream_option
+@glitch_option
 @db_option
 @click.option("--no-store", is_flag=True, help="Compute afresh; neither read nor write the store.")
 @json_option
-def synth(spec, target, dsp, unit, acc_width, mode, reduction, no_fmax, stream_path, db,
-          no_store, as_json):
+def synth(spec, target, dsp, unit, acc_width, mode, reduction, no_fmax, stream_path, glitches,
+          db, no_store, as_json):
     """Synthesize SPEC on a target: area, delay, energy and error metrics.
 
     \b
@@ -74,7 +78,7 @@ def synth(spec, target, dsp, unit, acc_width, mode, reduction, no_fmax, stream_p
     from axsa.synth.characterize import Request, characterize
 
     request = Request(spec, target, dsp=dsp, unit=unit, acc_width=acc_width, mode=mode,
-                      reduction=reduction, fmax=not no_fmax)
+                      reduction=reduction, fmax=not no_fmax, glitches=glitches)
     mult = request.multiplier()
     stream = _stream(stream_path, mult.fmt)
     _status(f"characterizing {mult.spec} on {target}")
@@ -124,6 +128,7 @@ def _csv(text: str | None) -> list[str]:
 @acc_option
 @click.option("--no-fmax", is_flag=True, help="FPGA targets: skip place-and-route (no Fmax).")
 @stream_option
+@glitch_option
 @click.option("-j", "--jobs", type=int, default=1, show_default=True,
               help="Local worker processes.")
 @click.option("--dask", "dask_address", metavar="ADDRESS",
@@ -135,7 +140,7 @@ def _csv(text: str | None) -> list[str]:
 @click.option("--dry-run", is_flag=True, help="List the designs, run nothing.")
 @json_option
 def sweep(families, formats, targets, specs, dsp, unit, acc_width, no_fmax, stream_path,
-          jobs, dask_address, db, out_dir, no_plots, dry_run, as_json):
+          glitches, jobs, dask_address, db, out_dir, no_plots, dry_run, as_json):
     """Characterize many designs in parallel; results go to the store (resumable), then to
     CSV/JSON, a cost-vs-error table and Pareto plots.
 
@@ -149,7 +154,8 @@ def sweep(families, formats, targets, specs, dsp, unit, acc_width, no_fmax, stre
     if jobs < 1:
         raise InputError(f"--jobs {jobs} must be at least 1")
     the_plan = sweeps.plan(families, _csv(formats), _csv(targets), dsp=dsp, unit=unit,
-                           acc_width=acc_width, specs=specs, fmax=not no_fmax)
+                           acc_width=acc_width, specs=specs, fmax=not no_fmax,
+                           glitches=glitches)
     requests = the_plan.requests
     if dry_run:
         data = {"designs": [{"spec": r.spec, "target": r.target} for r in requests],
