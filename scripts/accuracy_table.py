@@ -29,16 +29,16 @@ START, END = "<!-- accuracy-table:start -->", "<!-- accuracy-table:end -->"
 BITS = (8, 6, 4)
 
 
-def run(kind: str, seed: int) -> dict:
+def run(kind: str, seed: int, **config) -> dict:
     tc = T.TrainConfig(**{**T.default_train_config(kind).__dict__, "seed": seed})
     ds = T.load_data(kind)
     torch.manual_seed(seed)
-    base = T.build_model(kind, bits=8)
+    base = T.build_model(kind, bits=8, **config)
     T.run_epochs(base, ds, "fp32", tc.epochs, tc.lr, tc.batch, seed)
     state = base.state_dict()
     out = {}
     for bits in (None, *BITS):
-        model = T.build_model(kind, bits=bits or 8)
+        model = T.build_model(kind, bits=bits or 8, **config)
         model.load_state_dict(state)
         if bits is None:
             T.run_epochs(model, ds, "fp32", tc.qat_epochs, tc.qat_lr, tc.batch, seed + 1)
@@ -93,10 +93,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--models", nargs="+", choices=T.KINDS, default=list(T.KINDS))
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--d-model", type=int, default=None, help="override the default width")
+    ap.add_argument("--ff", type=int, default=None, help="override the default FFN width")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.time()
-    results = {k: [run(k, s) for s in args.seeds] for k in args.models}
+    config = {k: v for k, v in (("d_model", args.d_model), ("ff", args.ff)) if v is not None}
+    results = {k: [run(k, s, **config) for s in args.seeds] for k in args.models}
     md, checks = table(results, args.seeds)
     print(md)
     for c in checks:
