@@ -178,3 +178,18 @@ def test_sweep_cli_exports(tmp_path):
                  str(tmp_path / "r.sqlite"), "--out", str(out), "--no-plots")
     assert "what do I pay for what error" in human.stdout
     assert "4 from the store" in human.stdout
+
+
+def test_sweep_on_ice40_plots_luts_against_error(tmp_path):
+    out = tmp_path / "out"
+    r = axsa("sweep", "--families", "exact,trunc(k=2|4)", "--formats", "u4", "--targets",
+             "ice40", "--no-fmax", "--db", str(tmp_path / "r.sqlite"), "--out", str(out),
+             "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {row["spec"]: row for row in json.loads((out / "results.json").read_text())}
+    assert rows["exact@u4"]["area_ratio"] == 1.0
+    assert rows["trunc(k=4)@u4"]["luts"] < rows["exact@u4"]["luts"]
+    assert rows["trunc(k=4)@u4"]["area_ratio"] == pytest.approx(
+        rows["trunc(k=4)@u4"]["luts"] / rows["exact@u4"]["luts"], abs=1e-6)
+    assert (out / "pareto_luts_mae.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (out / "pareto_energy_mred.png").exists()  # no generic points, no plot
