@@ -241,22 +241,26 @@ class Accelerator(wiring.Component):
         s1_sum = [Signal(signed(sum_width), name=f"s1_sum{c}") for c in range(C)]
         s1_s = [Signal(unsigned(S_WIDTH), name=f"s1_s{c}") for c in range(C)]
         s1_lo, s1_hi = Signal(signed(W + 1)), Signal(signed(W + 1))
-        m.d.sync += [s1_valid.eq(array.out_valid), s1_en.eq(prm.en),
-                     s1_lo.eq(prm.lo), s1_hi.eq(prm.hi)]
-        for c in range(C):
-            acc = array.out_row[c]
-            s = prm.s[c]
-            rnd = (Const(1, 1) << s) >> 1              # 2^(s-1), 0 for s = 0
-            m.d.sync += [s1_acc[c].eq(acc), s1_s[c].eq(s),
-                         s1_sum[c].eq(acc * prm.m[c] + rnd)]
+        # The stages' data registers load only on valid rows (enabled registers): the
+        # wide arithmetic is then skipped by simulators on the other cycles.
+        m.d.sync += s1_valid.eq(array.out_valid)
+        with m.If(array.out_valid):
+            m.d.sync += [s1_en.eq(prm.en), s1_lo.eq(prm.lo), s1_hi.eq(prm.hi)]
+            for c in range(C):
+                acc = array.out_row[c]
+                s = prm.s[c]
+                rnd = (Const(1, 1) << s) >> 1          # 2^(s-1), 0 for s = 0
+                m.d.sync += [s1_acc[c].eq(acc), s1_s[c].eq(s),
+                             s1_sum[c].eq(acc * prm.m[c] + rnd)]
 
         s2_valid = Signal()
         s2_row = Signal(self.result_layout)
         m.d.sync += s2_valid.eq(s1_valid)
-        for c in range(C):
-            y = s1_sum[c] >> s1_s[c]                   # arithmetic: floor
-            clamped = Mux(y < s1_lo, s1_lo, Mux(y > s1_hi, s1_hi, y))
-            m.d.sync += s2_row[c].eq(Mux(s1_en, clamped, s1_acc[c]))
+        with m.If(s1_valid):
+            for c in range(C):
+                y = s1_sum[c] >> s1_s[c]               # arithmetic: floor
+                clamped = Mux(y < s1_lo, s1_lo, Mux(y > s1_hi, s1_hi, y))
+                m.d.sync += s2_row[c].eq(Mux(s1_en, clamped, s1_acc[c]))
 
         m.submodules.out_buf = out_buf = SyncFIFOBuffered(width=self.result_layout.size,
                                                           depth=max_tiles * R)
