@@ -132,6 +132,7 @@ def _print_metrics(kind: str, res: dict) -> None:
 @click.option("--d-model", type=click.IntRange(1), default=None)
 @click.option("--heads", type=click.IntRange(1), default=None)
 @click.option("--layers", type=click.IntRange(1), default=None)
+@click.option("--ff", type=click.IntRange(1), default=None, help="FFN hidden width.")
 @click.option("--window", type=click.IntRange(1), default=None, help="ts only.")
 @click.option("--horizon", type=click.IntRange(1), default=None, help="ts only.")
 @click.option("--observer", type=click.Choice(["minmax", "ema", "percentile"]), default=None)
@@ -141,7 +142,7 @@ def _print_metrics(kind: str, res: dict) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint file to write.")
 @json_option
-def train(kind, bits, epochs, qat_epochs, seed, d_model, heads, layers, window, horizon,
+def train(kind, bits, epochs, qat_epochs, seed, d_model, heads, layers, ff, window, horizon,
           observer, csv_path, date_column, columns, out, as_json):
     """Train a model in fp32, then with quantization-aware training at --bits."""
     if kind is None:
@@ -150,7 +151,7 @@ def train(kind, bits, epochs, qat_epochs, seed, d_model, heads, layers, window, 
 
     from axsa.models import train as T
     torch.manual_seed(seed)
-    cfg = {k: v for k, v in dict(d_model=d_model, heads=heads, layers=layers,
+    cfg = {k: v for k, v in dict(d_model=d_model, heads=heads, layers=layers, ff=ff,
                                  observer=observer).items() if v is not None}
     if kind == "ts":
         cfg.update({k: v for k, v in dict(window=window, horizon=horizon).items()
