@@ -305,12 +305,14 @@ def _as_codes(x, which: str, lo: int, hi: int, width: int, table: ProductTable) 
     if x.dtype == torch.bool or x.is_complex():
         raise InputError(f"operand {which} has dtype {x.dtype}: expected integer values")
     x = x.detach()
-    if x.is_floating_point():
-        bad = ~torch.isfinite(x) | (x != torch.round(x))
-        if bool(bad.any()):
-            v = x[bad][0].item()
-            raise InputError(f"operand {which} holds {v!r}, not an integer value")
     v = x.to(torch.int64)
+    # a float that does not survive the round trip is fractional, NaN, inf or huge
+    if x.is_floating_point() and bool((v.to(x.dtype) != x).any()):
+        bad = x[v.to(x.dtype) != x][0].item()
+        if math.isfinite(bad) and bad == round(bad):   # integral but beyond int64
+            raise InputError(f"operand {which} holds {bad!r}, outside the range {lo}..{hi} "
+                             f"of product table {table.name or table.key[:10]}")
+        raise InputError(f"operand {which} holds {bad!r}, not an integer value")
     if v.numel():
         vmin, vmax = (int(m) for m in torch.aminmax(v))
         if vmin < lo or vmax > hi:

@@ -205,6 +205,10 @@ def test_bad_operands_name_the_value():
         approx_matmul(torch.tensor([[1.5, 0, 0]]), ok, table)
     with pytest.raises(InputError, match="not an integer"):
         approx_matmul(torch.tensor([[float("nan"), 0, 0]]), ok, table)
+    with pytest.raises(InputError, match="operand a holds inf, not an integer"):
+        approx_matmul(torch.tensor([[0, float("inf"), 0]]), ok, table)
+    with pytest.raises(InputError, match=r"operand b holds 1e\+30, outside the range"):
+        approx_matmul(ok.T, torch.full((3, 4), 1e30, dtype=torch.float64), table)
     with pytest.raises(InputError, match="inner sizes 3 and 5 differ"):
         approx_matmul(torch.zeros(2, 3), torch.zeros(5, 4), table)
     with pytest.raises(InputError, match="do not broadcast"):
