@@ -223,10 +223,11 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
         How the multipliers of a design built here are simulated (same results either
         way). ``"circuit"``: the family's own circuits, gate for gate (on CXXRTL,
         ``multipliers="rtl"``; g++ takes many minutes for a 16x16 array). ``"table"``:
-        their product tables; on pysim the array's word-level table view
-        (`axsa.rtl.array`), on CXXRTL the engine's product-table black boxes
-        (``multipliers="table"``: compiles in seconds, one library shared by every
-        multiplier of the same widths). Default: circuit on pysim, table on CXXRTL.
+        their product tables: on pysim the array's word-level table view
+        (`axsa.rtl.array`); on CXXRTL the same ``a * b`` for exact multipliers, and the
+        engine's product-table black boxes (``multipliers="table"``) for the others, so
+        one compiled library serves every multiplier of the same widths. Default:
+        circuit on pysim, table on CXXRTL.
 
     Returns
     -------
@@ -279,11 +280,16 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
         if engine == "pysim" and getattr(mult, "verilog_sources", None) and view == "circuit":
             raise InputError(f"{mult.spec} is imported Verilog, which pysim cannot "
                              "simulate: use the cxxrtl engine or the table view")
-        rtl_view = "table" if engine == "pysim" and view == "table" else "circuit"
+        # pysim: the array's table view. CXXRTL: exact multipliers as the word-level a*b
+        # (one library for every exact multiplier of a format, quickest to build); the
+        # others as the engine's table black boxes (one library per operand widths).
+        rtl_view = "circuit"
+        if view == "table" and (engine == "pysim" or mult.is_exact):
+            rtl_view = "table"
         acc = build_accelerator(mult, int(rows), int(cols), max_k=max_k, view=rtl_view)
         kwargs = {"vcd": vcd} if vcd is not None else {}
         if engine == "cxxrtl":
-            kwargs["multipliers"] = "rtl" if view == "circuit" else "table"
+            kwargs["multipliers"] = "table" if view == "table" else "rtl"
             if view == "circuit" and acc.verilog_sources:
                 kwargs["verilog_sources"] = acc.verilog_sources
         eng, own = make_engine(engine, acc, **kwargs), True
