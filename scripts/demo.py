@@ -36,12 +36,11 @@ import numpy as np
 
 
 def characterize(fmt: str, out: Path) -> list[dict]:
-    from rich.progress import Progress
-
     from axsa.rtl.multipliers import exact_table, library, parse_spec
     from axsa.synth.metrics import error_metrics
     from axsa.synth.netlist import gate_netlist, table_from_netlist
     from axsa.synth.plots import library_chart
+    from rich.progress import Progress
 
     specs = library(fmt)
     rows = []
