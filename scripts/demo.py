@@ -145,7 +145,7 @@ def main() -> int:
     sim = axsa("gemm", str(pa), str(pb), "--mult", chosen, "--engine", "cxxrtl", "--view",
                "circuit", "--rows", str(args.rows), "--cols", str(args.cols),
                "--out", str(args.out / "gemm_C_rtl.npy"))
-    emu = axsa("gemm", str(pa), str(pb), "--mult", chosen, "--engine", "emulate",
+    axsa("gemm", str(pa), str(pb), "--mult", chosen, "--engine", "emulate",
                "--out", str(args.out / "gemm_C_emulate.npy"))
     same = np.array_equal(np.load(args.out / "gemm_C_rtl.npy"),
                           np.load(args.out / "gemm_C_emulate.npy"))
@@ -154,7 +154,6 @@ def main() -> int:
           f"result {'equals' if same else 'DIFFERS FROM'} the bit-exact emulation")
     if not same or sim["cycles"] != sim["predicted_cycles"]:
         raise SystemExit("the RTL disagrees with the reference")
-    del emu
     print(f"\nwrote {args.out}/ (library.md/.csv/.png, streams/, gemm_*.npy) "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0
