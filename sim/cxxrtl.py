@@ -45,7 +45,7 @@ __all__ = ["CxxrtlEngine", "build", "cache_dir", "runtime_include"]
 
 HARNESS = Path(__file__).with_name("cxxrtl_harness.cc")
 #: bump when the build recipe changes in a way the hashed inputs do not show
-RECIPE = "axsa-cxxrtl-3"
+RECIPE = "axsa-cxxrtl-4"
 DEFAULT_CXXFLAGS = ("-O2",)
 
 
@@ -110,7 +110,8 @@ def _ports_of(component: wiring.Component) -> dict:
 
 
 def _substitute(fragment, found: list) -> None:
-    """Replace every multiplier sub-fragment by an Instance of its table black box."""
+    """Replace every multiplier sub-fragment by an Instance of module ``axsamul<slot>``, one
+    slot per distinct multiplier; `found` collects (multiplier, mode bits) per slot."""
     from amaranth.hdl import Instance
     from axsa.rtl.multipliers import MultiplierComponent
 
@@ -180,17 +181,31 @@ def _table_words(mult, mode_bits: int) -> np.ndarray:
     return np.ascontiguousarray(t & ((1 << width) - 1), dtype=np.uint32)
 
 
+def _multiplier_rtlil(slot: int, mult) -> str:
+    """The multiplier's own RTL as module ``axsamul<slot>``, kept as one hierarchy level so
+    g++ compiles it once however many instances the design has."""
+    from amaranth.back import rtlil
+
+    text = rtlil.convert(mult.elaboratable(), name=f"axsamul{slot}", emit_src=False)
+    text = text.replace("attribute \\top 1\n", "")
+    head = f"module \\axsamul{slot}\n"
+    assert head in text
+    return text.replace(head, "attribute \\keep_hierarchy 1\n" + head, 1)
+
+
 def _elaborate(component: wiring.Component, multipliers: str) -> _Design:
     from amaranth.back import rtlil
     from amaranth.hdl import Fragment
 
     fragment = Fragment.get(component, None)
-    tables: list = []
-    if multipliers == "table":
-        _substitute(fragment, tables)
+    found: list = []
+    _substitute(fragment, found)
     text, _ = rtlil.convert_fragment(fragment, _ports_of(component), "top", emit_src=False)
-    text += "".join(_blackbox_rtlil(k, m, b) for k, (m, b) in enumerate(tables))
-    return _Design(text, tables, _blackbox_cc(tables) if tables else "")
+    if multipliers == "table":
+        text += "".join(_blackbox_rtlil(k, m, b) for k, (m, b) in enumerate(found))
+        return _Design(text, found, _blackbox_cc(found) if found else "")
+    text += "".join(_multiplier_rtlil(k, m) for k, (m, _) in enumerate(found))
+    return _Design(text, [], "")
 
 
 def build(rtlil_text: str, verilog_sources: Sequence[str | os.PathLike] = (),
@@ -234,9 +249,11 @@ def build(rtlil_text: str, verilog_sources: Sequence[str | os.PathLike] = (),
             local = f"src{i}_{s.name}"
             shutil.copyfile(s, work / local)
             reads += f'read_verilog -defer "{local}"; '
-        # `select =*`: black box modules are left out of the default selection.
-        script = (f"{reads}read_rtlil design.il; hierarchy -top top; select =*; "
-                  "write_cxxrtl -header design.cc")
+        # Flatten and purge first, or write_cxxrtl also emits every (now unused) submodule;
+        # `select =*` because black box modules are left out of the default selection;
+        # -g2: debug info for ports and state only (-g4 doubles the C++ of a big array).
+        script = (f"{reads}read_rtlil design.il; hierarchy -top top; flatten; "
+                  "hierarchy -top top; select =*; write_cxxrtl -g2 -header design.cc")
         toolchain.run("YOSYS", ["-q", "-l", "yosys.log", "-p", script], cwd=work)
         cmd = [cxx, "-std=c++17", *cxxflags, "-fPIC", "-shared", "-w",
                "-DCXXRTL_INCLUDE_CAPI_IMPL", "-DCXXRTL_INCLUDE_VCD_CAPI_IMPL",
@@ -289,8 +306,9 @@ class CxxrtlEngine(Engine):
     component : wiring.Component
         Top-level design (one ``sync`` domain).
     vcd : str or Path, optional
-        Write every non-memory signal's waveform to this VCD file (complete after
-        `close()`); slows the run down considerably.
+        Write a waveform to this VCD file (complete after `close()`): the top-level
+        ports and every register (the compiled design keeps debug information for state
+        and ports only; use `PysimEngine` to see every signal). Slows the run down.
     verilog_sources : sequence of paths
         Verilog files the design instantiates (imported multipliers with
         ``multipliers="rtl"``: ``getattr(mult, "verilog_sources", [])``).
