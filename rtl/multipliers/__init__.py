@@ -32,6 +32,7 @@ from .drum import Drum
 from .exact import Exact
 from .kulkarni import Kulkarni
 from .mitchell import Mitchell
+from .mul import Mul
 from .perf import Perf
 from .roba import Roba
 from .ssm import Ssm
@@ -39,7 +40,7 @@ from .trunc import Trunc
 
 #: family name -> class, in the order `axsa mult list` shows them
 FAMILIES: dict[str, type[Multiplier]] = {cls.family: cls for cls in (
-    Exact, Booth, Trunc, Bam, Perf, Drum, Mitchell, Roba, Kulkarni, Ssm, CfgTrunc)}
+    Exact, Booth, Mul, Trunc, Bam, Perf, Drum, Mitchell, Roba, Kulkarni, Ssm, CfgTrunc)}
 
 
 def parse_spec(text: str) -> Multiplier:

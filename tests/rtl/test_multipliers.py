@@ -13,7 +13,7 @@ FORMATS = ["s8", "u8", "s4", "u4", "s8x4", "u3x6", "s2", "u2"]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("spec", ["exact", "booth", "trunc(k=0)", "trunc(k=0,comp=1)",
+@pytest.mark.parametrize("spec", ["exact", "booth", "mul", "trunc(k=0)", "trunc(k=0,comp=1)",
                                   "bam(h=0,v=0)", "perf(j=0)", "drum(k=8)", "drum(k=16)",
                                   "ssm(m=8)", "cfgtrunc(k=0/3)"])
 def test_exact_forms_equal_a_times_b(spec, fmt):
@@ -220,7 +220,7 @@ def test_bad_specs_name_the_bad_part(text, needle):
 
 
 def test_every_family_is_listed_with_valid_defaults():
-    assert {"exact", "booth", "trunc", "bam", "perf", "drum", "mitchell", "roba", "kulkarni",
+    assert {"exact", "booth", "mul", "trunc", "bam", "perf", "drum", "mitchell", "roba", "kulkarni",
             "ssm", "cfgtrunc"} <= set(FAMILIES)
     for name, cls in FAMILIES.items():
         for p in cls.params:

@@ -7,7 +7,7 @@ import pytest
 from axsa.rtl.multipliers import exact_table, parse_spec
 from axsa.synth.netlist import GateNetlist, gate_netlist, product_table
 
-SAMPLES = ["exact", "booth", "trunc(k=3)", "trunc(k=5,comp=1)", "bam(h=1,v=3)",
+SAMPLES = ["exact", "booth", "mul", "trunc(k=3)", "trunc(k=5,comp=1)", "bam(h=1,v=3)",
            "perf(i=1,j=2)", "drum(k=2)", "drum(k=3)", "mitchell", "mitchell(t=2)", "roba",
            "kulkarni", "ssm(m=2)", "ssm(m=3)"]
 
@@ -35,7 +35,7 @@ def test_mode_configurable_table_per_mode(fmt):
     assert np.array_equal(product_table(m, 0), exact_table(m.fmt))
 
 
-@pytest.mark.parametrize("spec", ["exact@s8", "booth@s8", "exact@u8", "booth@u8"])
+@pytest.mark.parametrize("spec", ["exact@s8", "booth@s8", "mul@s8", "exact@u8", "booth@u8"])
 def test_exact_architectures_are_exact(spec):
     t = product_table(parse_spec(spec))
     a = np.arange(256)
