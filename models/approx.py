@@ -706,11 +706,12 @@ def _gather_blocks(A, B, lut, nb) -> torch.Tensor:
     out = torch.empty(G, M, N, dtype=torch.int64)
     A = A * nb
     mc = max(1, min(M, GATHER_BLOCK_ELEMENTS // max(1, K * N)))
-    for g in range(G):
+    gc = max(1, GATHER_BLOCK_ELEMENTS // max(1, M * K * N)) if mc == M else 1
+    for g0 in range(0, G, gc):                 # several small matrices per block
         for m0 in range(0, M, mc):
-            idx = A[g, m0:m0 + mc, :, None] + B[g, None, :, :]          # (mc, K, N)
+            idx = A[g0:g0 + gc, m0:m0 + mc, :, None] + B[g0:g0 + gc, None, :, :]
             vals = torch.index_select(lut, 0, idx.view(-1)).view(idx.shape)
-            torch.sum(vals, dim=1, dtype=torch.int64, out=out[g, m0:m0 + mc])
+            torch.sum(vals, dim=2, dtype=torch.int64, out=out[g0:g0 + gc, m0:m0 + mc])
     return out
 
 

@@ -48,7 +48,7 @@ SPECS = [
 
 #: every built-in family, a few parameter values each, for --ranks
 RANK_SPECS = [
-    "exact", "booth", "trunc(k=2)", "trunc(k=4)", "trunc(k=6)", "trunc(k=8)",
+    "exact", "booth", "mul", "trunc(k=2)", "trunc(k=4)", "trunc(k=6)", "trunc(k=8)",
     "trunc(k=8,comp=1)", "bam(h=2,v=6)", "bam(h=4,v=9)", "bam(h=0,v=10)", "perf(j=1)",
     "perf(j=2)", "perf(i=2,j=3)", "drum(k=3)", "drum(k=4)", "drum(k=6)", "mitchell",
     "mitchell(t=2)", "mitchell(t=3)", "mitchell(t=5)", "roba", "kulkarni", "ssm(m=3)",

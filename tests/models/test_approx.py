@@ -14,6 +14,7 @@ from axsa.errors import InputError
 FAMILY_SPECS = {
     "exact": ["exact"],
     "booth": ["booth"],
+    "mul": ["mul"],
     "trunc": ["trunc(k=4)", "trunc(k=8,comp=1)"],
     "bam": ["bam(h=2,v=6)", "bam(h=4,v=9)"],
     "perf": ["perf(j=2)", "perf(i=2,j=3)"],
