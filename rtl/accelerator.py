@@ -36,7 +36,7 @@ ready is exactly `axsa.sim.cycles.predict_cycles`.
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -168,13 +168,18 @@ class Accelerator(wiring.Component):
         ]
 
         # -- per-tile requantization parameters, in flight from command to output -------
+        fifo_layout = data.StructLayout({
+            "en": unsigned(1), "signed": unsigned(1), "bits": unsigned(BITS_WIDTH),
+            "m": data.ArrayLayout(signed(M_WIDTH), C),
+            "s": data.ArrayLayout(unsigned(S_WIDTH), C),
+        })
         param_layout = data.StructLayout({
             "en": unsigned(1),
             "m": data.ArrayLayout(signed(M_WIDTH), C),
             "s": data.ArrayLayout(unsigned(S_WIDTH), C),
             "lo": signed(W + 1), "hi": signed(W + 1),
         })
-        m.submodules.params = params = SyncFIFOBuffered(width=param_layout.size,
+        m.submodules.params = params = SyncFIFOBuffered(width=fifo_layout.size,
                                                         depth=self.max_tiles)
 
         # -- controller -----------------------------------------------------------------
@@ -209,29 +214,28 @@ class Accelerator(wiring.Component):
             take_cmd.eq(self.cmd.valid & self.cmd.ready),
         ]
         cmd = self.cmd.payload
-        one = Const(1, 1) << cmd.rq_bits               # 2^bits, up to 2^127
-        p_in = Signal(param_layout)
         m.d.comb += [
-            p_in.en.eq(cmd.rq_en), p_in.m.eq(cmd.m), p_in.s.eq(cmd.s),
-            p_in.lo.eq(Mux(cmd.rq_signed, -(one >> 1), 0)),
-            p_in.hi.eq(Mux(cmd.rq_signed, (one >> 1) - 1, one - 1)),
-            params.w_data.eq(p_in), params.w_en.eq(take_cmd),
+            params.w_data.eq(Cat(cmd.rq_en, cmd.rq_signed, cmd.rq_bits, cmd.m, cmd.s)),
+            params.w_en.eq(take_cmd),
         ]
         with m.If(take_cmd):
             m.d.sync += [active.eq(1), k_left.eq(cmd.k_minus_1 + 1), is_first.eq(1)]
 
         # -- output stage: 2 pipeline stages, then the output FIFO ------------------------
         # The array's rows of a tile arrive on consecutive cycles; the tile's parameters
-        # are popped with row 0 and held for the rest.
-        held = Signal(param_layout)
+        # are popped the cycle before row 0 (`out_next`) and held for all its rows, with
+        # the clamp bounds worked out once per tile.
         prm = Signal(param_layout)
-        take_params = array.out_valid & array.out_first
-        m.d.comb += [
-            prm.eq(Mux(take_params, params.r_data, held)),
-            params.r_en.eq(take_params),
-        ]
+        head = fifo_layout(params.r_data)
+        take_params = array.out_next
+        m.d.comb += params.r_en.eq(take_params)
         with m.If(take_params):
-            m.d.sync += held.eq(params.r_data)
+            one = Const(1, 1) << head.bits             # 2^bits, up to 2^127
+            m.d.sync += [
+                prm.en.eq(head.en), prm.m.eq(head.m), prm.s.eq(head.s),
+                prm.lo.eq(Mux(head.signed, -(one >> 1), 0)),
+                prm.hi.eq(Mux(head.signed, (one >> 1) - 1, one - 1)),
+            ]
 
         # acc * m needs W + 32 bits, the rounding constant up to 2^62: room for both
         sum_width = max(W + M_WIDTH, 64) + 2

@@ -98,6 +98,8 @@ class SystolicArray(wiring.Component):
     mode : In(range(modes)), only for multipliers with modes
     out_valid, out_first, out_last : Out(1)
     out_row : Out(ArrayLayout(signed(acc_width), cols))
+    out_next : Out(1)
+        High the cycle before a tile's row 0 appears (lets users prepare per-tile state).
     min_tile_gap : int
         ``max(rows, cols)``: least distance in cycles between two `last` steps.
     out_latency : int
@@ -124,6 +126,7 @@ class SystolicArray(wiring.Component):
             "valid": In(1), "first": In(1), "last": In(1),
             "out_valid": Out(1), "out_first": Out(1), "out_last": Out(1),
             "out_row": Out(data.ArrayLayout(signed(acc_width), cols)),
+            "out_next": Out(1),
         }
         if multiplier.modes > 1:
             ports["mode"] = In(range(multiplier.modes))
@@ -198,6 +201,7 @@ class SystolicArray(wiring.Component):
         # last step); row r is complete after edge L + r + C, so it is read at edge
         # L + C + 1 + r through a one-hot row select: the `last` flag delayed C + 1 + r.
         row_sel = [flags[C + 1 + r][2] for r in range(R)]
+        m.d.comb += self.out_next.eq(row_sel[0])
         emit = Cat(*row_sel).any()
         # only on emitting cycles (an enabled register: simulators skip the mux otherwise)
         with m.If(emit):

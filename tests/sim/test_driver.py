@@ -120,7 +120,7 @@ def test_emulate_equals_reference(spec, mode):
 
 # (spec, mode, R, C, multipliers): "rtl" simulates the family's gates, "table" the
 # engine's product-table black boxes
-CXXRTL_SPECS = [("exact@s8", 0, 4, 4, "rtl"), ("drum(k=3)@u4", 0, 3, 5, "table"),
+CXXRTL_SPECS = [("exact@s8", 0, 2, 2, "rtl"), ("drum(k=3)@u4", 0, 3, 5, "table"),
                 ("cfgtrunc(k=0/2)@s2", 1, 2, 3, "rtl"), ("mitchell@s8", 0, 4, 4, "table")]
 
 
