@@ -14,6 +14,7 @@ test.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +70,9 @@ def load_csv(path: str | Path, date_column: str | None = None,
         raise InputError(f"CSV file {str(path)!r} has no date column {date_column!r} "
                          f"(columns: {list(df.columns)})")
     try:
-        dates = pd.to_datetime(df[date_column])
+        with warnings.catch_warnings():   # "could not infer format": fine, per element
+            warnings.simplefilter("ignore", UserWarning)
+            dates = pd.to_datetime(df[date_column])
     except Exception:
         raise InputError(f"column {date_column!r} of CSV file {str(path)!r} does not hold "
                          "dates") from None
