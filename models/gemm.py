@@ -15,11 +15,17 @@ GEMM names are stable dotted paths (``layers.0.attn.q``, ``layers.0.attn.qk``, `
 Operand streams (:meth:`GemmHook.save_streams`) are written one ``.npz`` per GEMM with keys
 
 ``a``, ``b``
-    1-D int16 arrays of equal length: the operand pairs in the order the processing
-    elements of a weight-stationary array see them. PE ``(k, n)`` holds ``b[g, k, n]`` and
-    sees ``a[g, m, k]`` for ``m = 0 .. M-1``, batch entry ``g`` after batch entry ``g-1``
-    (a Linear layer has one ``b`` for all tokens of all samples: its tokens are rows ``m``).
-    The arrays are PE-major: all pairs of PE (0, 0), then PE (0, 1), ..., PE (K-1, N-1).
+    1-D int16 arrays of equal length: the operand pairs in the order a processing element
+    of axsa's output-stationary array (`axsa.rtl.array`) sees them: output after output,
+    ``(g, m, n)`` in row-major order, each fed ``a[g, m, k]`` and ``b[g, k, n]`` for
+    ``k = 0 .. K-1`` (a Linear layer has one ``b`` for all tokens of all samples: its
+    tokens are rows ``m``).
+``clr``
+    1-D uint8, 1 on the first pair of every output (``k = 0``): where the PE's
+    accumulator starts afresh (the MAC energy model reads it).
+``lhs``, ``rhs``
+    the GEMM's operands themselves, int16 ``(G, M, K)`` and ``(G, K, N)``, so a recorded
+    GEMM can be replayed (``axsa gemm`` takes ``lhs[g]`` and ``rhs[g]`` as A and B).
 ``shape``
     ``[G, M, K, N]``: batched GEMMs ``(G, M, K) @ (G, K, N)``; ``pairs = G*M*K*N``.
 ``name``
@@ -91,13 +97,15 @@ class GemmHook:
         return out
 
     @staticmethod
-    def pe_streams(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Weight-stationary PE-major operand streams of ``(G,M,K) @ (G,K,N)`` (1-D)."""
+    def pe_streams(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Output-stationary operand streams of ``(G,M,K) @ (G,K,N)``: (a, b, clr), 1-D."""
         g, m, k = a.shape
         n = b.shape[2]
-        sa = np.broadcast_to(a.transpose(2, 0, 1)[:, None, :, :], (k, n, g, m))
-        sb = np.broadcast_to(b.transpose(1, 2, 0)[:, :, :, None], (k, n, g, m))
-        return sa.reshape(-1).astype(np.int16), sb.reshape(-1).astype(np.int16)
+        sa = np.broadcast_to(a[:, :, None, :], (g, m, n, k))
+        sb = np.broadcast_to(b.transpose(0, 2, 1)[:, None, :, :], (g, m, n, k))
+        clr = np.zeros((g, m, n, k), np.uint8)
+        clr[..., 0] = 1
+        return sa.reshape(-1).astype(np.int16), sb.reshape(-1).astype(np.int16), clr.reshape(-1)
 
     def save_streams(self, records: dict, directory: str | Path) -> list[Path]:
         """Write ``records`` (from :meth:`stop_recording`) as ``<dir>/<name>.npz``."""
@@ -105,9 +113,10 @@ class GemmHook:
         d.mkdir(parents=True, exist_ok=True)
         paths = []
         for name, (a, b) in records.items():
-            sa, sb = self.pe_streams(a, b)
+            sa, sb, clr = self.pe_streams(a, b)
             p = d / f"{name}.npz"
-            np.savez_compressed(p, a=sa, b=sb, name=np.array(name),
+            np.savez_compressed(p, a=sa, b=sb, clr=clr, lhs=a.astype(np.int16),
+                                rhs=b.astype(np.int16), name=np.array(name),
                                 shape=np.array([a.shape[0], a.shape[1], a.shape[2],
                                                 b.shape[2]], dtype=np.int64))
             paths.append(p)

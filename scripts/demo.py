@@ -79,16 +79,13 @@ def axsa(*args: str) -> dict:
 
 
 def gemm_operands(stream_file: Path, out: Path) -> tuple[Path, Path, tuple]:
-    """A.npy, B.npy of the first batch entry of a recorded GEMM (PE-major streams, see
-    axsa.models.gemm)."""
+    """A.npy, B.npy: the first batch entry of a recorded GEMM (keys lhs, rhs)."""
     d = np.load(stream_file)
-    g, m, k, n = (int(x) for x in d["shape"])
-    a = d["a"].reshape(k, n, g, m)[:, 0, 0, :].T        # A[m, k]
-    b = d["b"].reshape(k, n, g, m)[:, :, 0, 0]          # B[k, n]
+    a, b = d["lhs"][0].astype(np.int64), d["rhs"][0].astype(np.int64)
     pa, pb = out / "gemm_A.npy", out / "gemm_B.npy"
-    np.save(pa, a.astype(np.int64))
-    np.save(pb, b.astype(np.int64))
-    return pa, pb, (m, k, n)
+    np.save(pa, a)
+    np.save(pb, b)
+    return pa, pb, (a.shape[0], a.shape[1], b.shape[1])
 
 
 def main() -> int:

@@ -114,9 +114,12 @@ def test_stream_files(tmp_path):
     hook.save_streams({"x.y": (a, b)}, tmp_path)
     f = np.load(tmp_path / "x.y.npz")
     assert f["shape"].tolist() == [2, 3, 2, 4]
-    pairs = [(a[g, m, k], b[g, k, n]) for k in range(2) for n in range(4)
-             for g in range(2) for m in range(3)]
+    # output-stationary: output (g, m, n) after output, k = 0..K-1 within each
+    pairs = [(a[g, m, k], b[g, k, n]) for g in range(2) for m in range(3) for n in range(4)
+             for k in range(2)]
     assert list(zip(f["a"].tolist(), f["b"].tolist())) == [tuple(map(int, p)) for p in pairs]
+    assert f["clr"].tolist() == [1, 0] * (2 * 3 * 4)
+    assert np.array_equal(f["lhs"], a) and np.array_equal(f["rhs"], b)
 
 
 def test_unknown_gemm_name_is_input_error(trained):
