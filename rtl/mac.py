@@ -117,8 +117,10 @@ class Mac(wiring.Component):
     """
 
     def __init__(self, multiplier, acc_width: int, view: str = "circuit"):
+        self._MustUse__silence = True  # a rejected construction is not an unused design
         _check_acc_width(acc_width)
         _check_view(multiplier, view)
+        self._MustUse__silence = False
         self._mul = multiplier
         self.acc_width = acc_width
         self.view = view
@@ -170,8 +172,10 @@ class Pe(wiring.Component):
 
     def __init__(self, multiplier, acc_width: int, view: str = "circuit",
                  shared_flags: bool = False):
+        self._MustUse__silence = True  # a rejected construction is not an unused design
         _check_acc_width(acc_width)
         _check_view(multiplier, view)
+        self._MustUse__silence = False
         self._mul = multiplier
         self.acc_width = acc_width
         self.view = view
