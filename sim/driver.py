@@ -106,8 +106,12 @@ class GemmResult:
     macs : int
         Useful multiply-accumulates, M x K x N.
     wall_s : float
-        Wall-clock seconds of the whole call (packing, simulation, gathering).
+        Wall-clock seconds of the call (checks, packing, simulation, gathering), without
+        the one-off design build.
     engine : str
+    build_s : float
+        Seconds spent building the design and engine in this call (elaboration, and for
+        CXXRTL compilation unless cached); 0 when an engine was passed in.
     """
 
     C: np.ndarray = field(repr=False)
@@ -117,6 +121,7 @@ class GemmResult:
     macs: int
     wall_s: float
     engine: str
+    build_s: float = 0.0
 
     @property
     def mac_per_s(self) -> float:
@@ -268,6 +273,7 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
     if requant is not None and requant.bits > width - (0 if requant.signed else 1):
         raise InputError(f"requantization bits = {requant.bits} does not fit the "
                          f"{width}-bit result elements")
+    build_s = 0.0
     if isinstance(engine, Engine):
         eng, own = engine, False
     else:
@@ -286,6 +292,7 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
         rtl_view = "circuit"
         if view == "table" and (engine == "pysim" or mult.is_exact):
             rtl_view = "table"
+        t_build = time.perf_counter()
         acc = build_accelerator(mult, int(rows), int(cols), max_k=max_k, view=rtl_view)
         kwargs = {"vcd": vcd} if vcd is not None else {}
         if engine == "cxxrtl":
@@ -293,6 +300,7 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
             if view == "circuit" and acc.verilog_sources:
                 kwargs["verilog_sources"] = acc.verilog_sources
         eng, own = make_engine(engine, acc, **kwargs), True
+        build_s = time.perf_counter() - t_build
     try:
         R, Cc = acc.rows, acc.cols
         mt, nt = -(-M // R), -(-N // Cc)
@@ -330,4 +338,5 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
         if own:
             eng.close()
     return GemmResult(C, int(cycles), predicted, utilization(M, K, N, R, Cc, cycles), macs,
-                      time.perf_counter() - t0, getattr(eng, "name", str(engine)))
+                      time.perf_counter() - t0 - build_s, getattr(eng, "name", str(engine)),
+                      build_s)

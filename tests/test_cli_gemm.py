@@ -42,6 +42,7 @@ def test_pysim_json_and_output(tmp_path, capsys, operands):
     assert {"engine", "cycles", "predicted_cycles", "utilization", "macs", "wall_s",
             "mac_per_s"} <= set(d)
     assert d["engine"] == "pysim"
+    assert d["build_s"] > 0 and d["wall_s"] > 0  # the design was built in this call
     assert d["cycles"] == d["predicted_cycles"] == predict_cycles(5, 7, 3, 2, 3)
     assert d["macs"] == 5 * 7 * 3
     assert d["utilization"] == pytest.approx(105 / (d["cycles"] * 6))

@@ -98,7 +98,7 @@ def gemm(a_path, b_path, spec, mode, engine, rows, cols, max_k, view, out_path, 
         "cols": None if engine == "emulate" else cols,
         "cycles": res.cycles, "predicted_cycles": res.predicted_cycles,
         "utilization": res.utilization, "macs": res.macs, "wall_s": res.wall_s,
-        "mac_per_s": res.mac_per_s, "out": out_path,
+        "mac_per_s": res.mac_per_s, "build_s": res.build_s, "out": out_path,
         "requant": None if requant is None else {"m": rq[0], "s": rq[1],
                                                  "bits": requant_bits,
                                                  "signed": not requant_unsigned},
@@ -111,7 +111,9 @@ def gemm(a_path, b_path, spec, mode, engine, rows, cols, max_k, view, out_path, 
             click.echo(f"  cycles      {d['cycles']} (model: {d['predicted_cycles']})")
             click.echo(f"  utilization {100 * d['utilization']:.1f}%")
         click.echo(f"  MACs        {d['macs']}")
-        click.echo(f"  wall        {d['wall_s']:.3f} s ({d['mac_per_s'] / 1e6:.2f} million MAC/s)")
+        click.echo(f"  wall        {d['wall_s']:.3f} s ({d['mac_per_s'] / 1e6:.2f} million MAC/s)"
+                   + (f", plus {d['build_s']:.1f} s building the design"
+                      if d["build_s"] > 0.05 else ""))
         if d["out"]:
             click.echo(f"  wrote       {d['out']}")
 
