@@ -30,6 +30,7 @@ struct Sim {
 	cxxrtl_vcd vcd = nullptr;
 	FILE *vcd_file = nullptr;
 	uint64_t vcd_time = 0;
+	uint64_t deltas = 0;  // evaluation passes in runs (2 per cycle when nothing loops)
 	std::string error;
 };
 
@@ -71,7 +72,7 @@ void vcd_sample(Sim *sim) {
 }
 
 void step(Sim *sim) {
-	cxxrtl_step(sim->handle);
+	sim->deltas += cxxrtl_step(sim->handle);
 	vcd_sample(sim);
 }
 
@@ -103,6 +104,10 @@ void axsa_destroy(void *p) {
 	}
 	cxxrtl_destroy(sim->handle);
 	delete sim;
+}
+
+uint64_t axsa_deltas(void *p) {
+	return static_cast<Sim *>(p)->deltas;
 }
 
 const char *axsa_error(void *p) {
