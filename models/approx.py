@@ -688,6 +688,10 @@ def _gather_matmul(ca, cb, batch, plan) -> torch.Tensor:
     and the cheapest engine for tiny GEMMs."""
     lut = plan["lut_gather"]
     nb = plan["lut"].shape[1]
+    M, K, N = ca.shape[-2], ca.shape[-1], cb.shape[-1]
+    if math.prod(batch) * M * K * N <= GATHER_BLOCK_ELEMENTS:   # tiny: one shot
+        idx = (ca * nb)[..., :, :, None] + cb[..., None, :, :]
+        return plan["lut"].view(-1)[idx].sum(-2).expand(*batch, M, N).contiguous()
     if math.prod(cb.shape[:-2]) == 1:           # b unbatched: one GEMM over a's rows
         A = ca.reshape(1, -1, ca.shape[-1]).to(torch.int32)
         B = cb.reshape(1, *cb.shape[-2:]).to(torch.int32)
