@@ -84,7 +84,7 @@ def _builtin(cls, fmt, values):
 
 
 __all__ = [
-    "FAMILIES", "LIBRARY", "Format", "library", "MAX_WIDTH", "MIN_WIDTH", "Multiplier", "MultiplierComponent",
-    "Param", "SpecError", "code_values", "exact_table", "parse_spec", "split_spec",
+    "FAMILIES", "LIBRARY", "Format", "library", "MAX_WIDTH", "MIN_WIDTH", "Multiplier",
+    "MultiplierComponent", "Param", "SpecError", "code_values", "exact_table", "parse_spec", "split_spec",
     "to_codes", "value_range",
 ]
