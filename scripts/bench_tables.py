@@ -16,7 +16,6 @@ import statistics
 import time
 
 import numpy as np
-
 from axsa.rtl.multipliers import FAMILIES, parse_spec
 from axsa.synth.netlist import gate_netlist, table_from_netlist
 
@@ -53,7 +52,8 @@ def main():
             y, e, cells = one_table(spec)
             rows.append({"spec": spec, "yosys_s": y, "eval_s": e, "cells": cells})
     t_all = time.perf_counter() - t_all
-    result = {"single_8bit_table_s": single, "single_yosys_s": statistics.median(r[0] for r in runs),
+    result = {"single_8bit_table_s": single,
+              "single_yosys_s": statistics.median(r[0] for r in runs),
               "single_eval_s": statistics.median(r[1] for r in runs), "repeat": args.repeat,
               "all_families_8bit_s": t_all, "designs": len(rows), "per_design": rows,
               "target_single_s": 2.0}

@@ -6,7 +6,6 @@ for bit, over random and edge-case accumulators, multipliers and shifts."""
 import numpy as np
 import pytest
 import torch
-
 from axsa.models.quant import requantize as requantize_torch
 from axsa.sim.reference import requantize as requantize_numpy
 

@@ -84,7 +84,7 @@ def _builtin(cls, fmt, values):
 
 
 __all__ = [
-    "FAMILIES", "LIBRARY", "Format", "library", "MAX_WIDTH", "MIN_WIDTH", "Multiplier",
-    "MultiplierComponent", "Param", "SpecError", "code_values", "exact_table", "parse_spec", "split_spec",
-    "to_codes", "value_range",
+    "FAMILIES", "LIBRARY", "MAX_WIDTH", "MIN_WIDTH", "Format", "Multiplier",
+    "MultiplierComponent", "Param", "SpecError", "code_values", "exact_table", "library",
+    "parse_spec", "split_spec", "to_codes", "value_range",
 ]
