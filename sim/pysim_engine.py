@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amaranth.hdl import ClockDomain, Const, Elaboratable, Module
+from amaranth.hdl import ClockDomain, Const, Elaboratable, Fragment, Instance, Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
+
+from axsa.errors import InputError
 
 from .engine import Engine, PlainPort, _Job, ints_to_words, words_to_ints
 
@@ -40,6 +42,17 @@ class _Top(Elaboratable):
         return m
 
 
+def _reject_instances(fragment, path=("top",)) -> None:
+    # Amaranth's simulator leaves the outputs of an Instance at 0 without a word.
+    for sub, name, _ in fragment.subfragments:
+        sub_path = (*path, str(name))
+        if isinstance(sub, Instance):
+            raise InputError(
+                f"pysim cannot simulate the Verilog instance {sub.type!r} at "
+                f"{'.'.join(sub_path)} (an imported multiplier?): use the cxxrtl engine")
+        _reject_instances(sub, sub_path)
+
+
 class PysimEngine(Engine):
     """Amaranth pysim engine.
 
@@ -57,7 +70,9 @@ class PysimEngine(Engine):
     def __init__(self, component: wiring.Component, vcd: str | Path | None = None):
         super().__init__(component)
         self._top = _Top(component)
-        self._sim = Simulator(self._top)
+        fragment = Fragment.get(self._top, None)
+        _reject_instances(fragment)
+        self._sim = Simulator(fragment)
         self._result = None
         self._sim.add_testbench(self._testbench)
         self._vcd_cm = None

@@ -242,6 +242,9 @@ def test_imported_verilog_multiplier(tmp_path):
         out, _ = engine.run_streams(feeds={"i": pair_payloads(mult, a, b)},
                                     drains={"o": 256})
         assert np.array_equal(products(mult, out["o"]), table[a, b])
+    # pysim would leave the instance's output at 0: refused instead
+    with pytest.raises(InputError, match="pysim cannot simulate the Verilog instance 'lsb0'"):
+        PysimEngine(StreamMultiplier(mult))
     with pytest.raises(InputError, match="nosuch.v"):
         CxxrtlEngine(StreamMultiplier(mult), multipliers="rtl",
                      verilog_sources=[tmp_path / "nosuch.v"])
