@@ -185,11 +185,12 @@ def side_by_side(exact_fn, approx_fn, rounds: int, min_time: float) -> tuple[flo
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="first shape only, fewer rounds")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=None, help="default 5 (2 with --quick)")
     ap.add_argument("--min-time", type=float, default=0.05, help="seconds per round")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--no-gather", action="store_true", help="skip the naive gather")
-    ap.add_argument("--only", default="", help="comma-separated table names to run")
+    ap.add_argument("--only", default="",
+                    help="table names to run, joined by ';' (e.g. 'exact@s8;drum(k=4)@u8')")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--ranks", action="store_true",
                     help="print the error-table rank of every built-in family and exit")
@@ -197,11 +198,11 @@ def main(argv=None) -> int:
     if args.ranks:
         return rank_report(args.json)
     torch.set_num_threads(args.threads)
-    rounds = 2 if args.quick else args.rounds
+    rounds = args.rounds or (2 if args.quick else 5)
     shapes = SHAPES[:1] if args.quick else SHAPES + model_shapes()
     tabs = tables()
     if args.only:
-        wanted = set(args.only.split(","))
+        wanted = set(args.only.split(";"))
         tabs = [t for t in tabs if t.name in wanted]
     rng = np.random.default_rng(1)
     results = []
