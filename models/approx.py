@@ -387,6 +387,13 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
     a, b, batch, squeeze = _shapes(a, b)
     ca = _as_codes(a, "a", *table.a_range, table.wa, table)
     cb = _as_codes(b, "b", *table.b_range, table.wb, table)
+    if engine not in ("auto", "lowrank", "bag", "gather"):
+        raise InputError(f"unknown engine {engine!r}: expected auto, lowrank, bag or gather")
+    if 0 in (ca.shape[-2], ca.shape[-1], cb.shape[-1]) or 0 in batch:   # empty sum: 0
+        out = torch.zeros(*batch, ca.shape[-2], cb.shape[-1], dtype=torch.int64)
+        for dim in squeeze:
+            out = out.squeeze(dim)
+        return out
     plan = table.plan
     if engine == "auto":
         engine = _auto_engine(plan, ca, cb, batch)

@@ -386,3 +386,14 @@ def test_both_batched_lowrank_variants(monkeypatch, variant):
     a, b = operands(rng, table, (2, 3, 6, 11), (3, 11, 5))
     np.testing.assert_array_equal(approx_matmul(a, b, table, engine="lowrank").numpy(),
                                   gather_reference(a, b, table.table, 8, 8))
+
+
+@pytest.mark.parametrize("shape_a, shape_b", [((3, 0), (0, 4)), ((0, 5), (5, 2)),
+                                              ((2, 5), (5, 0)), ((0, 2, 5), (5, 3))])
+def test_empty_operands_follow_torch_matmul(shape_a, shape_b):
+    table = tables_of("drum(k=4)@u8")[0]
+    a = torch.zeros(shape_a, dtype=torch.int64)
+    b = torch.zeros(shape_b, dtype=torch.int64)
+    for engine in ("auto", "lowrank", "bag", "gather"):
+        got = approx_matmul(a, b, table, engine=engine)
+        assert got.shape == torch.matmul(a, b).shape and not got.any()
