@@ -254,6 +254,7 @@ def build(rtlil_text: str, verilog_sources: Sequence[str | os.PathLike] = (),
         return lib, True
 
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(final.parent)
     work = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
     try:
         (work / "design.il").write_text(rtlil_text)
@@ -291,6 +292,19 @@ def build(rtlil_text: str, verilog_sources: Sequence[str | os.PathLike] = (),
         shutil.rmtree(work, ignore_errors=True)
         raise
     return lib, False
+
+
+def _remove_stale(root: Path, age_s: float = 6 * 3600) -> None:
+    """Remove build directories left by killed builds (``.<key>-*``, hours old)."""
+    import time
+
+    now = time.time()
+    for d in root.glob(".*-*"):
+        try:
+            if d.is_dir() and now - d.stat().st_mtime > age_s:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def _load(lib: Path) -> ctypes.CDLL:
