@@ -25,7 +25,6 @@ COMMANDS = {
     "train": "axsa.cli.model:train",
     "eval": "axsa.cli.model:eval_",
     "finetune": "axsa.cli.model:finetune",
-    "bench": "axsa.cli.bench:bench",
 }
 
 
