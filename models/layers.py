@@ -50,6 +50,22 @@ OUT_BITS = 16
 AUX_BITS = 8
 
 
+def check_config(cfg, sizes: tuple[str, ...]) -> None:
+    """Checks every model config shares: positive integer `sizes`, heads dividing
+    d_model, 2..8-bit operands, a known observer. Raises ValueError naming the value."""
+    from .quant import OBSERVERS
+    for f in sizes:
+        v = getattr(cfg, f)
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{f} must be a positive integer, got {v!r}")
+    if cfg.d_model % cfg.heads:
+        raise ValueError(f"d_model {cfg.d_model} is not divisible by heads {cfg.heads}")
+    if not isinstance(cfg.bits, int) or not 2 <= cfg.bits <= 8:
+        raise ValueError(f"bits must be in 2..8, got {cfg.bits!r}")
+    if cfg.observer not in OBSERVERS:
+        raise ValueError(f"unknown observer {cfg.observer!r} (known: {OBSERVERS})")
+
+
 @dataclass
 class Runtime:
     """State every block of one model shares: execution mode, bits, the GEMM hook."""

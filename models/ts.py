@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .layers import OUT_BITS, EncoderLayer, QAdd, QAvgPool, QLinear, QuantModel
-from .quant import OBSERVERS, qrange, quantize
+from .layers import OUT_BITS, EncoderLayer, QAdd, QAvgPool, QLinear, QuantModel, check_config
+from .quant import qrange, quantize
 
 
 @dataclass(frozen=True)
@@ -33,17 +33,8 @@ class TSConfig:
     per_channel: bool = True
 
     def __post_init__(self):
-        for f in ("d_model", "heads", "layers", "ff", "window", "horizon", "channels"):
-            v = getattr(self, f)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{f} must be a positive integer, got {v!r}")
-        if self.d_model % self.heads:
-            raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
-        qrange(self.bits)
-        if not 2 <= self.bits <= 8:
-            raise ValueError(f"bits must be in 2..8, got {self.bits!r}")
-        if self.observer not in OBSERVERS:
-            raise ValueError(f"unknown observer {self.observer!r} (known: {OBSERVERS})")
+        check_config(self, ("d_model", "heads", "layers", "ff", "window", "horizon",
+                            "channels"))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .layers import OUT_BITS, EncoderLayer, QAdd, QAvgPool, QLinear, QuantModel
-from .quant import OBSERVERS, Quantizer, qrange
+from .layers import OUT_BITS, EncoderLayer, QAdd, QAvgPool, QLinear, QuantModel, check_config
+from .quant import Quantizer
 
 
 @dataclass(frozen=True)
@@ -32,19 +32,9 @@ class ViTConfig:
     per_channel: bool = True
 
     def __post_init__(self):
-        for f in ("image", "patch", "d_model", "heads", "layers", "ff", "classes"):
-            v = getattr(self, f)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{f} must be a positive integer, got {v!r}")
+        check_config(self, ("image", "patch", "d_model", "heads", "layers", "ff", "classes"))
         if self.image % self.patch:
             raise ValueError(f"image size {self.image} is not a multiple of patch {self.patch}")
-        if self.d_model % self.heads:
-            raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
-        qrange(self.bits)
-        if not 2 <= self.bits <= 8:
-            raise ValueError(f"bits must be in 2..8, got {self.bits!r}")
-        if self.observer not in OBSERVERS:
-            raise ValueError(f"unknown observer {self.observer!r} (known: {OBSERVERS})")
 
     @property
     def tokens(self) -> int:

@@ -54,7 +54,11 @@ def load_npy(path: str, what: str):
 
 
 def progress_bar(transient: bool = False):
-    """A rich progress bar on stderr (counts, elapsed and remaining time) for long work."""
+    """A rich progress bar on stderr (counts, elapsed and remaining time) for long work.
+
+    Off when stderr is not a terminal (CI, a log file): callers print a plain counter line
+    now and then instead (`bar.console.is_terminal` tells which).
+    """
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -64,6 +68,7 @@ def progress_bar(transient: bool = False):
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+    console = Console(file=sys.stderr)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=Console(file=sys.stderr), transient=transient)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                    transient=transient, disable=not console.is_terminal)

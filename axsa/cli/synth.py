@@ -187,19 +187,10 @@ def sweep(families, formats, targets, specs, dsp, unit, acc_width, no_fmax, stre
 
 
 def _run_with_bar(sweeps, requests, store, streams, jobs, dask_address):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    console = Console(file=sys.stderr)
-    with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=console, transient=False,
-                  disable=not console.is_terminal) as bar:
+    from ._common import progress_bar
+    bar = progress_bar()
+    console = bar.console
+    with bar:
         task = bar.add_task("sweep", total=len(requests))
         last = [0]
 
