@@ -397,7 +397,17 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
     plan = table.plan
     if engine == "auto":
         engine = _auto_engine(plan, ca, cb, batch)
-    if engine == "lowrank":
+        key = (table.key, tuple(ca.shape), tuple(cb.shape))
+        tuned = _TUNED.get(key)
+        if tuned is not None:
+            engine = tuned
+        elif _tune_now(key, plan, ca, cb, batch, engine):
+            engine = _tune(key, plan, ca, cb, batch)
+    if engine == "terms":                # auto only: the float GEMM over integer terms
+        out = _lowrank_batched(ca, cb, plan)
+        out = out if out.shape == (*batch, ca.shape[-2], cb.shape[-1]) else \
+            out.expand(*batch, ca.shape[-2], cb.shape[-1]).contiguous()
+    elif engine == "lowrank":
         if plan["int8"] is None:
             raise InputError(f"engine 'lowrank' needs an exact low-rank factorization, which "
                              f"table {table.name or table.key[:10]} does not have")
@@ -456,6 +466,64 @@ def _batched_costs(plan, G: int, M: int, K: int, N: int) -> tuple[float, float]:
     terms = 45e3 + per_mac * G * M * K * N * r + 0.2 * G * (M + N) * K * r
     loop = G * (45e3 + 0.0054 * M * N * K * W + 0.2 * (M + N) * K * W)
     return terms, loop
+
+
+#: measured engine choice per (table, shape of a, shape of b), see `_tune`
+_TUNED: dict[tuple, str] = {}
+_CALLS: dict[tuple, int] = {}
+#: shapes whose best estimated cost is above this (ns) keep the estimate's choice
+TUNE_MAX_NS = 20e6
+#: engines estimated this many times slower than the best are not timed
+TUNE_SPREAD = 30.0
+MAX_TUNED = 4096
+
+
+def _tune_now(key, plan, ca, cb, batch, engine) -> bool:
+    """Tune on the second call with a (table, shapes) key: one-off GEMMs (tests, the
+    simulator's checks) never pay for it, a model's repeated GEMMs do once."""
+    with _PLANS_LOCK:
+        n = _CALLS.get(key, 0) + 1
+        if len(_CALLS) > MAX_TUNED:
+            _CALLS.clear()
+        _CALLS[key] = n
+    return n == 2
+
+
+def _candidates(plan, ca, cb, batch) -> list[str]:
+    costs = _estimate(plan, math.prod(ca.shape[:-2]), math.prod(cb.shape[:-2]),
+                      ca.shape[-2], ca.shape[-1], cb.shape[-1])
+    if plan["int8"] is not None:
+        G = math.prod(batch)
+        costs["terms"] = _batched_costs(plan, G, ca.shape[-2], ca.shape[-1],
+                                        cb.shape[-1])[0]
+    best = min(costs.values())
+    if best > TUNE_MAX_NS:
+        return [min(costs, key=costs.get)]
+    return sorted((e for e, c in costs.items() if c <= TUNE_SPREAD * best), key=costs.get)
+
+
+def _tune(key, plan, ca, cb, batch) -> str:
+    """Time every plausible engine on these very operands (all are exact, so only the
+    speed differs) and remember the fastest for the key: the cost model's constants
+    are rough, and on small GEMMs fixed per-call costs decide."""
+    import time
+    names = _candidates(plan, ca, cb, batch)
+    if len(names) > 1:
+        times = {}
+        for name in names:
+            fn = _ENGINES[name]
+            best = math.inf
+            for _ in range(2):
+                t0 = time.perf_counter()
+                fn(ca, cb, batch, plan)
+                best = min(best, time.perf_counter() - t0)
+            times[name] = best
+        names = [min(times, key=times.get)]
+    with _PLANS_LOCK:
+        if len(_TUNED) > MAX_TUNED:
+            _TUNED.clear()
+        _TUNED[key] = names[0]
+    return names[0]
 
 
 def _auto_engine(plan, ca, cb, batch) -> str:
@@ -724,6 +792,16 @@ def _gather_blocks(A, B, lut, nb) -> torch.Tensor:
             vals = torch.index_select(lut, 0, idx.view(-1)).view(idx.shape)
             torch.sum(vals, dim=2, dtype=torch.int64, out=out[g0:g0 + gc, m0:m0 + mc])
     return out
+
+
+def _terms_matmul(ca, cb, batch, plan) -> torch.Tensor:
+    return _lowrank_batched(ca, cb, plan)
+
+
+_ENGINES = {"lowrank": lambda ca, cb, batch, plan: _lowrank_matmul(ca, cb, batch, plan),
+            "terms": _terms_matmul,
+            "bag": lambda ca, cb, batch, plan: _bag_matmul(ca, cb, batch, plan),
+            "gather": lambda ca, cb, batch, plan: _gather_matmul(ca, cb, batch, plan)}
 
 
 # -- gradients -------------------------------------------------------------------------

@@ -397,3 +397,32 @@ def test_empty_operands_follow_torch_matmul(shape_a, shape_b):
     for engine in ("auto", "lowrank", "bag", "gather"):
         got = approx_matmul(a, b, table, engine=engine)
         assert got.shape == torch.matmul(a, b).shape and not got.any()
+
+
+@pytest.mark.parametrize("spec", ["drum(k=4)@s8", "trunc(k=4)@u8", "mitchell@s8"])
+@pytest.mark.parametrize("shape_a, shape_b", [((4, 6, 9), (9, 5)), ((2, 1, 5, 7), (2, 3, 7, 4)),
+                                              ((7, 10), (10, 3))])
+def test_repeated_auto_calls_tune_and_stay_exact(spec, shape_a, shape_b):
+    # the second call with a (table, shapes) key times the engines and keeps the fastest;
+    # every call, before and after, equals the plain gather
+    table = tables_of(spec)[0]
+    rng = np.random.default_rng(15)
+    a, b = operands(rng, table, shape_a, shape_b)
+    want = gather_reference(a, b, table.table, 8, 8)
+    for _ in range(4):
+        got = approx_matmul(torch.from_numpy(a), torch.from_numpy(b), table)
+        np.testing.assert_array_equal(got.numpy(), want)
+    assert approx._TUNED[(table.key, shape_a, shape_b)] in ("lowrank", "terms", "bag", "gather")
+
+
+@pytest.mark.parametrize("shape_a, shape_b", [((3, 6, 9), (9, 5)), ((2, 1, 5, 7), (2, 3, 7, 4)),
+                                              ((7, 10), (10, 3)), ((6, 11), (2, 11, 4))])
+def test_terms_engine_is_exact(shape_a, shape_b):
+    table = tables_of("bam(h=2,v=6)@s8")[0]
+    rng = np.random.default_rng(16)
+    a, b = operands(rng, table, shape_a, shape_b)
+    ca = torch.from_numpy(a) & 255
+    cb = torch.from_numpy(b) & 255
+    batch = torch.broadcast_shapes(ca.shape[:-2], cb.shape[:-2])
+    got = approx._ENGINES["terms"](ca, cb, batch, table.plan)
+    np.testing.assert_array_equal(got.numpy(), gather_reference(a, b, table.table, 8, 8))
