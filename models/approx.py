@@ -307,7 +307,8 @@ def _as_codes(x, which: str, lo: int, hi: int, width: int, table: ProductTable) 
     x = x.detach()
     v = x.to(torch.int64)
     # a float that does not survive the round trip is fractional, NaN, inf or huge
-    if x.is_floating_point() and bool((v.to(x.dtype) != x).any()):
+    # (one torch.equal first: on the small GEMMs of the models per-op costs dominate)
+    if x.is_floating_point() and not torch.equal(v.to(x.dtype), x):
         bad = x[v.to(x.dtype) != x][0].item()
         if math.isfinite(bad) and bad == round(bad):   # integral but beyond int64
             raise InputError(f"operand {which} holds {bad!r}, outside the range {lo}..{hi} "
@@ -319,6 +320,8 @@ def _as_codes(x, which: str, lo: int, hi: int, width: int, table: ProductTable) 
             bad_v = vmin if vmin < lo else vmax
             raise InputError(f"operand {which} holds {bad_v}, outside the range {lo}..{hi} "
                              f"of product table {table.name or table.key[:10]}")
+        if vmin >= 0:            # non-negative values in range are their own codes
+            return v
     return v & ((1 << width) - 1)
 
 
@@ -396,13 +399,11 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
         return out
     plan = table.plan
     if engine == "auto":
-        engine = _auto_engine(plan, ca, cb, batch)
         key = (table.key, tuple(ca.shape), tuple(cb.shape))
-        tuned = _TUNED.get(key)
-        if tuned is not None:
-            engine = tuned
-        elif _tune_now(key, plan, ca, cb, batch, engine):
-            engine = _tune(key, plan, ca, cb, batch)
+        engine = _TUNED.get(key)
+        if engine is None:
+            engine = (_tune(key, plan, ca, cb, batch) if _tune_now(key)
+                      else _auto_engine(plan, ca, cb, batch))
     if engine == "terms":                # auto only: the float GEMM over integer terms
         out = _lowrank_batched(ca, cb, plan)
         out = out if out.shape == (*batch, ca.shape[-2], cb.shape[-1]) else \
@@ -478,7 +479,7 @@ TUNE_SPREAD = 30.0
 MAX_TUNED = 4096
 
 
-def _tune_now(key, plan, ca, cb, batch, engine) -> bool:
+def _tune_now(key) -> bool:
     """Tune on the second call with a (table, shapes) key: one-off GEMMs (tests, the
     simulator's checks) never pay for it, a model's repeated GEMMs do once."""
     with _PLANS_LOCK:
