@@ -766,8 +766,10 @@ def _gather_matmul(ca, cb, batch, plan) -> torch.Tensor:
     nb = plan["lut"].shape[1]
     M, K, N = ca.shape[-2], ca.shape[-1], cb.shape[-1]
     if math.prod(batch) * M * K * N <= GATHER_BLOCK_ELEMENTS:   # tiny: one shot
-        idx = (ca * nb)[..., :, :, None] + cb[..., None, :, :]
-        return plan["lut"].view(-1)[idx].sum(-2).expand(*batch, M, N).contiguous()
+        idx = (ca * nb).unsqueeze(-1) + cb.unsqueeze(-3)
+        out = torch.take(plan["lut"], idx).sum(-2)       # take: no advanced-indexing cost
+        return out if out.shape == (*batch, M, N) else \
+            out.expand(*batch, M, N).contiguous()
     if math.prod(cb.shape[:-2]) == 1:           # b unbatched: one GEMM over a's rows
         A = ca.reshape(1, -1, ca.shape[-1]).to(torch.int32)
         B = cb.reshape(1, *cb.shape[-2:]).to(torch.int32)
