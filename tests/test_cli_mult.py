@@ -124,3 +124,10 @@ def test_list_and_plot(tmp_path):
 def test_exact_table_helper_is_exact():
     t = exact_table(parse_spec("exact@s8").fmt)
     assert t[128, 128] == 16384 and t[127, 129] == 127 * -127
+
+
+def test_unwritable_output_path_exits_2_naming_it(tmp_path):
+    target = tmp_path / "no" / "such" / "dir" / "t.npy"
+    r = axsa("mult", "table", "exact@s4", "--out", str(target))
+    assert r.returncode == 2
+    assert str(target) in r.stderr and "Traceback" not in r.stderr

@@ -70,6 +70,12 @@ def main(argv=None) -> int:
     except ToolError as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        # a path the user gave cannot be read or written (missing folder, permissions)
+        click.echo(f"error: {exc.filename}: {exc.strerror}", err=True)
+        return 2
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
