@@ -25,9 +25,13 @@ gather does M*K*N lookups; three engines, all exact, avoid it where it matters:
     The plain gather, ``lut[a_code, b_code]`` for every (m, k, n), blocked: the
     reference, and the cheapest for tiny GEMMs.
 
-``engine="auto"`` picks, per call, the engine of least estimated cost for the table's
-structure and the operand shapes (`_estimate`; constants measured with
-scripts/bench_emulation.py). See docs/emulation.md.
+``engine="auto"`` picks, on the first call with a given (table, operand shapes), the
+engine of least estimated cost (`_estimate`; constants measured with
+scripts/bench_emulation.py); on the second call with the same key it times the plausible
+engines on those operands (all exact) and keeps the fastest (`_tune`), which on the
+models' small GEMMs, dominated by fixed per-call costs, often differs. Besides the three
+engines above it may pick ``terms``: the low-rank engine's batched float GEMM over the
+integer terms, for any batch shape. See docs/emulation.md.
 """
 
 from __future__ import annotations
