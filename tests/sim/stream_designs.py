@@ -120,3 +120,36 @@ def products(multiplier, words: np.ndarray) -> np.ndarray:
     if multiplier.p_shape.signed:
         raw -= (raw >> (width - 1)) << width
     return raw
+
+
+def vcd_changes(path) -> tuple[dict, list]:
+    """A VCD file read back: ({signal name: id code}, [(time, id code, value), ...])."""
+    from vcd.reader import TokenKind, tokenize
+    ids, changes, time = {}, [], 0
+    with open(path, "rb") as f:
+        for tok in tokenize(f):
+            if tok.kind is TokenKind.VAR:
+                ids.setdefault(tok.data.reference, tok.data.id_code)
+            elif tok.kind is TokenKind.CHANGE_TIME:
+                time = tok.data
+            elif tok.kind in (TokenKind.CHANGE_SCALAR, TokenKind.CHANGE_VECTOR):
+                changes.append((time, tok.data.id_code, tok.data.value))
+    return ids, changes
+
+
+def imported_lsb0(folder):
+    """A user Verilog multiplier (u4 product with its lowest bit cleared) as a library
+    entry in `folder`: returns (the `Imported` multiplier, its expected table)."""
+    import json
+
+    from axsa.rtl.multipliers import Format
+    from axsa.rtl.multipliers.imported import Imported
+    (folder / "lsb0.v").write_text(
+        "module lsb0(input [3:0] x, input [3:0] y, output [7:0] z);\n"
+        "  wire [7:0] p = x * y;\n  assign z = {p[7:1], 1'b0};\nendmodule\n")
+    codes = np.arange(16)
+    table = (codes[:, None] * codes[None, :]) & ~1
+    entry = {"source": "lsb0.v", "top": "lsb0", "format": "u4", "y_width": 8,
+             "ports": {"a": "x", "b": "y", "y": "z"}}
+    (folder / "entry.json").write_text(json.dumps(entry))
+    return Imported("lsb0", Format.parse("u4"), entry, table, folder), table

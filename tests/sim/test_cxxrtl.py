@@ -5,7 +5,6 @@ Compiles are shared through module-scoped fixtures (each small design compiles o
 few seconds of g++); the session's cache directory starts empty (tests/conftest.py).
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -15,17 +14,18 @@ import pytest
 from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-from axsa.rtl.multipliers import Format, parse_spec
-from axsa.rtl.multipliers.imported import Imported
+from axsa.rtl.multipliers import parse_spec
 from axsa.sim.cxxrtl import CxxrtlEngine, cache_dir
 from axsa.sim.engine import SimulationTimeout, unpack_fields, words_to_ints
 from axsa.sim.pysim_engine import PysimEngine
 from stream_designs import (
     StreamMac,
     StreamMultiplier,
+    imported_lsb0,
     pair_payloads,
     products,
     stream_mac_items,
+    vcd_changes,
 )
 from test_engines import check_mac_runs, run_mac_twice
 
@@ -98,23 +98,13 @@ def test_cache_hit_reuses_the_library(mac_cxxrtl):
 
 
 def test_vcd_parses_back(tmp_path):
-    from vcd.reader import TokenKind, tokenize
-
     path = tmp_path / "mac.vcd"
     with CxxrtlEngine(StreamMac(stall=False), vcd=path) as engine:
         items = stream_mac_items([3, -2], [5, 7], [0, 1])
         _, cycles = engine.run_streams(feeds={"i": items}, drains={"o": 1},
                                        inputs={"bias": 1})
     assert cycles == 3
-    ids, changes, time = {}, [], 0
-    with open(path, "rb") as f:
-        for tok in tokenize(f):
-            if tok.kind is TokenKind.VAR:
-                ids.setdefault(tok.data.reference, tok.data.id_code)
-            elif tok.kind is TokenKind.CHANGE_TIME:
-                time = tok.data
-            elif tok.kind in (TokenKind.CHANGE_SCALAR, TokenKind.CHANGE_VECTOR):
-                changes.append((time, tok.data.id_code, tok.data.value))
+    ids, changes = vcd_changes(path)
     assert {"clk", "o__payload", "o__valid", "i__ready"} <= set(ids)
     rising = [t for t, i, v in changes if i == ids["clk"] and v == "1"]
     assert rising == [10, 20, 30]  # 10 ns period, one rising edge per counted cycle
@@ -225,16 +215,7 @@ def test_multiplier_random_pairs_pysim_and_rtl(spec):
 
 
 def test_imported_verilog_multiplier(tmp_path):
-    # a user circuit: the u4 product with its lowest bit cleared
-    src = tmp_path / "lsb0.v"
-    src.write_text("module lsb0(input [3:0] x, input [3:0] y, output [7:0] z);\n"
-                   "  wire [7:0] p = x * y;\n  assign z = {p[7:1], 1'b0};\nendmodule\n")
-    codes = np.arange(16)
-    table = (codes[:, None] * codes[None, :]) & ~1
-    entry = {"source": "lsb0.v", "top": "lsb0", "format": "u4", "y_width": 8,
-             "ports": {"a": "x", "b": "y", "y": "z"}}
-    (tmp_path / "entry.json").write_text(json.dumps(entry))
-    mult = Imported("lsb0", Format.parse("u4"), entry, table, tmp_path)
+    mult, table = imported_lsb0(tmp_path)  # u4 product with its lowest bit cleared
     a, b = every_pair(mult)
     # the Verilog itself (rtl), and its table (no Verilog needed)
     for kw in ({"multipliers": "rtl", "verilog_sources": mult.verilog_sources}, {}):

@@ -11,6 +11,7 @@ from axsa.rtl.multipliers import parse_spec
 from axsa.sim.cycles import predict_cycles
 from axsa.sim.driver import Requant, emulate_gemm, run_gemm
 from axsa.sim.reference import reference_gemm
+from stream_designs import imported_lsb0
 
 from axsa.errors import InputError
 
@@ -151,23 +152,6 @@ def test_cxxrtl_equals_reference(spec, mode, R, C, multipliers):
     rq = Requant(m, s, bits=5, signed=True)
     res = run_gemm(A, B, mult, engine=eng, mode=mode, requant=rq)
     assert np.array_equal(res.C, rq.apply(reference_gemm(A, B, table, mult.fmt)))
-
-
-def imported_lsb0(tmp_path):
-    """A user Verilog circuit: the u4 product with its lowest bit cleared."""
-    import json
-
-    from axsa.rtl.multipliers import Format
-    from axsa.rtl.multipliers.imported import Imported
-    (tmp_path / "lsb0.v").write_text(
-        "module lsb0(input [3:0] x, input [3:0] y, output [7:0] z);\n"
-        "  wire [7:0] p = x * y;\n  assign z = {p[7:1], 1'b0};\nendmodule\n")
-    codes = np.arange(16)
-    table = (codes[:, None] * codes[None, :]) & ~1
-    entry = {"source": "lsb0.v", "top": "lsb0", "format": "u4", "y_width": 8,
-             "ports": {"a": "x", "b": "y", "y": "z"}}
-    (tmp_path / "entry.json").write_text(json.dumps(entry))
-    return Imported("lsb0", Format.parse("u4"), entry, table, tmp_path), table
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ from stream_designs import (
     products,
     stream_mac_cycles,
     stream_mac_items,
+    vcd_changes,
 )
 
 from axsa.errors import InputError, ToolError
@@ -155,23 +156,13 @@ def test_pysim_multiplier_matches_model_table(spec):
 
 
 def test_pysim_vcd_parses_back(tmp_path):
-    from vcd.reader import TokenKind, tokenize
-
     path = tmp_path / "mac.vcd"
     with PysimEngine(StreamMac(stall=False), vcd=path) as engine:
         items = stream_mac_items([3, -2], [5, 7], [0, 1])
         out, cycles = engine.run_streams(feeds={"i": items}, drains={"o": 1},
                                          inputs={"bias": 1})
     assert cycles == 3
-    ids, changes = {}, []
-    with open(path, "rb") as f:
-        for tok in tokenize(f):
-            if tok.kind is TokenKind.VAR:
-                ids.setdefault(tok.data.reference, tok.data.id_code)
-            elif tok.kind is TokenKind.CHANGE_TIME:
-                time = tok.data
-            elif tok.kind in (TokenKind.CHANGE_SCALAR, TokenKind.CHANGE_VECTOR):
-                changes.append((time, tok.data.id_code, tok.data.value))
+    ids, changes = vcd_changes(path)
     assert {"clk", "o__payload", "o__valid", "i__ready"} <= set(ids)
     rising = [t for t, i, v in changes if i == ids["clk"] and v == "1"]
     assert len(rising) == 3  # one rising edge per counted cycle
