@@ -247,7 +247,8 @@ def main(argv=None) -> int:
                               sa[-2], sa[-1], sb[-1])
             row = {"shape": shape_name, "table": table.name, "error_rank": error_rank(table),
                    "engine": _TUNED.get((table.key, tuple(sa), tuple(sb)),
-                                         min(costs, key=costs.get)), "stacks": int8.stacks if int8 else None,
+                                         min(costs, key=costs.get)),
+                   "stacks": int8.stacks if int8 else None,
                    "exact_ms": t_exact * 1e3, "approx_ms": t_approx * 1e3,
                    "ratio": t_approx / t_exact}
             row["target"] = target(row["error_rank"])
@@ -282,7 +283,8 @@ def main(argv=None) -> int:
         for shape_name, _, _ in shapes:
             mine = [r for r in rows if r["shape"] == shape_name]
             low = [r["ratio"] for r in mine if r["error_rank"] <= 8]
-            print(f"{shape_name:48} worst ratio: error rank <= 8 {max(low, default=math.nan):5.1f}x, "
+            worst_low = max(low, default=math.nan)
+            print(f"{shape_name:48} worst ratio: error rank <= 8 {worst_low:5.1f}x, "
                   f"any table {max(r['ratio'] for r in mine):5.1f}x")
         low = [r["ratio"] for r in rows if r["error_rank"] <= 8]
         print(f"\nworst ratio, error rank <= 8: {max(low, default=math.nan):.1f}x (target 3x); "
