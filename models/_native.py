@@ -1,0 +1,210 @@
+"""The fused C++ approximate-GEMM kernels (``approx_kernels.cc``), called through ctypes.
+
+One call of `NativeCall` computes a whole approximate GEMM from the operands' memory:
+value check, codes, the exact low-rank int8 GEMM (AVX512-VNNI where the CPU has it) or
+the plain gather, int64 result. The library is compiled once per machine with the
+system C++ compiler (``-O3 -march=native``) and cached (`axsa.native`); without a
+compiler `available()` is False and `axsa.models.approx` uses its torch engines only.
+``AXSA_NATIVE=0`` disables the kernels.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from axsa import native
+from axsa.errors import ToolError
+
+SOURCE = Path(__file__).with_name("approx_kernels.cc")
+#: bump when the build recipe changes in a way the hashed inputs do not show
+RECIPE = "axsa-approx-1"
+FLAGS = ("-O3", "-march=native", "-fno-strict-aliasing", "-g")
+
+_i64, _i32, _vp = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
+
+#: operand dtype codes of the kernel
+DTYPES = {torch.float32: 0, torch.float64: 1, torch.int64: 2, torch.int32: 3,
+          torch.int16: 4, torch.int8: 5, torch.uint8: 6}
+
+
+class _Operand(ctypes.Structure):
+    _fields_ = [("batch_stride", _i64), ("outer_stride", _i64), ("inner_stride", _i64),
+                ("lo", _i64), ("hi", _i64), ("dtype", _i32), ("width", _i32)]
+
+
+class _Group(ctypes.Structure):
+    _fields_ = [("f", _vp), ("g", _vp), ("width", _i64), ("scale", _i64)]
+
+
+class _Plan(ctypes.Structure):
+    _fields_ = [("batches", _i64), ("m", _i64), ("k", _i64), ("n", _i64),
+                ("a", _Operand), ("b", _Operand), ("engine", _i32), ("ngroups", _i32),
+                ("groups", _vp), ("row", _vp), ("col", _vp), ("lut32", _vp), ("lut64", _vp),
+                ("acc32", _i32)]
+
+
+_LIBS: dict[bool, ctypes.CDLL | None] = {}
+_LOCK = threading.Lock()
+#: why the kernels are unavailable (compiler missing or failing), for messages
+unavailable_reason = ""
+
+
+def library(generic: bool = False) -> ctypes.CDLL:
+    """The compiled kernels (built on first use); `generic` forces the portable loops.
+
+    Raises ToolError when there is no working C++ compiler.
+    """
+    with _LOCK:
+        lib = _LIBS.get(generic)
+        if lib is None:
+            flags = (*FLAGS, *(["-DAXSA_GENERIC"] if generic else []))
+            cxx = native.cxx("the native emulation kernels")
+
+            def compile_into(work: Path) -> None:
+                native.run_compiler([cxx, "-std=c++17", *flags, "-fPIC", "-shared",
+                                     str(SOURCE), "-o", "approx.so"], work,
+                                    "the emulation kernels")
+
+            path, _ = native.build_cached(
+                "approx", [RECIPE, SOURCE.read_text(), native.cxx_version(cxx)], flags,
+                "approx.so", compile_into)
+            lib = ctypes.CDLL(str(path))
+            lib.axsa_approx_gemm.argtypes = [_vp, _vp, _vp, _vp]
+            lib.axsa_approx_gemm.restype = _i32
+            lib.axsa_approx_simd.argtypes = []
+            lib.axsa_approx_simd.restype = _i32
+            _LIBS[generic] = lib
+        return lib
+
+
+def available() -> bool:
+    """True when the kernels are compiled (or compile now) and not disabled."""
+    global unavailable_reason
+    if os.environ.get("AXSA_NATIVE", "1") == "0":
+        unavailable_reason = "disabled by AXSA_NATIVE=0"
+        return False
+    if _LIBS.get(False, True) is None:
+        return False
+    try:
+        library()
+        return True
+    except ToolError as exc:
+        unavailable_reason = str(exc)
+        with _LOCK:
+            _LIBS[False] = None
+        return False
+
+
+def table_data(plan: dict, table) -> dict:
+    """Per-table arrays for the kernel (kept in the table's plan): digit tables with a's
+    digits shifted to unsigned (+128; the shift's -128 * sum of b's digits goes into the
+    column term, with the plan's constant), and the table itself for the gather."""
+    data = plan.get("native")
+    if data is not None:
+        return data
+    data = {"keep": []}
+    if plan["int8"] is not None:
+        col = plan["col"].numpy().astype(np.int64) + plan["const"]
+        groups = (_Group * max(1, len(plan["groups"])))()
+        for i, grp in enumerate(plan["groups"]):
+            t = grp.f.shape[1]
+            width = t if t in (1, 2, 4) else (4 if t == 3 else -(-t // 8) * 8)
+            # padding digits are 0; 8 spare bytes after each table, so that the kernel's
+            # 4-byte gathers of 1- and 2-byte digits stay inside the buffer
+            codes_a, codes_b = grp.f.shape[0], grp.g.shape[0]
+            f = np.zeros(codes_a * width + 8, dtype=np.uint8)[:-8].reshape(codes_a, width)
+            g = np.zeros(codes_b * width + 8, dtype=np.int8)[:-8].reshape(codes_b, width)
+            f[:, :t] = grp.f.numpy().astype(np.int16) + 128
+            g[:, :t] = grp.g.numpy()
+            col = col - 128 * grp.scale * g.astype(np.int64).sum(axis=1)
+            data["keep"] += [f, g]          # (views: their buffers stay alive)
+            groups[i] = _Group(f.ctypes.data, g.ctypes.data, f.shape[1], grp.scale)
+        row = np.ascontiguousarray(plan["row"].numpy().astype(np.int64))
+        col = np.ascontiguousarray(col)
+        data["keep"] += [row, col, groups]
+        data["groups"], data["ngroups"] = groups, len(plan["groups"])
+        data["row"] = row.ctypes.data if plan["has_row"] else None
+        data["col"] = col.ctypes.data
+    lut = np.ascontiguousarray(table.table)
+    fits = plan["max_abs"] < 2**31
+    lut32 = lut.astype(np.int32) if fits else None
+    data["keep"] += [lut, lut32]
+    data["lut32"] = lut32.ctypes.data if fits else None
+    data["lut64"] = lut.ctypes.data
+    plan["native"] = data
+    return data
+
+
+def batch_stride(shape: tuple, strides: tuple, batch: tuple) -> int | None:
+    """One element stride that walks an operand's batch dimensions (given by `shape` and
+    `strides`, right-aligned with the broadcast `batch` shape) in row-major order: 0 when
+    broadcast over all of them; None when they do not collapse into one stride."""
+    pad = len(batch) - len(shape)
+    st = [0] * pad + [0 if n == 1 else s for n, s in zip(shape, strides)]
+    dims = [(n, s) for n, s in zip(batch, st) if n != 1]
+    if all(s == 0 for _, s in dims):
+        return 0
+    for (_, s0), (n1, s1) in zip(dims, dims[1:]):
+        if s0 != s1 * n1:
+            return None
+    return dims[-1][1]
+
+
+class NativeCall:
+    """A prepared kernel call for one (table, engine, operand shapes, strides, dtypes).
+
+    ``call(a, b)`` returns the int64 result of shape (*batch, M, N), or None when an
+    operand holds a value outside the table's range or not an integer (the caller then
+    finds and names the value).
+    """
+
+    def __init__(self, table, engine: str, a: torch.Tensor, b: torch.Tensor,
+                 batch: tuple, codes: bool = False):
+        plan = table.plan
+        data = table_data(plan, table)
+        self.lib = library()
+        self.fn = self.lib.axsa_approx_gemm
+        M, K = a.shape[-2:]
+        N = b.shape[-1]
+        G = int(np.prod(batch)) if batch else 1
+        sa = batch_stride(tuple(a.shape[:-2]), tuple(a.stride()[:-2]), batch)
+        sb = batch_stride(tuple(b.shape[:-2]), tuple(b.stride()[:-2]), batch)
+        if sa is None or sb is None:
+            raise ValueError("batch dimensions do not collapse")
+        p = _Plan()
+        p.batches, p.m, p.k, p.n = G, M, K, N
+        for op, t, width, rng, bs in ((p.a, a, table.wa, table.a_range, sa),
+                                      (p.b, b, table.wb, table.b_range, sb)):
+            op.batch_stride, op.outer_stride, op.inner_stride = bs, t.stride(-2), t.stride(-1)
+            op.lo, op.hi = (0, (1 << width) - 1) if codes else rng
+            op.dtype, op.width = DTYPES[t.dtype], width
+        if engine == "native":
+            p.engine = 0
+            p.ngroups = data["ngroups"]
+            p.groups = ctypes.addressof(data["groups"])
+            p.row, p.col = data["row"], data["col"]
+        else:
+            p.engine = 1
+            p.lut32, p.lut64 = data["lut32"], data["lut64"]
+            p.acc32 = int(data["lut32"] is not None and K * plan["max_abs"] < 2**31)
+        self.plan, self.data = p, data
+        self.ref = ctypes.addressof(p)
+        self.shape = (*batch, M, N)
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
+        out = torch.empty(self.shape, dtype=torch.int64)
+        if self.fn(self.ref, a.data_ptr(), b.data_ptr(), out.data_ptr()):
+            return None
+        return out
+
+
+def supported(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Operands the kernel reads directly: CPU tensors of a kernel dtype, at least 2-D."""
+    return (a.device.type == "cpu" and b.device.type == "cpu" and a.dtype in DTYPES and
+            b.dtype in DTYPES and a.dim() >= 2 and b.dim() >= 2)

@@ -1,0 +1,478 @@
+// Fused CPU kernels for axsa.models.approx (see models/_native.py, docs/emulation.md).
+//
+// One call computes a whole approximate GEMM, C[g, m, n] = sum_k lut[code(a), code(b)],
+// from the operands' own memory (float or integer values, any strides): operand check
+// and code conversion, then one of two exact engines, then the int64 result. On the
+// models' small GEMMs the per-call cost of a chain of torch operations dominates; here
+// there is one call.
+//
+// Engine 0, low rank: lut[a, b] == sum_grp scale * (F[a] . G[b]) + row[a] + col[b], with
+// F (int8 digits + 128, so unsigned) and G (int8 digits) per code (models/_lowrank.py;
+// the +128 shift is compensated in col by the caller). The digits of every operand
+// element are laid side by side along K (K' = K * width) and the GEMM runs on
+// AVX512-VNNI dot products (u8 x s8 -> s32; 64 multiply-adds per instruction), or on a
+// portable loop elsewhere. Every partial sum is exact in int32 (K' chunks of at most
+// 65536: 65536 * 255 * 128 < 2^31) and added into int64.
+//
+// Engine 1, gather: the plain table lookup for tables without structure, with int32
+// partial sums where K * max|lut| < 2^31, else int64.
+//
+// Build: g++ -std=c++17 -O3 -march=native -fPIC -shared (models/_native.py); define
+// AXSA_GENERIC to force the portable loops (the tests build both).
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__) && \
+    !defined(AXSA_GENERIC)
+#include <immintrin.h>
+#define AXSA_VNNI 1
+#else
+#define AXSA_VNNI 0
+#endif
+#ifndef AXSA_HW_GATHER
+#define AXSA_HW_GATHER 0
+#endif
+
+extern "C" {
+
+// One operand: a is (g, m, k), b is (g, k, n); strides in elements (0 = broadcast).
+struct AxsaOperand {
+    int64_t batch_stride, outer_stride, inner_stride;
+    int64_t lo, hi;   // allowed values
+    int32_t dtype;    // 0 float32, 1 float64, 2 int64, 3 int32, 4 int16, 5 int8, 6 uint8
+    int32_t width;    // code bits
+};
+
+struct AxsaGroup {
+    const uint8_t* f;  // (2^wa, width): a's digits + 128
+    const int8_t* g;   // (2^wb, width): b's digits
+    int64_t width, scale;
+};
+
+struct AxsaPlan {
+    int64_t batches, m, k, n;
+    AxsaOperand a, b;
+    int32_t engine;   // 0 low rank, 1 gather
+    int32_t ngroups;
+    const AxsaGroup* groups;
+    const int64_t* row;     // per code of a, or null
+    const int64_t* col;     // per code of b (constant and shift folded in), or null
+    const int32_t* lut32;   // gather: row-major (2^wa, 2^wb), or null
+    const int64_t* lut64;   // gather: used when lut32 is null
+    int32_t acc32;          // gather: K * max|lut| < 2^31
+};
+
+int32_t axsa_approx_simd(void) { return AXSA_VNNI; }
+
+}  // extern "C"
+
+namespace {
+
+constexpr int64_t kTileN = 32;         // output columns per micro tile (two 16-lane vectors)
+constexpr int64_t kMaxMR = 8;          // output rows per micro tile
+constexpr int64_t kMaxK4 = 16384;      // K' / 4 per int32 chunk (K' <= 65536)
+constexpr int64_t kRowChunk = 256;     // rows whose digits are made at once
+constexpr int64_t kPanelBytes = 1 << 20;  // packed b digits per column panel
+
+// Values at x[r * outer + c * inner] (r < rows, c < cols) -> codes, row-major.
+// False on a value outside [lo, hi] or not an integer (NaN included). Branch-free, so
+// that the compiler vectorises it (the clamp keeps the int conversion defined).
+template <typename T>
+bool to_codes(const T* x, int64_t outer, int64_t inner, int64_t rows, int64_t cols,
+              int64_t lo, int64_t hi, int32_t width, int32_t* out) {
+    const int32_t mask = (int32_t(1) << width) - 1;
+    const T tlo = T(lo), thi = T(hi);
+    int bad = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+        const T* src = x + r * outer;
+        int32_t* dst = out + r * cols;
+        if (inner == 1) {
+            for (int64_t c = 0; c < cols; ++c) {
+                T v = src[c];
+                T vc = v >= tlo ? (v <= thi ? v : thi) : tlo;
+                int32_t iv = int32_t(vc);
+                bad |= int(vc != v) | int(T(iv) != vc);
+                dst[c] = iv & mask;
+            }
+        } else {
+            for (int64_t c = 0; c < cols; ++c) {
+                T v = src[c * inner];
+                T vc = v >= tlo ? (v <= thi ? v : thi) : tlo;
+                int32_t iv = int32_t(vc);
+                bad |= int(vc != v) | int(T(iv) != vc);
+                dst[c] = iv & mask;
+            }
+        }
+    }
+    return !bad;
+}
+
+bool codes_of(const void* base, int32_t dtype, int64_t offset, int64_t outer, int64_t inner,
+              int64_t rows, int64_t cols, int64_t lo, int64_t hi, int32_t width, int32_t* out) {
+    switch (dtype) {
+        case 0: return to_codes(static_cast<const float*>(base) + offset, outer, inner, rows,
+                                cols, lo, hi, width, out);
+        case 1: return to_codes(static_cast<const double*>(base) + offset, outer, inner, rows,
+                                cols, lo, hi, width, out);
+        case 2: return to_codes(static_cast<const int64_t*>(base) + offset, outer, inner, rows,
+                                cols, lo, hi, width, out);
+        case 3: return to_codes(static_cast<const int32_t*>(base) + offset, outer, inner, rows,
+                                cols, lo, hi, width, out);
+        case 4: return to_codes(static_cast<const int16_t*>(base) + offset, outer, inner, rows,
+                                cols, lo, hi, width, out);
+        case 5: return to_codes(static_cast<const int8_t*>(base) + offset, outer, inner, rows,
+                                cols, lo, hi, width, out);
+        case 6: return to_codes(static_cast<const uint8_t*>(base) + offset, outer, inner, rows,
+                                cols, lo, hi, width, out);
+        default: return false;
+    }
+}
+
+// Codes of `rows` consecutive rows of a, starting at global row r0 (row r is batch r / m,
+// row r % m; the batch index is taken modulo nothing: the caller passes global rows).
+bool a_codes(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows, int32_t* out) {
+    const AxsaOperand& o = p.a;
+    while (rows > 0) {
+        int64_t g = r0 / p.m, i = r0 % p.m;
+        int64_t take = std::min(rows, p.m - i);
+        if (!codes_of(a, o.dtype, g * o.batch_stride + i * o.outer_stride, o.outer_stride,
+                      o.inner_stride, take, p.k, o.lo, o.hi, o.width, out))
+            return false;
+        out += take * p.k;
+        r0 += take;
+        rows -= take;
+    }
+    return true;
+}
+
+template <typename T>
+T* scratch(std::vector<T>& v, size_t n) {
+    if (v.size() < n) v.resize(n);
+    return v.data();
+}
+
+// ---- int8 micro kernel: C[i, j] = sum_k4 sum_q A[i, 4 k4 + q] * B[k4, j, q] ------------
+// A: u8 rows of stride lda; B: packed s8, `ldb` bytes per k4 (4 per column);
+// C: int32, kTileN per row.
+
+#if AXSA_VNNI
+template <int MR, int NV>
+void micro(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t k4n,
+           int32_t* C) {
+    __m512i acc[MR][NV];
+    for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_si512();
+    for (int64_t k4 = 0; k4 < k4n; ++k4) {
+        __m512i b[NV];
+        for (int j = 0; j < NV; ++j) b[j] = _mm512_loadu_si512(B + k4 * ldb + 64 * j);
+        for (int i = 0; i < MR; ++i) {
+            int32_t word;
+            std::memcpy(&word, A + i * lda + 4 * k4, 4);
+            __m512i av = _mm512_set1_epi32(word);
+            for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], av, b[j]);
+        }
+    }
+    for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NV; ++j)
+            _mm512_storeu_si512(C + i * kTileN + 16 * j, acc[i][j]);
+}
+#else
+template <int MR, int NV>
+void micro(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t k4n,
+           int32_t* C) {
+    constexpr int W = 16 * NV;
+    int32_t acc[MR][W] = {};
+    for (int64_t k4 = 0; k4 < k4n; ++k4) {
+        const int8_t* b = B + k4 * ldb;
+        for (int i = 0; i < MR; ++i) {
+            const uint8_t* a = A + i * lda + 4 * k4;
+            int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+            for (int j = 0; j < W; ++j)
+                acc[i][j] += a0 * b[4 * j] + a1 * b[4 * j + 1] + a2 * b[4 * j + 2] +
+                             a3 * b[4 * j + 3];
+        }
+    }
+    for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < W; ++j) C[i * kTileN + j] = acc[i][j];
+}
+#endif
+
+using MicroFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*);
+
+template <int NV>
+MicroFn micro_for(int64_t mr) {
+    switch (mr) {
+        case 1: return micro<1, NV>;
+        case 2: return micro<2, NV>;
+        case 3: return micro<3, NV>;
+        case 4: return micro<4, NV>;
+        case 5: return micro<5, NV>;
+        case 6: return micro<6, NV>;
+        case 7: return micro<7, NV>;
+        default: return micro<8, NV>;
+    }
+}
+
+struct Scratch {
+    std::vector<int32_t> ca, cb, tile;
+    std::vector<uint8_t> digits_a;
+    std::vector<int8_t> packed_b;
+    std::vector<int64_t> rowsum, colsum, acc64;
+};
+
+thread_local Scratch tls;
+
+// ---- table lookups (AVX-512 gathers where available; tables are padded by the caller
+// so that a 4-byte read at the last code stays inside) -----------------------------------
+
+// out[i] = table[idx[i] * mul + add], 32-bit elements.
+void gather_u32(const uint32_t* table, const int32_t* idx, int64_t n, int32_t mul,
+                int32_t add, uint32_t* out) {
+    int64_t i = 0;
+#if AXSA_VNNI && AXSA_HW_GATHER
+    const __m512i vm = _mm512_set1_epi32(mul), va = _mm512_set1_epi32(add);
+    for (; i + 16 <= n; i += 16) {
+        __m512i x = _mm512_loadu_si512(idx + i);
+        x = _mm512_add_epi32(_mm512_mullo_epi32(x, vm), va);
+        _mm512_storeu_si512(out + i, _mm512_i32gather_epi32(x, table, 4));
+    }
+#endif
+    for (; i < n; ++i) out[i] = table[int64_t(idx[i]) * mul + add];
+}
+
+// out[i] = table[idx[i]], 64-bit elements.
+void gather_u64(const uint64_t* table, const int32_t* idx, int64_t n, uint64_t* out) {
+    int64_t i = 0;
+#if AXSA_VNNI && AXSA_HW_GATHER
+    for (; i + 8 <= n; i += 8) {
+        __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx + i));
+        _mm512_storeu_si512(out + i, _mm512_i32gather_epi64(x, table, 8));
+    }
+#endif
+    for (; i < n; ++i) out[i] = table[idx[i]];
+}
+
+// acc[i] += table[idx[i]], int64.
+void gather_add_i64(const int64_t* table, const int32_t* idx, int64_t n, int64_t* acc) {
+    int64_t i = 0;
+#if AXSA_VNNI && AXSA_HW_GATHER
+    for (; i + 8 <= n; i += 8) {
+        __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx + i));
+        __m512i v = _mm512_i32gather_epi64(x, table, 8);
+        _mm512_storeu_si512(acc + i, _mm512_add_epi64(_mm512_loadu_si512(acc + i), v));
+    }
+#endif
+    for (; i < n; ++i) acc[i] += table[idx[i]];
+}
+
+// sum of table[idx[i]], int64.
+int64_t gather_sum_i64(const int64_t* table, const int32_t* idx, int64_t n) {
+    int64_t i = 0, s = 0;
+#if AXSA_VNNI && AXSA_HW_GATHER
+    __m512i acc = _mm512_setzero_si512();
+    for (; i + 8 <= n; i += 8) {
+        __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx + i));
+        acc = _mm512_add_epi64(acc, _mm512_i32gather_epi64(x, table, 8));
+    }
+    s = _mm512_reduce_add_epi64(acc);
+#endif
+    for (; i < n; ++i) s += table[idx[i]];
+    return s;
+}
+
+// Digit tables are read as one element per code (W = 1, 2 or 4 bytes) or W / 8 uint64
+// per code (W a multiple of 8); the caller pads every group to such a width.
+// b's digits for columns [n0, n0 + np) packed as (k4, column, 4) int8, zero padded:
+// the 4 bytes of a (k4, column) word are digits kk = 4 k4 .. 4 k4 + 3 of the K * W
+// digits of the column (kk = k * W + t).
+void pack_b(const AxsaGroup& grp, const int32_t* cb, int64_t K, int64_t N, int64_t n0,
+            int64_t np, int64_t np_pad, int64_t k4n, int8_t* out) {
+    const int64_t W = grp.width;
+    uint32_t* words = reinterpret_cast<uint32_t*>(out);
+    if (W >= 4) {  // W / 4 whole words per code
+        const uint32_t* g = reinterpret_cast<const uint32_t*>(grp.g);
+        const int32_t wpc = int32_t(W / 4);
+        for (int64_t k = 0; k < K; ++k)
+            for (int32_t j = 0; j < wpc; ++j) {
+                uint32_t* dst = words + (k * wpc + j) * np_pad;
+                gather_u32(g, cb + k * N + n0, np, wpc, j, dst);
+                std::memset(dst + np, 0, size_t(np_pad - np) * 4);
+            }
+        return;
+    }
+    std::memset(out, 0, size_t(k4n * np_pad * 4));
+    const int64_t per = 4 / W;  // codes per word
+    for (int64_t k4 = 0; k4 < k4n; ++k4) {
+        uint32_t* dst = words + k4 * np_pad;
+        for (int64_t q = 0; q < per && k4 * per + q < K; ++q) {
+            const int32_t* codes = cb + (k4 * per + q) * N + n0;
+            const int shift = int(8 * W * q);
+            if (W == 1) {
+                const uint8_t* g = reinterpret_cast<const uint8_t*>(grp.g);
+                for (int64_t c = 0; c < np; ++c) dst[c] |= uint32_t(g[codes[c]]) << shift;
+            } else {
+                const uint16_t* g = reinterpret_cast<const uint16_t*>(grp.g);
+                for (int64_t c = 0; c < np; ++c) dst[c] |= uint32_t(g[codes[c]]) << shift;
+            }
+        }
+    }
+}
+
+// a's digits for `rows` rows of codes, (rows, kp) u8, zero padded to kp.
+void digits_a(const AxsaGroup& grp, const int32_t* ca, int64_t rows, int64_t K, int64_t kp,
+              uint8_t* out) {
+    const int64_t W = grp.width;
+    for (int64_t r = 0; r < rows; ++r) {
+        uint8_t* dst = out + r * kp;
+        const int32_t* codes = ca + r * K;
+        if (W == 1) {
+            for (int64_t k = 0; k < K; ++k) dst[k] = grp.f[codes[k]];
+        } else if (W == 2) {
+            const uint16_t* f = reinterpret_cast<const uint16_t*>(grp.f);
+            uint16_t* d = reinterpret_cast<uint16_t*>(dst);
+            for (int64_t k = 0; k < K; ++k) d[k] = f[codes[k]];
+        } else if (W == 4) {
+            gather_u32(reinterpret_cast<const uint32_t*>(grp.f), codes, K, 1, 0,
+                       reinterpret_cast<uint32_t*>(dst));
+        } else if (W == 8) {
+            gather_u64(reinterpret_cast<const uint64_t*>(grp.f), codes, K,
+                       reinterpret_cast<uint64_t*>(dst));
+        } else {
+            const uint64_t* f = reinterpret_cast<const uint64_t*>(grp.f);
+            uint64_t* d = reinterpret_cast<uint64_t*>(dst);
+            const int64_t wpc = W / 8;
+            for (int64_t k = 0; k < K; ++k)
+                for (int64_t j = 0; j < wpc; ++j) d[k * wpc + j] = f[int64_t(codes[k]) * wpc + j];
+        }
+        std::memset(dst + K * W, 0, size_t(kp - K * W));
+    }
+}
+
+// Low rank: `rows` rows of a (global rows r0..) against b's codes cb (K x N).
+bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
+                  const int32_t* cb, int64_t* out) {
+    const int64_t K = p.k, N = p.n;
+    int64_t* colsum = scratch(tls.colsum, size_t(N));
+    for (int64_t n = 0; n < N; ++n) colsum[n] = 0;
+    if (p.col)
+        for (int64_t k = 0; k < K; ++k) gather_add_i64(p.col, cb + k * N, N, colsum);
+    const int64_t chunk = std::min(rows, kRowChunk);
+    int32_t* ca = scratch(tls.ca, size_t(chunk * K));
+    int64_t* rowsum = scratch(tls.rowsum, size_t(chunk));
+    int32_t* tile = scratch(tls.tile, size_t(kMaxMR * kTileN));
+    int64_t max_w = 1;
+    for (int gi = 0; gi < p.ngroups; ++gi) max_w = std::max(max_w, p.groups[gi].width);
+    const int64_t kp_max = (K * max_w + 3) / 4 * 4;
+    int64_t panel = std::max<int64_t>(kTileN, kPanelBytes / std::max<int64_t>(1, kp_max) /
+                                                  kTileN * kTileN);
+    panel = std::min(panel, (N + kTileN - 1) / kTileN * kTileN);
+    for (int64_t c0 = 0; c0 < rows; c0 += kRowChunk) {
+        const int64_t rc = std::min(kRowChunk, rows - c0);
+        if (!a_codes(p, a, r0 + c0, rc, ca)) return false;
+        for (int64_t r = 0; r < rc; ++r) {
+            rowsum[r] = p.row ? gather_sum_i64(p.row, ca + r * K, K) : 0;
+        }
+        int64_t* o = out + c0 * N;
+        for (int64_t r = 0; r < rc; ++r)
+            for (int64_t n = 0; n < N; ++n) o[r * N + n] = rowsum[r] + colsum[n];
+        for (int gi = 0; gi < p.ngroups; ++gi) {
+            const AxsaGroup& grp = p.groups[gi];
+            const int64_t kp = (K * grp.width + 3) / 4 * 4, k4n = kp / 4;
+            uint8_t* da = scratch(tls.digits_a, size_t(rc * kp + 8));
+            digits_a(grp, ca, rc, K, kp, da);
+            for (int64_t n0 = 0; n0 < N; n0 += panel) {
+                const int64_t np = std::min(panel, N - n0);
+                const int64_t np_pad = (np + 15) / 16 * 16;
+                int8_t* pb = scratch(tls.packed_b, size_t(k4n * np_pad * 4));
+                pack_b(grp, cb, K, N, n0, np, np_pad, k4n, pb);
+                for (int64_t t0 = 0; t0 < np_pad; t0 += kTileN) {
+                    const int64_t tw = std::min(kTileN, np_pad - t0);   // 16 or 32
+                    const int64_t valid = std::min(tw, np - t0);
+                    for (int64_t i0 = 0; i0 < rc; i0 += kMaxMR) {
+                        const int64_t mr = std::min(kMaxMR, rc - i0);
+                        MicroFn fn = tw == 32 ? micro_for<2>(mr) : micro_for<1>(mr);
+                        for (int64_t q0 = 0; q0 < k4n; q0 += kMaxK4) {
+                            const int64_t qn = std::min(kMaxK4, k4n - q0);
+                            fn(da + i0 * kp + 4 * q0, kp, pb + (q0 * np_pad + t0) * 4,
+                               np_pad * 4, qn, tile);
+                            const int64_t scale = grp.scale;
+                            for (int64_t i = 0; i < mr; ++i) {
+                                int64_t* dst = o + (i0 + i) * N + n0 + t0;
+                                const int32_t* src = tile + i * kTileN;
+                                for (int64_t j = 0; j < valid; ++j)
+                                    dst[j] += scale * int64_t(src[j]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    return true;
+}
+
+// Gather: out[r, n] = sum_k lut[ca[r, k], cb[k, n]].
+template <typename L, typename Acc>
+void gather_rows(const L* lut, int64_t nb, const int32_t* ca, int64_t rows, int64_t K,
+                 const int32_t* cb, int64_t N, Acc* acc, int64_t* out) {
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t n = 0; n < N; ++n) acc[n] = 0;
+        for (int64_t k = 0; k < K; ++k) {
+            const L* row = lut + int64_t(ca[r * K + k]) * nb;
+            const int32_t* idx = cb + k * N;
+            for (int64_t n = 0; n < N; ++n) acc[n] += Acc(row[idx[n]]);
+        }
+        for (int64_t n = 0; n < N; ++n) out[r * N + n] = int64_t(acc[n]);
+    }
+}
+
+bool gather_block(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
+                  const int32_t* cb, int64_t* out) {
+    const int64_t K = p.k, N = p.n, nb = int64_t(1) << p.b.width;
+    int32_t* ca = scratch(tls.ca, size_t(std::min(rows, kRowChunk) * K));
+    for (int64_t c0 = 0; c0 < rows; c0 += kRowChunk) {
+        const int64_t rc = std::min(kRowChunk, rows - c0);
+        if (!a_codes(p, a, r0 + c0, rc, ca)) return false;
+        int64_t* o = out + c0 * N;
+        if (p.lut32 && p.acc32) {
+            int32_t* acc = reinterpret_cast<int32_t*>(scratch(tls.acc64, size_t(N)));
+            gather_rows(p.lut32, nb, ca, rc, K, cb, N, acc, o);
+        } else if (p.lut32) {
+            gather_rows(p.lut32, nb, ca, rc, K, cb, N, scratch(tls.acc64, size_t(N)), o);
+        } else {
+            gather_rows(p.lut64, nb, ca, rc, K, cb, N, scratch(tls.acc64, size_t(N)), o);
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+extern "C" {
+
+// C = approx(a, b) into `out` ((batches, m, n) int64, contiguous).
+// Returns 0, or 1 / 2 when operand a / b holds a value outside its range or not an
+// integer (the caller finds and names it).
+int32_t axsa_approx_gemm(const AxsaPlan* plan, const void* a, const void* b, int64_t* out) {
+    const AxsaPlan& p = *plan;
+    const int64_t K = p.k, N = p.n;
+    int32_t* cb = scratch(tls.cb, size_t(K * N));
+    // b shared by every batch: one pass over all batches' rows
+    const bool shared = p.b.batch_stride == 0;
+    const int64_t passes = shared ? 1 : p.batches;
+    const int64_t rows = shared ? p.batches * p.m : p.m;
+    for (int64_t g = 0; g < passes; ++g) {
+        if (!codes_of(b, p.b.dtype, g * p.b.batch_stride, p.b.outer_stride, p.b.inner_stride,
+                      K, N, p.b.lo, p.b.hi, p.b.width, cb))
+            return 2;
+        const int64_t r0 = g * p.m;
+        bool ok = p.engine == 0 ? lowrank_rows(p, a, r0, rows, cb, out + r0 * N)
+                                : gather_block(p, a, r0, rows, cb, out + r0 * N);
+        if (!ok) return 1;
+    }
+    return 0;
+}
+
+}  // extern "C"
