@@ -161,14 +161,16 @@ class NativeCall:
 
     ``call(a, b)`` returns the int64 result of shape (*batch, M, N), or None when an
     operand holds a value outside the table's range or not an integer (the caller then
-    finds and names the value).
+    finds and names the value). `codes`: the operands hold codes (0..2^w-1), not values;
+    `generic`: the library built with the portable loops instead of AVX512-VNNI.
+    Raises ValueError when a batch dimension cannot be walked with one stride.
     """
 
     def __init__(self, table, engine: str, a: torch.Tensor, b: torch.Tensor,
-                 batch: tuple, codes: bool = False):
+                 batch: tuple, codes: bool = False, generic: bool = False):
         plan = table.plan
         data = table_data(plan, table)
-        self.lib = library()
+        self.lib = library(generic)
         self.fn = self.lib.axsa_approx_gemm
         M, K = a.shape[-2:]
         N = b.shape[-1]

@@ -45,9 +45,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from axsa.errors import InputError
+from axsa.errors import InputError, ToolError
 
-from . import _lowrank
+from . import _lowrank, _native
 
 #: elements of the temporary per-block tensors (bounds memory of both engines)
 BLOCK_ELEMENTS = 1 << 22
@@ -61,7 +61,9 @@ GATHER_BLOCK_ELEMENTS = 1 << 16
 #: elements of the embedding-bag engine's gathered block (fits in L2)
 BAG_BLOCK_ELEMENTS = 1 << 19
 
-Engine = Literal["auto", "lowrank", "bag", "gather"]
+Engine = Literal["auto", "lowrank", "bag", "gather", "native", "native-gather"]
+#: engines a caller may name
+ENGINES = ("auto", "lowrank", "bag", "gather", "native", "native-gather")
 
 #: widest operand a table may have (the factorization search is O(4^w) per step)
 MAX_WIDTH = 10
@@ -278,6 +280,7 @@ def _make_plan(pt: ProductTable) -> dict:
             np.int32 if np.abs(pt.table).max() < 2**31 else np.int64)),
         "lut_float": lut_f32,
         "max_abs": int(np.abs(pt.table).max()),
+        "table": pt,
     }
     if int8 is not None:
         plan["groups"] = [_Group(scale, f, g) for scale, f, g in int8.groups]
@@ -382,6 +385,14 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
         An operand value outside the table's range, a non-integer value, or shapes that
         do not multiply.
     """
+    if engine == "auto" and type(a) is torch.Tensor and type(b) is torch.Tensor:
+        # the prepared native kernel call for these operands, once `auto` picked it
+        call = _FAST.get((getattr(table, "key", None), a.shape, a.stride(), a.dtype,
+                          b.shape, b.stride(), b.dtype))
+        if call is not None:
+            out = call(a, b)
+            if out is not None:
+                return out                 # else a bad value: found and named below
     if not isinstance(table, ProductTable):
         raise InputError(f"table must be a ProductTable, got {type(table).__name__}")
     if isinstance(a, np.ndarray):
@@ -394,21 +405,32 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
     a, b, batch, squeeze = _shapes(a, b)
     ca = _as_codes(a, "a", *table.a_range, table.wa, table)
     cb = _as_codes(b, "b", *table.b_range, table.wb, table)
-    if engine not in ("auto", "lowrank", "bag", "gather"):
-        raise InputError(f"unknown engine {engine!r}: expected auto, lowrank, bag or gather")
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}: expected one of {', '.join(ENGINES)}")
     if 0 in (ca.shape[-2], ca.shape[-1], cb.shape[-1]) or 0 in batch:   # empty sum: 0
         out = torch.zeros(*batch, ca.shape[-2], cb.shape[-1], dtype=torch.int64)
         for dim in squeeze:
             out = out.squeeze(dim)
         return out
     plan = table.plan
-    if engine == "auto":
+    auto = engine == "auto"
+    if auto:
         key = (table.key, tuple(ca.shape), tuple(cb.shape))
         engine = _TUNED.get(key)
         if engine is None:
             engine = (_tune(key, plan, ca, cb, batch) if _tune_now(key)
                       else _auto_engine(plan, ca, cb, batch))
-    if engine == "terms":                # auto only: the float GEMM over integer terms
+    if engine in ("native", "native-gather"):
+        if engine == "native" and plan["int8"] is None:
+            raise InputError(f"engine 'native' needs an exact low-rank factorization, which "
+                             f"table {table.name or table.key[:10]} does not have")
+        if not _native.available():
+            raise ToolError(f"engine {engine!r} needs the compiled kernels: "
+                            f"{_native.unavailable_reason}")
+        out = _native_matmul(ca, cb, batch, plan, engine)
+        if auto and _TUNED.get(key) == engine:   # later calls skip the checks in Python
+            _prepare_fast(table, engine, a, b, batch)
+    elif engine == "terms":                # auto only: the float GEMM over integer terms
         out = _lowrank_batched(ca, cb, plan)
         out = out if out.shape == (*batch, ca.shape[-2], cb.shape[-1]) else \
             out.expand(*batch, ca.shape[-2], cb.shape[-1]).contiguous()
@@ -422,7 +444,7 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
     elif engine == "gather":
         out = _gather_matmul(ca, cb, batch, plan)
     else:
-        raise InputError(f"unknown engine {engine!r}: expected auto, lowrank, bag or gather")
+        raise InputError(f"unknown engine {engine!r}: expected one of {', '.join(ENGINES)}")
     for dim in squeeze:
         out = out.squeeze(dim)
     return out
@@ -449,6 +471,8 @@ def _estimate(plan, ga: int, gb: int, M: int, K: int, N: int) -> dict[str, float
         return 40e3 + 10e3 * calls + 0.5 * K * side * codes + 0.1 * P * Q * K
 
     costs = {"gather": 30e3 + 1.3 * macs}
+    if _native.available():
+        costs.update(_native_costs(plan, ga, gb, M, K, N))
     if ga == 1 or gb == 1:                                 # one 2-D GEMM
         P, Q = (ga * M, N) if gb == 1 else (M, gb * N)
         costs["bag"] = bag(P, Q)
@@ -459,6 +483,23 @@ def _estimate(plan, ga: int, gb: int, M: int, K: int, N: int) -> dict[str, float
         costs["bag"] = G * bag(M, N)
         if plan["int8"] is not None:
             costs["lowrank"] = min(_batched_costs(plan, G, M, K, N))
+    return costs
+
+
+def _native_costs(plan, ga: int, gb: int, M: int, K: int, N: int) -> dict[str, float]:
+    """Estimated ns of the native kernels: per operand element (check, codes, digits),
+    per int8 multiply-accumulate (VNNI, ~0.0025 ns) and per lookup of the gather."""
+    G = max(ga, gb)
+    rows = G * M
+    passes = 1 if gb == 1 else G          # b's digits are packed once per batch of b
+    n_pad = -(-N // 16) * 16
+    costs = {"native-gather": 3e3 + 0.45 * rows * K * N + 1.5 * (rows * K + passes * K * N)}
+    if plan["int8"] is not None:
+        W = plan["width"]
+        k_pad = -(-K * W // 4) * 4
+        costs["native"] = (3e3 + (1.5 + 0.3 * W) * rows * K +
+                           passes * (1.5 + 0.5 * W) * K * N + 1.0 * rows * N +
+                           0.0025 * rows * k_pad * n_pad)
     return costs
 
 
@@ -516,7 +557,12 @@ def _tune(key, plan, ca, cb, batch) -> str:
     if len(names) > 1:
         times = {}
         for name in names:
-            fn = _ENGINES[name]
+            if name.startswith("native"):    # timed as the prepared call later calls make
+                xa, xb = _native_operands(ca, cb, batch)
+                call = _native_call(plan, name, xa, xb, batch)
+                fn = lambda *_, call=call, xa=xa, xb=xb: call(xa, xb)   # noqa: E731
+            else:
+                fn = _ENGINES[name]
             best = math.inf
             for _ in range(2):
                 t0 = time.perf_counter()
@@ -811,10 +857,66 @@ def _terms_matmul(ca, cb, batch, plan) -> torch.Tensor:
     return _lowrank_batched(ca, cb, plan)
 
 
+# -- engines: the native kernels (models/approx_kernels.cc) -----------------------------
+
+#: prepared native calls on raw operands, by (table key, shape, stride, dtype of a and b):
+#: `approx_matmul`'s fast path, filled once `auto` has tuned a native engine for them
+_FAST: dict[tuple, _native.NativeCall] = {}
+#: prepared native calls on codes (the engine as `_tune` and forced engines run it)
+_PREPARED: dict[tuple, _native.NativeCall] = {}
+
+
+def _native_call(plan, kind: str, ca, cb, batch) -> _native.NativeCall:
+    """The prepared kernel call on these code tensors (see `_native_operands`)."""
+    key = (plan["table"].key, kind, ca.shape, ca.stride(), cb.shape, cb.stride())
+    call = _PREPARED.get(key)
+    if call is None:
+        if len(_PREPARED) > MAX_TUNED:
+            _PREPARED.clear()
+        call = _PREPARED[key] = _native.NativeCall(plan["table"], kind, ca, cb, batch,
+                                                   codes=True)
+    return call
+
+
+def _native_operands(ca, cb, batch):
+    """Code tensors whose batch dimensions the kernel can walk with one stride each
+    (expanded copies for the rare broadcasts that do not collapse)."""
+    if _native.batch_stride(tuple(ca.shape[:-2]), tuple(ca.stride()[:-2]), batch) is None or \
+            _native.batch_stride(tuple(cb.shape[:-2]), tuple(cb.stride()[:-2]), batch) is None:
+        ca = ca.expand(*batch, *ca.shape[-2:]).contiguous()
+        cb = cb.expand(*batch, *cb.shape[-2:]).contiguous()
+    return ca, cb
+
+
+def _native_matmul(ca, cb, batch, plan, kind: str) -> torch.Tensor:
+    """The native kernel on int64 codes (checked already, so it cannot refuse them)."""
+    ca, cb = _native_operands(ca, cb, batch)
+    return _native_call(plan, kind, ca, cb, batch)(ca, cb)
+
+
+def _prepare_fast(table, kind: str, a, b, batch) -> None:
+    """Register the native call on these raw operands for `approx_matmul`'s fast path."""
+    if not _native.supported(a, b):
+        return
+    key = (table.key, a.shape, a.stride(), a.dtype, b.shape, b.stride(), b.dtype)
+    if key in _FAST:
+        return
+    try:
+        call = _native.NativeCall(table, kind, a, b, batch)
+    except ValueError:
+        return
+    if len(_FAST) > MAX_TUNED:
+        _FAST.clear()
+    _FAST[key] = call
+
+
 _ENGINES = {"lowrank": lambda ca, cb, batch, plan: _lowrank_matmul(ca, cb, batch, plan),
             "terms": _terms_matmul,
             "bag": lambda ca, cb, batch, plan: _bag_matmul(ca, cb, batch, plan),
-            "gather": lambda ca, cb, batch, plan: _gather_matmul(ca, cb, batch, plan)}
+            "gather": lambda ca, cb, batch, plan: _gather_matmul(ca, cb, batch, plan),
+            "native": lambda ca, cb, batch, plan: _native_matmul(ca, cb, batch, plan, "native"),
+            "native-gather": lambda ca, cb, batch, plan: _native_matmul(ca, cb, batch, plan,
+                                                                        "native-gather")}
 
 
 # -- gradients -------------------------------------------------------------------------

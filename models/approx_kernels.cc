@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__) && \
@@ -83,7 +84,12 @@ template <typename T>
 bool to_codes(const T* x, int64_t outer, int64_t inner, int64_t rows, int64_t cols,
               int64_t lo, int64_t hi, int32_t width, int32_t* out) {
     const int32_t mask = (int32_t(1) << width) - 1;
-    const T tlo = T(lo), thi = T(hi);
+    // the bounds within T's own range (int8 values against a 0..255 table, say)
+    const double tmin = double(std::numeric_limits<T>::lowest());
+    const double tmax = double(std::numeric_limits<T>::max());
+    if (double(lo) > tmax || double(hi) < tmin) return rows * cols == 0;
+    const T tlo = double(lo) < tmin ? std::numeric_limits<T>::lowest() : T(lo);
+    const T thi = double(hi) > tmax ? std::numeric_limits<T>::max() : T(hi);
     int bad = 0;
     for (int64_t r = 0; r < rows; ++r) {
         const T* src = x + r * outer;

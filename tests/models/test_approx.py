@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from axsa.models import _lowrank, approx
+from axsa.models import _lowrank, _native, approx
 from axsa.models.approx import ProductTable, approx_matmul, approx_matmul_grad
 from axsa.rtl.multipliers import FAMILIES, parse_spec
 
@@ -75,11 +75,11 @@ def test_auto_engine_equals_gather_every_family(spec):
 @pytest.mark.parametrize("spec", ["trunc(k=8)@s8", "drum(k=4)@u8", "mitchell(t=3)@s8",
                                   "bam(h=2,v=6)@u8", "cfgtrunc@s8x4", "drum(k=3)@s8x4",
                                   "roba@s8x4", "mitchell@u8"])
-@pytest.mark.parametrize("engine", ["lowrank", "bag", "gather"])
+@pytest.mark.parametrize("engine", ["lowrank", "bag", "gather", "native", "native-gather"])
 def test_every_engine_is_exact(spec, engine):
     rng = np.random.default_rng(7)
     for table in tables_of(spec):
-        if engine == "lowrank" and table.plan["int8"] is None:
+        if engine in ("lowrank", "native") and table.plan["int8"] is None:
             continue
         a, b = operands(rng, table, (11, 29), (29, 13))
         got = approx_matmul(torch.from_numpy(a), torch.from_numpy(b), table, engine=engine)
@@ -138,8 +138,8 @@ def test_batched_shapes_follow_torch_matmul(spec, shape_a, shape_b):
         want = want[..., 0, :]
     if b.ndim == 1:
         want = want[..., 0]
-    for engine in ("auto", "lowrank", "bag", "gather"):
-        if engine == "lowrank" and table.plan["int8"] is None:
+    for engine in approx.ENGINES:
+        if engine in ("lowrank", "native") and table.plan["int8"] is None:
             continue
         got = approx_matmul(torch.from_numpy(a), torch.from_numpy(b), table, engine=engine)
         assert got.shape == want_shape, engine
@@ -214,7 +214,7 @@ def test_bad_operands_name_the_value():
         approx_matmul(torch.zeros(2, 3), torch.zeros(5, 4), table)
     with pytest.raises(InputError, match="do not broadcast"):
         approx_matmul(torch.zeros(2, 2, 3), torch.zeros(3, 3, 4), table)
-    with pytest.raises(InputError, match="unknown engine 'fast'"):
+    with pytest.raises(InputError, match="unknown engine 'fast': expected one of auto, "):
         approx_matmul(ok.T, ok, table, engine="fast")
     unsigned = tables_of("exact@u8")[0]
     with pytest.raises(InputError, match=r"operand a holds -1, outside the range 0\.\.255"):
@@ -394,7 +394,7 @@ def test_empty_operands_follow_torch_matmul(shape_a, shape_b):
     table = tables_of("drum(k=4)@u8")[0]
     a = torch.zeros(shape_a, dtype=torch.int64)
     b = torch.zeros(shape_b, dtype=torch.int64)
-    for engine in ("auto", "lowrank", "bag", "gather"):
+    for engine in approx.ENGINES:
         got = approx_matmul(a, b, table, engine=engine)
         assert got.shape == torch.matmul(a, b).shape and not got.any()
 
@@ -412,7 +412,15 @@ def test_repeated_auto_calls_tune_and_stay_exact(spec, shape_a, shape_b):
     for _ in range(4):
         got = approx_matmul(torch.from_numpy(a), torch.from_numpy(b), table)
         np.testing.assert_array_equal(got.numpy(), want)
-    assert approx._TUNED[(table.key, shape_a, shape_b)] in ("lowrank", "terms", "bag", "gather")
+    tuned = approx._TUNED[(table.key, shape_a, shape_b)]
+    assert tuned in ("lowrank", "terms", "bag", "gather", "native", "native-gather")
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    batch = torch.broadcast_shapes(ta.shape[:-2], tb.shape[:-2])
+    walkable = all(_native.batch_stride(t.shape[:-2], t.stride()[:-2], batch) is not None
+                   for t in (ta, tb))
+    if tuned.startswith("native") and walkable:   # later calls took the prepared call
+        assert (table.key, ta.shape, ta.stride(), ta.dtype, tb.shape, tb.stride(),
+                tb.dtype) in approx._FAST
 
 
 @pytest.mark.parametrize("shape_a, shape_b", [((3, 6, 9), (9, 5)), ((2, 1, 5, 7), (2, 3, 7, 4)),
