@@ -117,6 +117,10 @@ bool to_codes(const T* x, int64_t outer, int64_t inner, int64_t rows, int64_t co
 
 bool codes_of(const void* base, int32_t dtype, int64_t offset, int64_t outer, int64_t inner,
               int64_t rows, int64_t cols, int64_t lo, int64_t hi, int32_t width, int32_t* out) {
+    if (inner == 1 && outer == cols) {   // contiguous rows: one long run (short rows of
+        cols *= rows;                    // K = 1..4 would not vectorise)
+        rows = 1;
+    }
     switch (dtype) {
         case 0: return to_codes(static_cast<const float*>(base) + offset, outer, inner, rows,
                                 cols, lo, hi, width, out);
@@ -140,9 +144,11 @@ bool codes_of(const void* base, int32_t dtype, int64_t offset, int64_t outer, in
 // row r % m; the batch index is taken modulo nothing: the caller passes global rows).
 bool a_codes(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows, int32_t* out) {
     const AxsaOperand& o = p.a;
+    // batches laid out back to back: the rows of several batches are one block
+    const bool flat = o.batch_stride == p.m * o.outer_stride;
     while (rows > 0) {
         int64_t g = r0 / p.m, i = r0 % p.m;
-        int64_t take = std::min(rows, p.m - i);
+        int64_t take = flat ? rows : std::min(rows, p.m - i);
         if (!codes_of(a, o.dtype, g * o.batch_stride + i * o.outer_stride, o.outer_stride,
                       o.inner_stride, take, p.k, o.lo, o.hi, o.width, out))
             return false;
@@ -381,8 +387,9 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
             rowsum[r] = p.row ? gather_sum_i64(p.row, ca + r * K, K) : 0;
         }
         int64_t* o = out + c0 * N;
-        for (int64_t r = 0; r < rc; ++r)
-            for (int64_t n = 0; n < N; ++n) o[r * N + n] = rowsum[r] + colsum[n];
+        if (p.ngroups == 0)   // (else the first group's tiles write row + column terms)
+            for (int64_t r = 0; r < rc; ++r)
+                for (int64_t n = 0; n < N; ++n) o[r * N + n] = rowsum[r] + colsum[n];
         for (int gi = 0; gi < p.ngroups; ++gi) {
             const AxsaGroup& grp = p.groups[gi];
             const int64_t kp = (K * grp.width + 3) / 4 * 4, k4n = kp / 4;
@@ -404,11 +411,19 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
                             fn(da + i0 * kp + 4 * q0, kp, pb + (q0 * np_pad + t0) * 4,
                                np_pad * 4, qn, tile);
                             const int64_t scale = grp.scale;
+                            const bool first = gi == 0 && q0 == 0;
                             for (int64_t i = 0; i < mr; ++i) {
                                 int64_t* dst = o + (i0 + i) * N + n0 + t0;
                                 const int32_t* src = tile + i * kTileN;
-                                for (int64_t j = 0; j < valid; ++j)
-                                    dst[j] += scale * int64_t(src[j]);
+                                if (first) {
+                                    const int64_t rs = rowsum[i0 + i];
+                                    const int64_t* cs = colsum + n0 + t0;
+                                    for (int64_t j = 0; j < valid; ++j)
+                                        dst[j] = rs + cs[j] + scale * int64_t(src[j]);
+                                } else {
+                                    for (int64_t j = 0; j < valid; ++j)
+                                        dst[j] += scale * int64_t(src[j]);
+                                }
                             }
                         }
                     }
