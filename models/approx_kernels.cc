@@ -32,9 +32,6 @@
 #else
 #define AXSA_VNNI 0
 #endif
-#ifndef AXSA_HW_GATHER
-#define AXSA_HW_GATHER 0
-#endif
 
 extern "C" {
 
@@ -236,61 +233,28 @@ struct Scratch {
 
 thread_local Scratch tls;
 
-// ---- table lookups (AVX-512 gathers where available; tables are padded by the caller
-// so that a 4-byte read at the last code stays inside) -----------------------------------
+// ---- table lookups (scalar: on the AMD cores measured, AVX-512 gathers were no faster) --
 
 // out[i] = table[idx[i] * mul + add], 32-bit elements.
 void gather_u32(const uint32_t* table, const int32_t* idx, int64_t n, int32_t mul,
                 int32_t add, uint32_t* out) {
-    int64_t i = 0;
-#if AXSA_VNNI && AXSA_HW_GATHER
-    const __m512i vm = _mm512_set1_epi32(mul), va = _mm512_set1_epi32(add);
-    for (; i + 16 <= n; i += 16) {
-        __m512i x = _mm512_loadu_si512(idx + i);
-        x = _mm512_add_epi32(_mm512_mullo_epi32(x, vm), va);
-        _mm512_storeu_si512(out + i, _mm512_i32gather_epi32(x, table, 4));
-    }
-#endif
-    for (; i < n; ++i) out[i] = table[int64_t(idx[i]) * mul + add];
+    for (int64_t i = 0; i < n; ++i) out[i] = table[int64_t(idx[i]) * mul + add];
 }
 
 // out[i] = table[idx[i]], 64-bit elements.
 void gather_u64(const uint64_t* table, const int32_t* idx, int64_t n, uint64_t* out) {
-    int64_t i = 0;
-#if AXSA_VNNI && AXSA_HW_GATHER
-    for (; i + 8 <= n; i += 8) {
-        __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx + i));
-        _mm512_storeu_si512(out + i, _mm512_i32gather_epi64(x, table, 8));
-    }
-#endif
-    for (; i < n; ++i) out[i] = table[idx[i]];
+    for (int64_t i = 0; i < n; ++i) out[i] = table[idx[i]];
 }
 
 // acc[i] += table[idx[i]], int64.
 void gather_add_i64(const int64_t* table, const int32_t* idx, int64_t n, int64_t* acc) {
-    int64_t i = 0;
-#if AXSA_VNNI && AXSA_HW_GATHER
-    for (; i + 8 <= n; i += 8) {
-        __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx + i));
-        __m512i v = _mm512_i32gather_epi64(x, table, 8);
-        _mm512_storeu_si512(acc + i, _mm512_add_epi64(_mm512_loadu_si512(acc + i), v));
-    }
-#endif
-    for (; i < n; ++i) acc[i] += table[idx[i]];
+    for (int64_t i = 0; i < n; ++i) acc[i] += table[idx[i]];
 }
 
 // sum of table[idx[i]], int64.
 int64_t gather_sum_i64(const int64_t* table, const int32_t* idx, int64_t n) {
-    int64_t i = 0, s = 0;
-#if AXSA_VNNI && AXSA_HW_GATHER
-    __m512i acc = _mm512_setzero_si512();
-    for (; i + 8 <= n; i += 8) {
-        __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx + i));
-        acc = _mm512_add_epi64(acc, _mm512_i32gather_epi64(x, table, 8));
-    }
-    s = _mm512_reduce_add_epi64(acc);
-#endif
-    for (; i < n; ++i) s += table[idx[i]];
+    int64_t s = 0;
+    for (int64_t i = 0; i < n; ++i) s += table[idx[i]];
     return s;
 }
 
