@@ -270,12 +270,22 @@ void pack_b(const AxsaGroup& grp, const int32_t* cb, int64_t K, int64_t N, int64
     if (W >= 4) {  // W / 4 whole words per code
         const uint32_t* g = reinterpret_cast<const uint32_t*>(grp.g);
         const int32_t wpc = int32_t(W / 4);
-        for (int64_t k = 0; k < K; ++k)
-            for (int32_t j = 0; j < wpc; ++j) {
-                uint32_t* dst = words + (k * wpc + j) * np_pad;
-                gather_u32(g, cb + k * N + n0, np, wpc, j, dst);
-                std::memset(dst + np, 0, size_t(np_pad - np) * 4);
+        for (int64_t k = 0; k < K; ++k) {
+            uint32_t* dst = words + k * wpc * np_pad;
+            const int32_t* codes = cb + k * N + n0;
+            if (wpc == 2) {   // width 8, the common case: one pass over the codes
+                for (int64_t c = 0; c < np; ++c) {
+                    const uint32_t* src = g + 2 * int64_t(codes[c]);
+                    dst[c] = src[0];
+                    dst[np_pad + c] = src[1];
+                }
+            } else {
+                for (int32_t j = 0; j < wpc; ++j) gather_u32(g, codes, np, wpc, j,
+                                                             dst + j * np_pad);
             }
+            for (int32_t j = 0; j < wpc; ++j)
+                std::memset(dst + j * np_pad + np, 0, size_t(np_pad - np) * 4);
+        }
         return;
     }
     std::memset(out, 0, size_t(k4n * np_pad * 4));
@@ -296,13 +306,26 @@ void pack_b(const AxsaGroup& grp, const int32_t* cb, int64_t K, int64_t N, int64
     }
 }
 
-// a's digits for `rows` rows of codes, (rows, kp) u8, zero padded to kp.
+// a's digits for `rows` rows of codes, (rows, kp) u8, zero padded to kp; with `row`,
+// also each row's sum of row terms into `rowsum` (same pass over the codes).
 void digits_a(const AxsaGroup& grp, const int32_t* ca, int64_t rows, int64_t K, int64_t kp,
-              uint8_t* out) {
+              uint8_t* out, const int64_t* row, int64_t* rowsum) {
     const int64_t W = grp.width;
     for (int64_t r = 0; r < rows; ++r) {
         uint8_t* dst = out + r * kp;
         const int32_t* codes = ca + r * K;
+        if (W == 8 && row && rowsum) {
+            const uint64_t* f = reinterpret_cast<const uint64_t*>(grp.f);
+            uint64_t* d = reinterpret_cast<uint64_t*>(dst);
+            int64_t sum = 0;
+            for (int64_t k = 0; k < K; ++k) {
+                d[k] = f[codes[k]];
+                sum += row[codes[k]];
+            }
+            rowsum[r] = sum;
+            continue;    // (K * 8 is a multiple of 4: no padding)
+        }
+        if (rowsum) rowsum[r] = row ? gather_sum_i64(row, codes, K) : 0;
         if (W == 1) {
             for (int64_t k = 0; k < K; ++k) dst[k] = grp.f[codes[k]];
         } else if (W == 2) {
@@ -347,9 +370,9 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
     for (int64_t c0 = 0; c0 < rows; c0 += kRowChunk) {
         const int64_t rc = std::min(kRowChunk, rows - c0);
         if (!a_codes(p, a, r0 + c0, rc, ca)) return false;
-        for (int64_t r = 0; r < rc; ++r) {
-            rowsum[r] = p.row ? gather_sum_i64(p.row, ca + r * K, K) : 0;
-        }
+        if (p.ngroups == 0)
+            for (int64_t r = 0; r < rc; ++r)
+                rowsum[r] = p.row ? gather_sum_i64(p.row, ca + r * K, K) : 0;
         int64_t* o = out + c0 * N;
         if (p.ngroups == 0)   // (else the first group's tiles write row + column terms)
             for (int64_t r = 0; r < rc; ++r)
@@ -358,7 +381,7 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
             const AxsaGroup& grp = p.groups[gi];
             const int64_t kp = (K * grp.width + 3) / 4 * 4, k4n = kp / 4;
             uint8_t* da = scratch(tls.digits_a, size_t(rc * kp + 8));
-            digits_a(grp, ca, rc, K, kp, da);
+            digits_a(grp, ca, rc, K, kp, da, p.row, gi == 0 ? rowsum : nullptr);
             for (int64_t n0 = 0; n0 < N; n0 += panel) {
                 const int64_t np = std::min(panel, N - n0);
                 const int64_t np_pad = (np + 15) / 16 * 16;

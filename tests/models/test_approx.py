@@ -106,11 +106,17 @@ def test_tables_above_float32_range_stay_exact():
     table = ProductTable(lut, signed=False)
     a, b = operands(rng, table, (9, 300), (300, 7))
     want = gather_reference(a, b, lut, 4, 4)
-    for engine in ("bag", "gather", "auto"):
+    for engine in ("bag", "gather", "auto", "native-gather"):
         np.testing.assert_array_equal(approx_matmul(a, b, table, engine=engine).numpy(), want)
-    lowrank = ProductTable(np.outer(np.arange(16), np.arange(16)) * (2**25 + 1), signed=False)
+    # wide factors: base-256 digits in several int8 GEMM groups of different scales
+    u = np.arange(16) * (2**25 + 1)
+    lowrank = ProductTable(np.outer(u, np.arange(16)) + np.outer(np.arange(16) % 3,
+                                                                 np.arange(16) ** 2) * 7,
+                           signed=False)
+    assert len(lowrank.plan["groups"]) > 1
     want = gather_reference(a, b, lowrank.table, 4, 4)
-    np.testing.assert_array_equal(approx_matmul(a, b, lowrank, engine="lowrank").numpy(), want)
+    for engine in ("lowrank", "native"):
+        np.testing.assert_array_equal(approx_matmul(a, b, lowrank, engine=engine).numpy(), want)
 
 
 @pytest.mark.parametrize("shape_a, shape_b", [
