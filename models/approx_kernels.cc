@@ -25,8 +25,8 @@
 #include <limits>
 #include <vector>
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__) && \
-    !defined(AXSA_GENERIC)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && \
+    defined(__AVX512VNNI__) && !defined(AXSA_GENERIC)
 #include <immintrin.h>
 #define AXSA_VNNI 1
 #else
@@ -162,6 +162,18 @@ T* scratch(std::vector<T>& v, size_t n) {
     return v.data();
 }
 
+// Where a full tile's sums go, straight from the accumulators: dst[i, j] = rs[i] + cs[j]
+// + scale * sum (the first group's first K' chunk), else dst[i, j] += scale * sum.
+// (Storing the int32 tile and reading it back costs store-forwarding stalls.)
+struct Epi {
+    int64_t* dst;
+    int64_t ldd;
+    const int64_t* rs;
+    const int64_t* cs;
+    int64_t scale;
+    bool first;
+};
+
 // ---- int8 micro kernel: C[i, j] = sum_k4 sum_q A[i, 4 k4 + q] * B[k4, j, q] ------------
 // A: u8 rows of stride lda; B: packed s8, `ldb` bytes per k4 (4 per column);
 // C: int32, kTileN per row.
@@ -169,7 +181,7 @@ T* scratch(std::vector<T>& v, size_t n) {
 #if AXSA_VNNI
 template <int MR, int NV>
 void micro(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t k4n,
-           int32_t* C) {
+           int32_t* C, const Epi* e) {
     __m512i acc[MR][NV];
     for (int i = 0; i < MR; ++i)
         for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_si512();
@@ -183,14 +195,34 @@ void micro(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t 
             for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], av, b[j]);
         }
     }
-    for (int i = 0; i < MR; ++i)
-        for (int j = 0; j < NV; ++j)
-            _mm512_storeu_si512(C + i * kTileN + 16 * j, acc[i][j]);
+    if (!e) {
+        for (int i = 0; i < MR; ++i)
+            for (int j = 0; j < NV; ++j)
+                _mm512_storeu_si512(C + i * kTileN + 16 * j, acc[i][j]);
+        return;
+    }
+    const __m512i scale = _mm512_set1_epi64(e->scale);
+    for (int i = 0; i < MR; ++i) {
+        int64_t* d = e->dst + i * e->ldd;
+        const __m512i rs = _mm512_set1_epi64(e->first ? e->rs[i] : 0);
+        for (int j = 0; j < NV; ++j) {
+            __m512i half[2] = {_mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc[i][j])),
+                               _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc[i][j], 1))};
+            for (int h = 0; h < 2; ++h) {
+                int64_t* out = d + 16 * j + 8 * h;
+                __m512i v = e->scale == 1 ? half[h] : _mm512_mullo_epi64(half[h], scale);
+                __m512i base = e->first ? _mm512_add_epi64(rs, _mm512_loadu_si512(
+                                                               e->cs + 16 * j + 8 * h))
+                                        : _mm512_loadu_si512(out);
+                _mm512_storeu_si512(out, _mm512_add_epi64(base, v));
+            }
+        }
+    }
 }
 #else
 template <int MR, int NV>
 void micro(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t k4n,
-           int32_t* C) {
+           int32_t* C, const Epi* e) {
     constexpr int W = 16 * NV;
     int32_t acc[MR][W] = {};
     for (int64_t k4 = 0; k4 < k4n; ++k4) {
@@ -204,11 +236,20 @@ void micro(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t 
         }
     }
     for (int i = 0; i < MR; ++i)
-        for (int j = 0; j < W; ++j) C[i * kTileN + j] = acc[i][j];
+        for (int j = 0; j < W; ++j) {
+            if (!e) {
+                C[i * kTileN + j] = acc[i][j];
+                continue;
+            }
+            int64_t* out = e->dst + i * e->ldd + j;
+            const int64_t v = e->scale * int64_t(acc[i][j]);
+            *out = e->first ? e->rs[i] + e->cs[j] + v : *out + v;
+        }
 }
 #endif
 
-using MicroFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*);
+using MicroFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*,
+                        const Epi*);
 
 template <int NV>
 MicroFn micro_for(int64_t mr) {
@@ -349,6 +390,32 @@ void digits_a(const AxsaGroup& grp, const int32_t* ca, int64_t rows, int64_t K, 
     }
 }
 
+// One output row of a tile: dst = row term + column terms + scale * src (the first
+// group's first K' chunk), else dst += scale * src. Full 32-wide rows with scale 1 (the
+// common case) take fixed-length loops the compiler unrolls.
+template <int64_t V, bool Unit>
+inline void tile_row(int64_t* dst, const int32_t* src, bool first, int64_t rs,
+                     const int64_t* cs, int64_t scale, int64_t valid) {
+    const int64_t n = V ? V : valid;
+    if (first) {
+        for (int64_t j = 0; j < n; ++j)
+            dst[j] = rs + cs[j] + (Unit ? int64_t(src[j]) : scale * int64_t(src[j]));
+    } else {
+        for (int64_t j = 0; j < n; ++j)
+            dst[j] += Unit ? int64_t(src[j]) : scale * int64_t(src[j]);
+    }
+}
+
+inline void store_tile(int64_t* dst, const int32_t* src, bool first, int64_t rs,
+                       const int64_t* cs, int64_t scale, int64_t valid) {
+    if (valid == kTileN && scale == 1)
+        tile_row<kTileN, true>(dst, src, first, rs, cs, scale, valid);
+    else if (scale == 1)
+        tile_row<0, true>(dst, src, first, rs, cs, scale, valid);
+    else
+        tile_row<0, false>(dst, src, first, rs, cs, scale, valid);
+}
+
 // Low rank: `rows` rows of a (global rows r0..) against b's codes cb (K x N).
 bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
                   const int32_t* cb, int64_t* out) {
@@ -395,23 +462,17 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
                         MicroFn fn = tw == 32 ? micro_for<2>(mr) : micro_for<1>(mr);
                         for (int64_t q0 = 0; q0 < k4n; q0 += kMaxK4) {
                             const int64_t qn = std::min(kMaxK4, k4n - q0);
-                            fn(da + i0 * kp + 4 * q0, kp, pb + (q0 * np_pad + t0) * 4,
-                               np_pad * 4, qn, tile);
-                            const int64_t scale = grp.scale;
                             const bool first = gi == 0 && q0 == 0;
-                            for (int64_t i = 0; i < mr; ++i) {
-                                int64_t* dst = o + (i0 + i) * N + n0 + t0;
-                                const int32_t* src = tile + i * kTileN;
-                                if (first) {
-                                    const int64_t rs = rowsum[i0 + i];
-                                    const int64_t* cs = colsum + n0 + t0;
-                                    for (int64_t j = 0; j < valid; ++j)
-                                        dst[j] = rs + cs[j] + scale * int64_t(src[j]);
-                                } else {
-                                    for (int64_t j = 0; j < valid; ++j)
-                                        dst[j] += scale * int64_t(src[j]);
-                                }
-                            }
+                            const Epi epi{o + i0 * N + n0 + t0, N, rowsum + i0,
+                                          colsum + n0 + t0, grp.scale, first};
+                            const bool full = valid == tw;   // else via the int32 tile
+                            fn(da + i0 * kp + 4 * q0, kp, pb + (q0 * np_pad + t0) * 4,
+                               np_pad * 4, qn, tile, full ? &epi : nullptr);
+                            if (!full)
+                                for (int64_t i = 0; i < mr; ++i)
+                                    store_tile(o + (i0 + i) * N + n0 + t0, tile + i * kTileN,
+                                               first, rowsum[i0 + i], colsum + n0 + t0,
+                                               grp.scale, valid);
                         }
                     }
                 }

@@ -218,7 +218,7 @@ def main(argv=None) -> int:
     for shape_name, sa, sb in shapes:
         if not args.json:
             print(f"\n{shape_name}  (torch {torch.__version__}, {args.threads} thread(s))")
-            print(f"  {'table':28} {'err rank':>8} {'engine':>7} {'stacks':>6} "
+            print(f"  {'table':28} {'err rank':>8} {'engine':>13} {'stacks':>6} "
                   f"{'exact ms':>9} {'approx ms':>9} {'ratio':>6} {'target':>6}")
         gather_ratio = None
         a64 = torch.from_numpy(rng.integers(-128, 128, size=sa))
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
                         "exact_ms": t_f32 * 1e3, "approx_ms": t_i64 * 1e3,
                         "ratio": t_i64 / t_f32})
         if not args.json:
-            print(f"  {'(int64 torch.matmul)':28} {'':>8} {'':>7} {'':>6} {t_f32 * 1e3:>9.3f} "
+            print(f"  {'(int64 torch.matmul)':28} {'':>8} {'':>13} {'':>6} {t_f32 * 1e3:>9.3f} "
                   f"{t_i64 * 1e3:>9.3f} {t_i64 / t_f32:>5.1f}x")
         for i, table in enumerate(tabs):
             lo, hi = table.a_range
@@ -263,7 +263,7 @@ def main(argv=None) -> int:
             results.append(row)
             if not args.json:
                 st = "-" if row["stacks"] is None else str(row["stacks"])
-                print(f"  {table.name:28} {row['error_rank']:>8} {row['engine']:>7} {st:>6} "
+                print(f"  {table.name:28} {row['error_rank']:>8} {row['engine']:>13} {st:>6} "
                       f"{row['exact_ms']:>9.3f} {row['approx_ms']:>9.3f} "
                       f"{row['ratio']:>5.1f}x {row['target']:>5.0f}x "
                       f"{'met' if row['met'] else 'MISSED'}", flush=True)
@@ -275,7 +275,7 @@ def main(argv=None) -> int:
             if not args.json:
                 for label, r in zip(("blocked gather (engine)", "naive gather (lut[idx].sum)"),
                                     gather_ratio):
-                    print(f"  {label:28} {'':>8} {'':>7} {'':>6} {'':>9} {'':>9} {r:>5.0f}x")
+                    print(f"  {label:28} {'':>8} {'':>13} {'':>6} {'':>9} {'':>9} {r:>5.0f}x")
     if args.json:
         print(json.dumps(results, indent=2))
     else:
