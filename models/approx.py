@@ -5,8 +5,14 @@ An approximate GEMM replaces every product of an integer GEMM by a product-table
     C[m, n] = sum_k lut[code(A[m, k]), code(B[k, n])]
 
 with codes as in ../shared/DESIGN.md (the operand's bit pattern read unsigned). A plain
-gather does M*K*N lookups; three engines, all exact, avoid it where it matters:
+gather does M*K*N lookups; the engines below, all exact, avoid it where it matters:
 
+``native`` / ``native-gather``
+    One C++ call (`models/approx_kernels.cc` through `axsa.models._native`) for the
+    whole GEMM, reading the operands in place (any dtype, any strides): value check,
+    codes, then the low-rank plan below as one int8 GEMM on AVX512-VNNI (portable loops
+    elsewhere), or the plain gather. Compiled on first use and cached; without a C++
+    compiler the torch engines below do all the work.
 ``lowrank``
     Most approximate multipliers have a product table of small exact rank (truncation,
     broken arrays, DRUM, ROBA, Kulkarni, SSM, Mitchell with truncation: rank <= 32 at
@@ -29,9 +35,11 @@ gather does M*K*N lookups; three engines, all exact, avoid it where it matters:
 engine of least estimated cost (`_estimate`; constants measured with
 scripts/bench_emulation.py); on the second call with the same key it times the plausible
 engines on those operands (all exact) and keeps the fastest (`_tune`), which on the
-models' small GEMMs, dominated by fixed per-call costs, often differs. Besides the three
+models' small GEMMs, dominated by fixed per-call costs, often differs. Besides the
 engines above it may pick ``terms``: the low-rank engine's batched float GEMM over the
-integer terms, for any batch shape. See docs/emulation.md.
+integer terms, for any batch shape. Once a native engine is chosen, later calls with the
+same operand layout go straight to a prepared kernel call (`_FAST`). See
+docs/emulation.md.
 """
 
 from __future__ import annotations
@@ -371,7 +379,7 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
         shapes (..., M, K) and (..., K, N). numpy arrays are accepted too.
     table : ProductTable
         The multiplier's product table.
-    engine : {"auto", "lowrank", "bag", "gather"}
+    engine : {"auto", "lowrank", "bag", "gather", "native", "native-gather"}
         Force an engine (all give the same result); "auto" picks the fastest.
 
     Returns
@@ -384,6 +392,8 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
     InputError
         An operand value outside the table's range, a non-integer value, or shapes that
         do not multiply.
+    ToolError
+        A native engine forced where the kernels cannot be compiled.
     """
     if engine == "auto" and type(a) is torch.Tensor and type(b) is torch.Tensor:
         # the prepared native kernel call for these operands, once `auto` picked it
@@ -563,8 +573,9 @@ def _tune(key, plan, ca, cb, batch) -> str:
                 fn = lambda *_, call=call, xa=xa, xb=xb: call(xa, xb)   # noqa: E731
             else:
                 fn = _ENGINES[name]
+            fn(ca, cb, batch, plan)           # warm-up: scratch buffers, caches
             best = math.inf
-            for _ in range(2):
+            for _ in range(3):
                 t0 = time.perf_counter()
                 fn(ca, cb, batch, plan)
                 best = min(best, time.perf_counter() - t0)
