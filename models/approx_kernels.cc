@@ -74,12 +74,27 @@ constexpr int64_t kMaxK4 = 16384;      // K' / 4 per int32 chunk (K' <= 65536)
 constexpr int64_t kRowChunk = 256;     // rows whose digits are made at once
 constexpr int64_t kPanelBytes = 1 << 20;  // packed b digits per column panel
 
-// Values at x[r * outer + c * inner] (r < rows, c < cols) -> codes, row-major.
-// False on a value outside [lo, hi] or not an integer (NaN included). Branch-free, so
-// that the compiler vectorises it (the clamp keeps the int conversion defined).
+// One row of values at src[c * inner] -> codes; accumulates into `bad` whether a value
+// is outside [lo, hi] or not an integer (NaN included). Branch-free, so that it
+// vectorises (the clamp keeps the int conversion defined); Unit: inner == 1.
+template <typename T, bool Unit>
+void row_codes(const T* src, int64_t inner, int64_t cols, T lo, T hi, int32_t mask,
+               int32_t* dst, int& bad) {
+    for (int64_t c = 0; c < cols; ++c) {
+        T v = src[Unit ? c : c * inner];
+        T vc = v >= lo ? (v <= hi ? v : hi) : lo;
+        int32_t iv = int32_t(vc);
+        bad |= int(vc != v) | int(T(iv) != vc);
+        dst[c] = iv & mask;
+    }
+}
+
+// Values at x[offset + r * outer + c * inner] (r < rows, c < cols) -> codes, row-major.
+// False on a value outside [lo, hi] or not an integer.
 template <typename T>
-bool to_codes(const T* x, int64_t outer, int64_t inner, int64_t rows, int64_t cols,
-              int64_t lo, int64_t hi, int32_t width, int32_t* out) {
+bool to_codes(const void* base, int64_t offset, int64_t outer, int64_t inner, int64_t rows,
+              int64_t cols, int64_t lo, int64_t hi, int32_t width, int32_t* out) {
+    const T* x = static_cast<const T*>(base) + offset;
     const int32_t mask = (int32_t(1) << width) - 1;
     // the bounds within T's own range (int8 values against a 0..255 table, say)
     const double tmin = double(std::numeric_limits<T>::lowest());
@@ -89,28 +104,21 @@ bool to_codes(const T* x, int64_t outer, int64_t inner, int64_t rows, int64_t co
     const T thi = double(hi) > tmax ? std::numeric_limits<T>::max() : T(hi);
     int bad = 0;
     for (int64_t r = 0; r < rows; ++r) {
-        const T* src = x + r * outer;
-        int32_t* dst = out + r * cols;
-        if (inner == 1) {
-            for (int64_t c = 0; c < cols; ++c) {
-                T v = src[c];
-                T vc = v >= tlo ? (v <= thi ? v : thi) : tlo;
-                int32_t iv = int32_t(vc);
-                bad |= int(vc != v) | int(T(iv) != vc);
-                dst[c] = iv & mask;
-            }
-        } else {
-            for (int64_t c = 0; c < cols; ++c) {
-                T v = src[c * inner];
-                T vc = v >= tlo ? (v <= thi ? v : thi) : tlo;
-                int32_t iv = int32_t(vc);
-                bad |= int(vc != v) | int(T(iv) != vc);
-                dst[c] = iv & mask;
-            }
-        }
+        if (inner == 1)
+            row_codes<T, true>(x + r * outer, 1, cols, tlo, thi, mask, out + r * cols, bad);
+        else
+            row_codes<T, false>(x + r * outer, inner, cols, tlo, thi, mask, out + r * cols,
+                                bad);
     }
     return !bad;
 }
+
+using CodesFn = bool (*)(const void*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                         int64_t, int32_t, int32_t*);
+// by AxsaOperand::dtype
+const CodesFn kCodes[] = {to_codes<float>, to_codes<double>, to_codes<int64_t>,
+                          to_codes<int32_t>, to_codes<int16_t>, to_codes<int8_t>,
+                          to_codes<uint8_t>};
 
 bool codes_of(const void* base, int32_t dtype, int64_t offset, int64_t outer, int64_t inner,
               int64_t rows, int64_t cols, int64_t lo, int64_t hi, int32_t width, int32_t* out) {
@@ -118,23 +126,8 @@ bool codes_of(const void* base, int32_t dtype, int64_t offset, int64_t outer, in
         cols *= rows;                    // K = 1..4 would not vectorise)
         rows = 1;
     }
-    switch (dtype) {
-        case 0: return to_codes(static_cast<const float*>(base) + offset, outer, inner, rows,
-                                cols, lo, hi, width, out);
-        case 1: return to_codes(static_cast<const double*>(base) + offset, outer, inner, rows,
-                                cols, lo, hi, width, out);
-        case 2: return to_codes(static_cast<const int64_t*>(base) + offset, outer, inner, rows,
-                                cols, lo, hi, width, out);
-        case 3: return to_codes(static_cast<const int32_t*>(base) + offset, outer, inner, rows,
-                                cols, lo, hi, width, out);
-        case 4: return to_codes(static_cast<const int16_t*>(base) + offset, outer, inner, rows,
-                                cols, lo, hi, width, out);
-        case 5: return to_codes(static_cast<const int8_t*>(base) + offset, outer, inner, rows,
-                                cols, lo, hi, width, out);
-        case 6: return to_codes(static_cast<const uint8_t*>(base) + offset, outer, inner, rows,
-                                cols, lo, hi, width, out);
-        default: return false;
-    }
+    if (dtype < 0 || dtype >= int32_t(sizeof(kCodes) / sizeof(kCodes[0]))) return false;
+    return kCodes[dtype](base, offset, outer, inner, rows, cols, lo, hi, width, out);
 }
 
 // Codes of `rows` consecutive rows of a, starting at global row r0 (row r is batch r / m,
