@@ -144,6 +144,52 @@ def model_shapes() -> list[tuple[str, tuple, tuple]]:
     return shapes
 
 
+#: tables for the whole-forward-pass rows (the demo checkpoints are signed 8-bit)
+FORWARD_SPECS = ["trunc(k=4)@s8", "trunc(k=8)@s8", "bam(h=2,v=6)@s8", "drum(k=4)@s8",
+                 "roba@s8", "mitchell(t=3)@s8", "mitchell@s8"]
+
+
+def forward_rows(rounds: int, min_time: float, as_json: bool) -> list[dict]:
+    """Whole integer forward passes of the two demo models at batch 64: exact GEMMs
+    against the same table in every GEMM (context for the per-GEMM ratios: quantizers,
+    softmax, LayerNorm and requantization run in both)."""
+    try:
+        from axsa.models.train import load_checkpoint, predict
+    except ImportError:
+        return []
+    rows = []
+    gen = torch.Generator().manual_seed(2)
+    for kind in ("ts", "vit"):
+        model = load_checkpoint(None, kind)[0]
+        c = model.config
+        x = (torch.randn(64, c.window, c.channels, generator=gen) if kind == "ts"
+             else torch.rand(64, c.image, c.image, generator=gen) * 16)
+        if not as_json:
+            print(f"\nforward pass, {kind} model, batch 64, integer mode, every GEMM "
+                  f"({len(model.hook.names)}) through the table")
+        for spec in FORWARD_SPECS:
+            table = ProductTable.from_multiplier(parse_spec(spec))
+
+            def exact(model=model, x=x):
+                model.hook.clear()
+                return predict(model, x, "integer")
+
+            def approx(model=model, x=x, table=table):
+                model.hook.assign({name: table for name in model.hook.names})
+                return predict(model, x, "integer")
+
+            t_exact, t_approx = side_by_side(exact, approx, rounds, min_time)
+            model.hook.clear()
+            row = {"shape": f"forward {kind} batch 64", "table": spec,
+                   "exact_ms": t_exact * 1e3, "approx_ms": t_approx * 1e3,
+                   "ratio": t_approx / t_exact}
+            rows.append(row)
+            if not as_json:
+                print(f"  {spec:28} exact {row['exact_ms']:8.3f} ms  approx "
+                      f"{row['approx_ms']:8.3f} ms  {row['ratio']:5.2f}x", flush=True)
+    return rows
+
+
 def naive_gather(a: torch.Tensor, b: torch.Tensor, table: ProductTable) -> torch.Tensor:
     """The obvious emulation: one index per (m, k, n), a gather, a sum over k."""
     lut = table.plan["lut"].reshape(-1)
@@ -203,6 +249,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--ranks", action="store_true",
                     help="print the error-table rank of every built-in family and exit")
+    ap.add_argument("--no-forward", action="store_true",
+                    help="skip the whole-forward-pass rows of the two demo models")
     args = ap.parse_args(argv)
     if args.ranks:
         return rank_report(args.json)
@@ -276,6 +324,8 @@ def main(argv=None) -> int:
                 for label, r in zip(("blocked gather (engine)", "naive gather (lut[idx].sum)"),
                                     gather_ratio):
                     print(f"  {label:28} {'':>8} {'':>13} {'':>6} {'':>9} {'':>9} {r:>5.0f}x")
+    if not args.quick and not args.no_forward:
+        results += forward_rows(rounds, args.min_time, args.json)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
