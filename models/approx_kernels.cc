@@ -26,7 +26,7 @@
 #include <vector>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && \
-    defined(__AVX512VNNI__) && !defined(AXSA_GENERIC)
+    defined(__AVX512VL__) && defined(__AVX512VNNI__) && !defined(AXSA_GENERIC)
 #include <immintrin.h>
 #define AXSA_VNNI 1
 #else
@@ -212,11 +212,40 @@ void micro(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t 
         }
     }
 }
+
+// 8 output columns (the tail of N = 8 mod 16, e.g. 24 = 16 + 8): 256-bit dot products.
+template <int MR>
+void micro8(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t k4n,
+            int32_t* C, const Epi* e) {
+    __m256i acc[MR];
+    for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_si256();
+    for (int64_t k4 = 0; k4 < k4n; ++k4) {
+        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(B + k4 * ldb));
+        for (int i = 0; i < MR; ++i) {
+            int32_t word;
+            std::memcpy(&word, A + i * lda + 4 * k4, 4);
+            acc[i] = _mm256_dpbusd_epi32(acc[i], _mm256_set1_epi32(word), b);
+        }
+    }
+    for (int i = 0; i < MR; ++i) {
+        if (!e) {
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(C + i * kTileN), acc[i]);
+            continue;
+        }
+        int64_t* out = e->dst + i * e->ldd;
+        __m512i v = _mm512_cvtepi32_epi64(acc[i]);
+        if (e->scale != 1) v = _mm512_mullo_epi64(v, _mm512_set1_epi64(e->scale));
+        __m512i base = e->first ? _mm512_add_epi64(_mm512_set1_epi64(e->rs[i]),
+                                                   _mm512_loadu_si512(e->cs))
+                                : _mm512_loadu_si512(out);
+        _mm512_storeu_si512(out, _mm512_add_epi64(base, v));
+    }
+}
 #else
 template <int MR, int NV>
 void micro(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t k4n,
            int32_t* C, const Epi* e) {
-    constexpr int W = 16 * NV;
+    constexpr int W = NV ? 16 * NV : 8;   // NV = 0: 8 columns
     int32_t acc[MR][W] = {};
     for (int64_t k4 = 0; k4 < k4n; ++k4) {
         const int8_t* b = B + k4 * ldb;
@@ -239,22 +268,33 @@ void micro(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t 
             *out = e->first ? e->rs[i] + e->cs[j] + v : *out + v;
         }
 }
+
+template <int MR>
+void micro8(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t k4n,
+            int32_t* C, const Epi* e) {
+    micro<MR, 0>(A, lda, B, ldb, k4n, C, e);
+}
 #endif
 
 using MicroFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*,
                         const Epi*);
 
-template <int NV>
-MicroFn micro_for(int64_t mr) {
+template <int MR>
+MicroFn micro_of(int64_t lanes) {
+    return lanes == 32 ? micro<MR, 2> : lanes == 16 ? micro<MR, 1> : micro8<MR>;
+}
+
+// The micro kernel for mr rows (1..8) and 8, 16 or 32 columns.
+MicroFn micro_for(int64_t mr, int64_t lanes) {
     switch (mr) {
-        case 1: return micro<1, NV>;
-        case 2: return micro<2, NV>;
-        case 3: return micro<3, NV>;
-        case 4: return micro<4, NV>;
-        case 5: return micro<5, NV>;
-        case 6: return micro<6, NV>;
-        case 7: return micro<7, NV>;
-        default: return micro<8, NV>;
+        case 1: return micro_of<1>(lanes);
+        case 2: return micro_of<2>(lanes);
+        case 3: return micro_of<3>(lanes);
+        case 4: return micro_of<4>(lanes);
+        case 5: return micro_of<5>(lanes);
+        case 6: return micro_of<6>(lanes);
+        case 7: return micro_of<7>(lanes);
+        default: return micro_of<8>(lanes);
     }
 }
 
@@ -296,26 +336,31 @@ int64_t gather_sum_i64(const int64_t* table, const int32_t* idx, int64_t n) {
 // per code (W a multiple of 8); the caller pads every group to such a width.
 // b's digits for columns [n0, n0 + np) packed as (k4, column, 4) int8, zero padded:
 // the 4 bytes of a (k4, column) word are digits kk = 4 k4 .. 4 k4 + 3 of the K * W
-// digits of the column (kk = k * W + t).
+// digits of the column (kk = k * W + t). With `colsum`, also adds each column's sum of
+// column terms `col` into colsum[n0 + c] (same pass over the codes).
 void pack_b(const AxsaGroup& grp, const int32_t* cb, int64_t K, int64_t N, int64_t n0,
-            int64_t np, int64_t np_pad, int64_t k4n, int8_t* out) {
+            int64_t np, int64_t np_pad, int64_t k4n, int8_t* out, const int64_t* col,
+            int64_t* colsum) {
     const int64_t W = grp.width;
     uint32_t* words = reinterpret_cast<uint32_t*>(out);
+    int64_t* cs = colsum ? colsum + n0 : nullptr;
     if (W >= 4) {  // W / 4 whole words per code
         const uint32_t* g = reinterpret_cast<const uint32_t*>(grp.g);
         const int32_t wpc = int32_t(W / 4);
         for (int64_t k = 0; k < K; ++k) {
             uint32_t* dst = words + k * wpc * np_pad;
             const int32_t* codes = cb + k * N + n0;
-            if (wpc == 2) {   // width 8, the common case: one pass over the codes
+            if (wpc <= 2) {   // widths 4 and 8, the common cases: one pass over the codes
                 for (int64_t c = 0; c < np; ++c) {
-                    const uint32_t* src = g + 2 * int64_t(codes[c]);
-                    dst[c] = src[0];
-                    dst[np_pad + c] = src[1];
+                    const int32_t code = codes[c];
+                    dst[c] = g[code * wpc];
+                    if (wpc == 2) dst[np_pad + c] = g[2 * code + 1];
+                    if (cs) cs[c] += col[code];
                 }
             } else {
                 for (int32_t j = 0; j < wpc; ++j) gather_u32(g, codes, np, wpc, j,
                                                              dst + j * np_pad);
+                if (cs) gather_add_i64(col, codes, np, cs);
             }
             for (int32_t j = 0; j < wpc; ++j)
                 std::memset(dst + j * np_pad + np, 0, size_t(np_pad - np) * 4);
@@ -336,48 +381,55 @@ void pack_b(const AxsaGroup& grp, const int32_t* cb, int64_t K, int64_t N, int64
                 const uint16_t* g = reinterpret_cast<const uint16_t*>(grp.g);
                 for (int64_t c = 0; c < np; ++c) dst[c] |= uint32_t(g[codes[c]]) << shift;
             }
+            if (cs) gather_add_i64(col, codes, np, cs);
         }
     }
 }
 
-// a's digits for `rows` rows of codes, (rows, kp) u8, zero padded to kp; with `row`,
-// also each row's sum of row terms into `rowsum` (same pass over the codes).
+// One row of a's digits: d[k] = f[codes[k]] with D holding a code's W = sizeof(D)
+// digits; with `sum`, also the row's sum of row terms (same pass over the codes).
+template <typename D>
+void copy_digits(const uint8_t* table, const int32_t* codes, int64_t K, uint8_t* dst,
+                 const int64_t* row, int64_t* sum) {
+    const D* f = reinterpret_cast<const D*>(table);
+    D* d = reinterpret_cast<D*>(dst);
+    if (sum) {
+        int64_t s = 0;
+        for (int64_t k = 0; k < K; ++k) {
+            const int32_t c = codes[k];
+            d[k] = f[c];
+            s += row[c];
+        }
+        *sum = s;
+    } else {
+        for (int64_t k = 0; k < K; ++k) d[k] = f[codes[k]];
+    }
+}
+
+// a's digits for `rows` rows of codes, (rows, kp) u8, zero padded to kp; with `rowsum`,
+// also each row's sum of row terms `row` (or 0 without them).
 void digits_a(const AxsaGroup& grp, const int32_t* ca, int64_t rows, int64_t K, int64_t kp,
               uint8_t* out, const int64_t* row, int64_t* rowsum) {
     const int64_t W = grp.width;
     for (int64_t r = 0; r < rows; ++r) {
         uint8_t* dst = out + r * kp;
         const int32_t* codes = ca + r * K;
-        if (W == 8 && row && rowsum) {
-            const uint64_t* f = reinterpret_cast<const uint64_t*>(grp.f);
-            uint64_t* d = reinterpret_cast<uint64_t*>(dst);
-            int64_t sum = 0;
-            for (int64_t k = 0; k < K; ++k) {
-                d[k] = f[codes[k]];
-                sum += row[codes[k]];
+        int64_t* sum = rowsum && row ? rowsum + r : nullptr;
+        if (rowsum && !row) rowsum[r] = 0;
+        switch (W) {
+            case 1: copy_digits<uint8_t>(grp.f, codes, K, dst, row, sum); break;
+            case 2: copy_digits<uint16_t>(grp.f, codes, K, dst, row, sum); break;
+            case 4: copy_digits<uint32_t>(grp.f, codes, K, dst, row, sum); break;
+            case 8: copy_digits<uint64_t>(grp.f, codes, K, dst, row, sum); break;
+            default: {   // a multiple of 8
+                const uint64_t* f = reinterpret_cast<const uint64_t*>(grp.f);
+                uint64_t* d = reinterpret_cast<uint64_t*>(dst);
+                const int64_t wpc = W / 8;
+                for (int64_t k = 0; k < K; ++k)
+                    for (int64_t j = 0; j < wpc; ++j)
+                        d[k * wpc + j] = f[int64_t(codes[k]) * wpc + j];
+                if (sum) *sum = gather_sum_i64(row, codes, K);
             }
-            rowsum[r] = sum;
-            continue;    // (K * 8 is a multiple of 4: no padding)
-        }
-        if (rowsum) rowsum[r] = row ? gather_sum_i64(row, codes, K) : 0;
-        if (W == 1) {
-            for (int64_t k = 0; k < K; ++k) dst[k] = grp.f[codes[k]];
-        } else if (W == 2) {
-            const uint16_t* f = reinterpret_cast<const uint16_t*>(grp.f);
-            uint16_t* d = reinterpret_cast<uint16_t*>(dst);
-            for (int64_t k = 0; k < K; ++k) d[k] = f[codes[k]];
-        } else if (W == 4) {
-            gather_u32(reinterpret_cast<const uint32_t*>(grp.f), codes, K, 1, 0,
-                       reinterpret_cast<uint32_t*>(dst));
-        } else if (W == 8) {
-            gather_u64(reinterpret_cast<const uint64_t*>(grp.f), codes, K,
-                       reinterpret_cast<uint64_t*>(dst));
-        } else {
-            const uint64_t* f = reinterpret_cast<const uint64_t*>(grp.f);
-            uint64_t* d = reinterpret_cast<uint64_t*>(dst);
-            const int64_t wpc = W / 8;
-            for (int64_t k = 0; k < K; ++k)
-                for (int64_t j = 0; j < wpc; ++j) d[k * wpc + j] = f[int64_t(codes[k]) * wpc + j];
         }
         std::memset(dst + K * W, 0, size_t(kp - K * W));
     }
@@ -415,7 +467,7 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
     const int64_t K = p.k, N = p.n;
     int64_t* colsum = scratch(tls.colsum, size_t(N));
     for (int64_t n = 0; n < N; ++n) colsum[n] = 0;
-    if (p.col)
+    if (p.col && p.ngroups == 0)   // (else summed while the first group's b is packed)
         for (int64_t k = 0; k < K; ++k) gather_add_i64(p.col, cb + k * N, N, colsum);
     const int64_t chunk = std::min(rows, kRowChunk);
     int32_t* ca = scratch(tls.ca, size_t(chunk * K));
@@ -444,15 +496,17 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
             digits_a(grp, ca, rc, K, kp, da, p.row, gi == 0 ? rowsum : nullptr);
             for (int64_t n0 = 0; n0 < N; n0 += panel) {
                 const int64_t np = std::min(panel, N - n0);
-                const int64_t np_pad = (np + 15) / 16 * 16;
+                const int64_t np_pad = (np + 7) / 8 * 8;
                 int8_t* pb = scratch(tls.packed_b, size_t(k4n * np_pad * 4));
-                pack_b(grp, cb, K, N, n0, np, np_pad, k4n, pb);
-                for (int64_t t0 = 0; t0 < np_pad; t0 += kTileN) {
-                    const int64_t tw = std::min(kTileN, np_pad - t0);   // 16 or 32
+                pack_b(grp, cb, K, N, n0, np, np_pad, k4n, pb, p.col,
+                       p.col && gi == 0 && c0 == 0 ? colsum : nullptr);
+                for (int64_t t0 = 0, tw = 0; t0 < np_pad; t0 += tw) {
+                    const int64_t rest = np_pad - t0;   // tiles of 32, then 16, then 8
+                    tw = rest >= 32 ? 32 : rest >= 16 ? 16 : 8;
                     const int64_t valid = std::min(tw, np - t0);
                     for (int64_t i0 = 0; i0 < rc; i0 += kMaxMR) {
                         const int64_t mr = std::min(kMaxMR, rc - i0);
-                        MicroFn fn = tw == 32 ? micro_for<2>(mr) : micro_for<1>(mr);
+                        MicroFn fn = micro_for(mr, tw);
                         for (int64_t q0 = 0; q0 < k4n; q0 += kMaxK4) {
                             const int64_t qn = std::min(kMaxK4, k4n - q0);
                             const bool first = gi == 0 && q0 == 0;
