@@ -497,18 +497,20 @@ def _estimate(plan, ga: int, gb: int, M: int, K: int, N: int) -> dict[str, float
 
 
 def _native_costs(plan, ga: int, gb: int, M: int, K: int, N: int) -> dict[str, float]:
-    """Estimated ns of the native kernels: per operand element (check, codes, digits),
-    per int8 multiply-accumulate (VNNI, ~0.0025 ns) and per lookup of the gather."""
+    """Estimated ns of the native kernels (fitted to scripts/bench_emulation.py runs):
+    per operand element (check, code, digits: ~1 ns plus ~0.1 ns per digit), per output
+    (~0.3 ns), per int8 multiply-accumulate (VNNI, ~0.0025 ns) and per lookup of the
+    gather (~0.45 ns)."""
     G = max(ga, gb)
     rows = G * M
     passes = 1 if gb == 1 else G          # b's digits are packed once per batch of b
-    n_pad = -(-N // 16) * 16
-    costs = {"native-gather": 3e3 + 0.45 * rows * K * N + 1.5 * (rows * K + passes * K * N)}
+    n_pad = -(-N // 8) * 8
+    costs = {"native-gather": 3e3 + 0.45 * rows * K * N + 1.0 * (rows * K + passes * K * N)}
     if plan["int8"] is not None:
         W = plan["width"]
         k_pad = -(-K * W // 4) * 4
-        costs["native"] = (3e3 + (1.5 + 0.3 * W) * rows * K +
-                           passes * (1.5 + 0.5 * W) * K * N + 1.0 * rows * N +
+        costs["native"] = (3e3 + (1.0 + 0.1 * W) * rows * K +
+                           passes * (1.0 + 0.15 * W) * K * N + 0.3 * rows * N +
                            0.0025 * rows * k_pad * n_pad)
     return costs
 
