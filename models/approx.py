@@ -398,7 +398,7 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
     if engine == "auto" and type(a) is torch.Tensor and type(b) is torch.Tensor:
         # the prepared native kernel call for these operands, once `auto` picked it
         call = _FAST.get((getattr(table, "key", None), a.shape, a.stride(), a.dtype,
-                          b.shape, b.stride(), b.dtype))
+                          a.device, b.shape, b.stride(), b.dtype, b.device))
         if call is not None:
             out = call(a, b)
             if out is not None:
@@ -872,7 +872,8 @@ def _terms_matmul(ca, cb, batch, plan) -> torch.Tensor:
 
 # -- engines: the native kernels (models/approx_kernels.cc) -----------------------------
 
-#: prepared native calls on raw operands, by (table key, shape, stride, dtype of a and b):
+#: prepared native calls on raw operands, by (table key, shape, stride, dtype, device of
+#: a and b):
 #: `approx_matmul`'s fast path, filled once `auto` has tuned a native engine for them
 _FAST: dict[tuple, _native.NativeCall] = {}
 #: prepared native calls on codes (the engine as `_tune` and forced engines run it)
@@ -911,7 +912,8 @@ def _prepare_fast(table, kind: str, a, b, batch) -> None:
     """Register the native call on these raw operands for `approx_matmul`'s fast path."""
     if not _native.supported(a, b):
         return
-    key = (table.key, a.shape, a.stride(), a.dtype, b.shape, b.stride(), b.dtype)
+    key = (table.key, a.shape, a.stride(), a.dtype, a.device, b.shape, b.stride(), b.dtype,
+           b.device)
     if key in _FAST:
         return
     try:

@@ -124,8 +124,8 @@ def test_fast_path_dtypes_and_bad_values():
         ta, tb = torch.from_numpy(a).to(dtype), torch.from_numpy(b).to(dtype)
         batch = ()
         approx._prepare_fast(table, "native", ta, tb, batch)
-        assert (table.key, ta.shape, ta.stride(), ta.dtype, tb.shape, tb.stride(),
-                tb.dtype) in approx._FAST
+        assert (table.key, ta.shape, ta.stride(), ta.dtype, ta.device, tb.shape,
+                tb.stride(), tb.dtype, tb.device) in approx._FAST
         np.testing.assert_array_equal(approx_matmul(ta, tb, table).numpy(), want,
                                       err_msg=str(dtype))
     pos = np.clip(a, 0, 127)
