@@ -17,7 +17,8 @@
 // Engine 1, gather: the plain table lookup for tables without structure, with int32
 // partial sums where K * max|lut| < 2^31, else int64.
 //
-// Build: g++ -std=c++17 -O3 -march=native -fPIC -shared (models/_native.py); define
+// Build: g++ -std=c++17 -O3 -march=native -fno-strict-aliasing -fPIC -shared
+// (models/_native.py); define
 // AXSA_GENERIC to force the portable loops (the tests build both).
 #include <algorithm>
 #include <cstdint>
@@ -313,11 +314,6 @@ thread_local Scratch tls;
 void gather_u32(const uint32_t* table, const int32_t* idx, int64_t n, int32_t mul,
                 int32_t add, uint32_t* out) {
     for (int64_t i = 0; i < n; ++i) out[i] = table[int64_t(idx[i]) * mul + add];
-}
-
-// out[i] = table[idx[i]], 64-bit elements.
-void gather_u64(const uint64_t* table, const int32_t* idx, int64_t n, uint64_t* out) {
-    for (int64_t i = 0; i < n; ++i) out[i] = table[idx[i]];
 }
 
 // acc[i] += table[idx[i]], int64.
