@@ -18,8 +18,8 @@
 // partial sums where K * max|lut| < 2^31, else int64.
 //
 // Build: g++ -std=c++17 -O3 -march=native -fno-strict-aliasing -fPIC -shared
-// (models/_native.py); define
-// AXSA_GENERIC to force the portable loops (the tests build both).
+// (models/_native.py); define AXSA_GENERIC to force the portable loops (the tests build
+// both).
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
