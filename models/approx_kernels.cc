@@ -529,6 +529,15 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
 template <typename L, typename Acc>
 void gather_rows(const L* lut, int64_t nb, const int32_t* ca, int64_t rows, int64_t K,
                  const int32_t* cb, int64_t N, Acc* acc, int64_t* out) {
+    if (N == 1) {   // a matrix-vector product (a model's output head): one sum per row
+        for (int64_t r = 0; r < rows; ++r) {
+            const int32_t* codes = ca + r * K;
+            Acc s = 0;
+            for (int64_t k = 0; k < K; ++k) s += Acc(lut[int64_t(codes[k]) * nb + cb[k]]);
+            out[r] = int64_t(s);
+        }
+        return;
+    }
     for (int64_t r = 0; r < rows; ++r) {
         for (int64_t n = 0; n < N; ++n) acc[n] = 0;
         for (int64_t k = 0; k < K; ++k) {

@@ -79,13 +79,16 @@ def test_int32_chunks_of_long_digit_rows():
                                   [[K * 255 * 255, 0, K * 255 * 128]] * 2)
 
 
-def test_gather_accumulators_and_wide_tables():
+@pytest.mark.parametrize("n", [6, 1])    # 1: the matrix-vector loop
+def test_gather_accumulators_and_wide_tables(n):
     rng = np.random.default_rng(5)
     for bound in (2**15, 2**30, 2**39):   # int32 sums; int64 sums; int64 table
         lut = rng.integers(-bound, bound, size=(256, 256))
         lut[0, 0] = bound - 1
         table = ProductTable(lut, signed=True, name=f"random {bound}")
-        a, b = operands(rng, table, (5, 40), (40, 6))
+        lo, hi = table.a_range
+        a = rng.integers(lo, hi + 1, size=(5, 40))
+        b = rng.integers(lo, hi + 1, size=(40, n))
         a[0] = 0
         b[:, 0] = 0                        # out[0, 0] = 40 * (bound - 1): beyond int32
         got = native(table, "native-gather", torch.from_numpy(a), torch.from_numpy(b))
