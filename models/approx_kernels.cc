@@ -431,30 +431,13 @@ void digits_a(const AxsaGroup& grp, const int32_t* ca, int64_t rows, int64_t K, 
     }
 }
 
-// One output row of a tile: dst = row term + column terms + scale * src (the first
-// group's first K' chunk), else dst += scale * src. Full 32-wide rows with scale 1 (the
-// common case) take fixed-length loops the compiler unrolls.
-template <int64_t V, bool Unit>
-inline void tile_row(int64_t* dst, const int32_t* src, bool first, int64_t rs,
-                     const int64_t* cs, int64_t scale, int64_t valid) {
-    const int64_t n = V ? V : valid;
-    if (first) {
-        for (int64_t j = 0; j < n; ++j)
-            dst[j] = rs + cs[j] + (Unit ? int64_t(src[j]) : scale * int64_t(src[j]));
-    } else {
-        for (int64_t j = 0; j < n; ++j)
-            dst[j] += Unit ? int64_t(src[j]) : scale * int64_t(src[j]);
-    }
-}
-
+// One output row of a partial tile (full tiles are written by the micro kernel itself):
+// dst = row term + column terms + scale * src (the first group's first K' chunk), else
+// dst += scale * src, for the `valid` columns.
 inline void store_tile(int64_t* dst, const int32_t* src, bool first, int64_t rs,
                        const int64_t* cs, int64_t scale, int64_t valid) {
-    if (valid == kTileN && scale == 1)
-        tile_row<kTileN, true>(dst, src, first, rs, cs, scale, valid);
-    else if (scale == 1)
-        tile_row<0, true>(dst, src, first, rs, cs, scale, valid);
-    else
-        tile_row<0, false>(dst, src, first, rs, cs, scale, valid);
+    for (int64_t j = 0; j < valid; ++j)
+        dst[j] = (first ? rs + cs[j] : dst[j]) + scale * int64_t(src[j]);
 }
 
 // Low rank: `rows` rows of a (global rows r0..) against b's codes cb (K x N).
