@@ -42,7 +42,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .array import SystolicArray, check_dims, check_view
-from .mac import acc_width_for
+from .mac import acc_width_for, mode_port, verilog_sources
 
 __all__ = ["Accelerator", "M_WIDTH", "S_WIDTH", "command_layout"]
 
@@ -135,14 +135,12 @@ class Accelerator(wiring.Component):
             "result": Out(stream.Signature(self.result_layout)),
             "busy": Out(1),
         }
-        if multiplier.modes > 1:
-            ports["mode"] = In(range(multiplier.modes))
-        super().__init__(ports)
+        super().__init__(mode_port(ports, multiplier))
         self._MustUse__silence = False
 
     @property
     def verilog_sources(self) -> list:
-        return list(getattr(self.multiplier, "verilog_sources", []))
+        return verilog_sources(self.multiplier)
 
     def elaborate(self, platform):
         m = Module()

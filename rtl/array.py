@@ -55,7 +55,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .mac import Pe, acc_width_for
+from .mac import Pe, acc_width_for, mode_port, verilog_sources
 
 __all__ = ["SystolicArray"]
 
@@ -128,15 +128,13 @@ class SystolicArray(wiring.Component):
             "out_row": Out(data.ArrayLayout(signed(acc_width), cols)),
             "out_next": Out(1),
         }
-        if multiplier.modes > 1:
-            ports["mode"] = In(range(multiplier.modes))
-        super().__init__(ports)
+        super().__init__(mode_port(ports, multiplier))
         self._MustUse__silence = False
 
     @property
     def verilog_sources(self) -> list:
         """Verilog files the design instantiates (imported multipliers), else []."""
-        return list(getattr(self.multiplier, "verilog_sources", []))
+        return verilog_sources(self.multiplier)
 
     def elaborate(self, platform):
         m = Module()

@@ -67,6 +67,18 @@ def _check_view(multiplier, view) -> None:
         raise ValueError(f"view 'word' computes a*b, but {multiplier.spec} is not exact")
 
 
+def mode_port(ports: dict, multiplier) -> dict:
+    """`ports` with a ``mode`` input added when the multiplier has several modes."""
+    if multiplier.modes > 1:
+        ports["mode"] = In(range(multiplier.modes))
+    return ports
+
+
+def verilog_sources(multiplier) -> list:
+    """Verilog files a design around `multiplier` instantiates (imported ones), else []."""
+    return list(getattr(multiplier, "verilog_sources", []))
+
+
 def _product(m: Module, multiplier, a, b, mode, view, p_in):
     """The product of `a` and `b` as the view computes it."""
     if view == "circuit":
@@ -129,8 +141,7 @@ class Mac(wiring.Component):
             "clr": In(1), "en": In(1, init=1),
             "acc": Out(signed(acc_width)),
         }
-        if multiplier.modes > 1:
-            ports["mode"] = In(range(multiplier.modes))
+        mode_port(ports, multiplier)
         if view == "port":
             ports["p_in"] = In(multiplier.p_shape)
         super().__init__(ports)
@@ -191,8 +202,7 @@ class Pe(wiring.Component):
         else:
             ports.update({"last_in": In(1), "valid_out": Out(1), "first_out": Out(1),
                           "last_out": Out(1)})
-        if multiplier.modes > 1:
-            ports["mode"] = In(range(multiplier.modes))
+        mode_port(ports, multiplier)
         if view == "port":
             ports["p_in"] = In(multiplier.p_shape)
         super().__init__(ports)
