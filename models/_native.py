@@ -39,7 +39,7 @@ class _Operand(ctypes.Structure):
 
 
 class _Group(ctypes.Structure):
-    _fields_ = [("f", _vp), ("g", _vp), ("width", _i64), ("scale", _i64)]
+    _fields_ = [("f", _vp), ("g", _vp), ("width", _i64), ("stride", _i64), ("scale", _i64)]
 
 
 class _Plan(ctypes.Structure):
@@ -102,9 +102,10 @@ def available() -> bool:
 
 
 def table_data(plan: dict, table) -> dict:
-    """Per-table arrays for the kernel (kept in the table's plan): digit tables with a's
-    digits shifted to unsigned (+128; the shift's -128 * sum of b's digits goes into the
-    column term, with the plan's constant), and the table itself for the gather."""
+    """Per-table arrays for the kernel (kept in the table's plan): digit tables, zero
+    padded to 1, 2, 4 or 8k bytes per code, with a's digits shifted to unsigned (+128;
+    the shift's -128 * sum of b's digits goes into the column term, with the plan's
+    constant), and the table itself for the gather."""
     data = plan.get("native")
     if data is not None:
         return data
@@ -113,15 +114,15 @@ def table_data(plan: dict, table) -> dict:
         col = plan["col"].numpy().astype(np.int64) + plan["const"]
         groups = (_Group * max(1, len(plan["groups"])))()
         for i, grp in enumerate(plan["groups"]):
-            t = grp.f.shape[1]
-            width = t if t in (1, 2, 4) else (4 if t == 3 else -(-t // 8) * 8)
-            f = np.zeros((grp.f.shape[0], width), dtype=np.uint8)   # padding digits: 0
-            g = np.zeros((grp.g.shape[0], width), dtype=np.int8)
+            t = grp.f.shape[1]   # digits per code; stored in 1, 2, 4 or 8k bytes
+            stride = t if t in (1, 2, 4) else (4 if t == 3 else -(-t // 8) * 8)
+            f = np.zeros((grp.f.shape[0], stride), dtype=np.uint8)   # padding digits: 0
+            g = np.zeros((grp.g.shape[0], stride), dtype=np.int8)
             f[:, :t] = grp.f.numpy().astype(np.int16) + 128
             g[:, :t] = grp.g.numpy()
             col = col - 128 * grp.scale * g.astype(np.int64).sum(axis=1)
             data["keep"] += [f, g]
-            groups[i] = _Group(f.ctypes.data, g.ctypes.data, f.shape[1], grp.scale)
+            groups[i] = _Group(f.ctypes.data, g.ctypes.data, t, stride, grp.scale)
         row = np.ascontiguousarray(plan["row"].numpy().astype(np.int64))
         col = np.ascontiguousarray(col)
         data["keep"] += [row, col, groups]

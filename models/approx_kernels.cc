@@ -45,9 +45,12 @@ struct AxsaOperand {
 };
 
 struct AxsaGroup {
-    const uint8_t* f;  // (2^wa, width): a's digits + 128
-    const int8_t* g;   // (2^wb, width): b's digits
-    int64_t width, scale;
+    const uint8_t* f;  // (2^wa, stride): a's digits + 128, zero padded to the stride
+    const int8_t* g;   // (2^wb, stride): b's digits, zero padded
+    int64_t width;     // digits per code
+    int64_t stride;    // bytes per code in f and g: width when it is 1, 2, 4 or a
+                       // multiple of 8, else width rounded up to 4 or to a multiple of 8
+    int64_t scale;
 };
 
 struct AxsaPlan {
@@ -301,7 +304,7 @@ MicroFn micro_for(int64_t mr, int64_t lanes) {
 
 struct Scratch {
     std::vector<int32_t> ca, cb, tile;
-    std::vector<uint8_t> digits_a;
+    std::vector<uint8_t> digits_a, column_digits;
     std::vector<int8_t> packed_b;
     std::vector<int64_t> rowsum, colsum, acc64;
 };
@@ -328,58 +331,130 @@ int64_t gather_sum_i64(const int64_t* table, const int32_t* idx, int64_t n) {
     return s;
 }
 
-// Digit tables are read as one element per code (W = 1, 2 or 4 bytes) or W / 8 uint64
-// per code (W a multiple of 8); the caller pads every group to such a width.
+// K codes' digits side by side at dst + k * W, with the codes read at codes[k * step]:
+// each copy moves P bytes (the code's W digits, then zeros) and overwrites the padding of
+// the one before, so the caller zeroes the tail and leaves P bytes of slack. With `sum`,
+// also the codes' sum of `terms` (same pass). P = 4 or 8: one word per code; else P is a
+// multiple of 8.
+template <int64_t P>
+void spread_digits(const uint8_t* table, int64_t stride, const int32_t* codes, int64_t step,
+                   int64_t K, int64_t W, uint8_t* dst, const int64_t* terms, int64_t* sum) {
+    const int64_t bytes = P ? P : stride;
+    int64_t s = 0;
+    for (int64_t k = 0; k < K; ++k, dst += W) {
+        const int32_t c = codes[k * step];
+        const uint8_t* src = table + int64_t(c) * bytes;
+        if (P)
+            std::memcpy(dst, src, size_t(P));
+        else
+            for (int64_t j = 0; j < bytes; j += 8) std::memcpy(dst + j, src + j, 8);
+        if (sum) s += terms[c];
+    }
+    if (sum) *sum = s;
+}
+
+using SpreadFn = void (*)(const uint8_t*, int64_t, const int32_t*, int64_t, int64_t, int64_t,
+                          uint8_t*, const int64_t*, int64_t*);
+
+SpreadFn spread_for(int64_t stride) {
+    return stride == 4 ? spread_digits<4> : stride == 8 ? spread_digits<8> : spread_digits<0>;
+}
+
 // b's digits for columns [n0, n0 + np) packed as (k4, column, 4) int8, zero padded:
 // the 4 bytes of a (k4, column) word are digits kk = 4 k4 .. 4 k4 + 3 of the K * W
-// digits of the column (kk = k * W + t). With `colsum`, also adds each column's sum of
-// column terms `col` into colsum[n0 + c] (same pass over the codes).
+// digits of the column (kk = k * W + t). With `cs` (colsum + n0), also adds each
+// column's sum of column terms `col` into cs[c] (same pass over the codes).
+
+// W = 1 or 2 (D holds a code's digits): 4 / W codes per word, each word written once.
+template <typename D>
+void pack_narrow(const D* g, const int32_t* cb, int64_t K, int64_t N, int64_t n0, int64_t np,
+                 int64_t np_pad, int64_t k4n, uint32_t* words, const int64_t* col,
+                 int64_t* cs) {
+    constexpr int64_t per = 4 / sizeof(D);
+    for (int64_t k4 = 0; k4 < k4n; ++k4) {
+        uint32_t* dst = words + k4 * np_pad;
+        const int32_t* codes = cb + k4 * per * N + n0;
+        const int64_t kq = std::min(per, K - k4 * per);
+        for (int64_t c = 0; c < np; ++c) {
+            uint32_t w = 0;
+            int64_t s = 0;
+            for (int64_t q = 0; q < per; ++q) {
+                if (q < kq) {
+                    const int32_t code = codes[q * N + c];
+                    w |= uint32_t(g[code]) << (8 * sizeof(D) * q);
+                    if (cs) s += col[code];
+                }
+            }
+            dst[c] = w;
+            if (cs) cs[c] += s;
+        }
+        std::memset(dst + np, 0, size_t(np_pad - np) * 4);
+    }
+}
+
+// W a multiple of 4 stored without padding: W / 4 whole words per code.
+void pack_words(const AxsaGroup& grp, const int32_t* cb, int64_t K, int64_t N, int64_t n0,
+                int64_t np, int64_t np_pad, uint32_t* words, const int64_t* col,
+                int64_t* cs) {
+    const uint32_t* g = reinterpret_cast<const uint32_t*>(grp.g);
+    const int32_t wpc = int32_t(grp.width / 4);
+    for (int64_t k = 0; k < K; ++k) {
+        uint32_t* dst = words + k * wpc * np_pad;
+        const int32_t* codes = cb + k * N + n0;
+        if (wpc <= 2) {   // widths 4 and 8, the common cases: one pass over the codes
+            for (int64_t c = 0; c < np; ++c) {
+                const int32_t code = codes[c];
+                dst[c] = g[code * wpc];
+                if (wpc == 2) dst[np_pad + c] = g[2 * code + 1];
+                if (cs) cs[c] += col[code];
+            }
+        } else {
+            for (int32_t j = 0; j < wpc; ++j) gather_u32(g, codes, np, wpc, j,
+                                                         dst + j * np_pad);
+            if (cs) gather_add_i64(col, codes, np, cs);
+        }
+        for (int32_t j = 0; j < wpc; ++j)
+            std::memset(dst + j * np_pad + np, 0, size_t(np_pad - np) * 4);
+    }
+}
+
+// Any other width (3, 5, 6, 7, 9, ...): each column's digit string, then its words
+// transposed into the (k4, column) layout.
+void pack_any(const AxsaGroup& grp, const int32_t* cb, int64_t K, int64_t N, int64_t n0,
+              int64_t np, int64_t np_pad, int64_t k4n, uint32_t* words, const int64_t* col,
+              int64_t* cs) {
+    const int64_t W = grp.width, P = grp.stride, kp = 4 * k4n;
+    const SpreadFn spread = spread_for(P);
+    uint8_t* str = scratch(tls.column_digits, size_t(np * kp + P));
+    for (int64_t c = 0; c < np; ++c) {
+        int64_t s = 0;
+        spread(reinterpret_cast<const uint8_t*>(grp.g), P, cb + n0 + c, N, K, W,
+               str + c * kp, col, cs ? &s : nullptr);
+        std::memset(str + c * kp + K * W, 0, size_t(kp - K * W));
+        if (cs) cs[c] += s;
+    }
+    for (int64_t k4 = 0; k4 < k4n; ++k4) {
+        uint32_t* dst = words + k4 * np_pad;
+        for (int64_t c = 0; c < np; ++c) std::memcpy(dst + c, str + c * kp + 4 * k4, 4);
+        std::memset(dst + np, 0, size_t(np_pad - np) * 4);
+    }
+}
+
 void pack_b(const AxsaGroup& grp, const int32_t* cb, int64_t K, int64_t N, int64_t n0,
             int64_t np, int64_t np_pad, int64_t k4n, int8_t* out, const int64_t* col,
             int64_t* colsum) {
-    const int64_t W = grp.width;
     uint32_t* words = reinterpret_cast<uint32_t*>(out);
     int64_t* cs = colsum ? colsum + n0 : nullptr;
-    if (W >= 4) {  // W / 4 whole words per code
-        const uint32_t* g = reinterpret_cast<const uint32_t*>(grp.g);
-        const int32_t wpc = int32_t(W / 4);
-        for (int64_t k = 0; k < K; ++k) {
-            uint32_t* dst = words + k * wpc * np_pad;
-            const int32_t* codes = cb + k * N + n0;
-            if (wpc <= 2) {   // widths 4 and 8, the common cases: one pass over the codes
-                for (int64_t c = 0; c < np; ++c) {
-                    const int32_t code = codes[c];
-                    dst[c] = g[code * wpc];
-                    if (wpc == 2) dst[np_pad + c] = g[2 * code + 1];
-                    if (cs) cs[c] += col[code];
-                }
-            } else {
-                for (int32_t j = 0; j < wpc; ++j) gather_u32(g, codes, np, wpc, j,
-                                                             dst + j * np_pad);
-                if (cs) gather_add_i64(col, codes, np, cs);
-            }
-            for (int32_t j = 0; j < wpc; ++j)
-                std::memset(dst + j * np_pad + np, 0, size_t(np_pad - np) * 4);
-        }
-        return;
-    }
-    std::memset(out, 0, size_t(k4n * np_pad * 4));
-    const int64_t per = 4 / W;  // codes per word
-    for (int64_t k4 = 0; k4 < k4n; ++k4) {
-        uint32_t* dst = words + k4 * np_pad;
-        for (int64_t q = 0; q < per && k4 * per + q < K; ++q) {
-            const int32_t* codes = cb + (k4 * per + q) * N + n0;
-            const int shift = int(8 * W * q);
-            if (W == 1) {
-                const uint8_t* g = reinterpret_cast<const uint8_t*>(grp.g);
-                for (int64_t c = 0; c < np; ++c) dst[c] |= uint32_t(g[codes[c]]) << shift;
-            } else {
-                const uint16_t* g = reinterpret_cast<const uint16_t*>(grp.g);
-                for (int64_t c = 0; c < np; ++c) dst[c] |= uint32_t(g[codes[c]]) << shift;
-            }
-            if (cs) gather_add_i64(col, codes, np, cs);
-        }
-    }
+    if (grp.width != grp.stride)
+        pack_any(grp, cb, K, N, n0, np, np_pad, k4n, words, col, cs);
+    else if (grp.width == 1)
+        pack_narrow(reinterpret_cast<const uint8_t*>(grp.g), cb, K, N, n0, np, np_pad, k4n,
+                    words, col, cs);
+    else if (grp.width == 2)
+        pack_narrow(reinterpret_cast<const uint16_t*>(grp.g), cb, K, N, n0, np, np_pad, k4n,
+                    words, col, cs);
+    else
+        pack_words(grp, cb, K, N, n0, np, np_pad, words, col, cs);
 }
 
 // One row of a's digits: d[k] = f[codes[k]] with D holding a code's W = sizeof(D)
@@ -402,30 +477,24 @@ void copy_digits(const uint8_t* table, const int32_t* codes, int64_t K, uint8_t*
     }
 }
 
-// a's digits for `rows` rows of codes, (rows, kp) u8, zero padded to kp; with `rowsum`,
-// also each row's sum of row terms `row` (or 0 without them).
+// a's digits for `rows` rows of codes, (rows, kp) u8, zero padded to kp (the buffer has
+// `stride` bytes of slack); with `rowsum`, also each row's sum of row terms `row` (or 0
+// without them).
 void digits_a(const AxsaGroup& grp, const int32_t* ca, int64_t rows, int64_t K, int64_t kp,
               uint8_t* out, const int64_t* row, int64_t* rowsum) {
-    const int64_t W = grp.width;
+    const int64_t W = grp.width, P = grp.stride;
     for (int64_t r = 0; r < rows; ++r) {
         uint8_t* dst = out + r * kp;
         const int32_t* codes = ca + r * K;
         int64_t* sum = rowsum && row ? rowsum + r : nullptr;
         if (rowsum && !row) rowsum[r] = 0;
-        switch (W) {
+        switch (W == P ? W : 0) {
             case 1: copy_digits<uint8_t>(grp.f, codes, K, dst, row, sum); break;
             case 2: copy_digits<uint16_t>(grp.f, codes, K, dst, row, sum); break;
             case 4: copy_digits<uint32_t>(grp.f, codes, K, dst, row, sum); break;
             case 8: copy_digits<uint64_t>(grp.f, codes, K, dst, row, sum); break;
-            default: {   // a multiple of 8
-                const uint64_t* f = reinterpret_cast<const uint64_t*>(grp.f);
-                uint64_t* d = reinterpret_cast<uint64_t*>(dst);
-                const int64_t wpc = W / 8;
-                for (int64_t k = 0; k < K; ++k)
-                    for (int64_t j = 0; j < wpc; ++j)
-                        d[k * wpc + j] = f[int64_t(codes[k]) * wpc + j];
-                if (sum) *sum = gather_sum_i64(row, codes, K);
-            }
+            default:   // stored padded, or a multiple of 8 wider than 8
+                spread_for(P)(grp.f, P, codes, 1, K, W, dst, row, sum);
         }
         std::memset(dst + K * W, 0, size_t(kp - K * W));
     }
@@ -471,7 +540,7 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
         for (int gi = 0; gi < p.ngroups; ++gi) {
             const AxsaGroup& grp = p.groups[gi];
             const int64_t kp = (K * grp.width + 3) / 4 * 4, k4n = kp / 4;
-            uint8_t* da = scratch(tls.digits_a, size_t(rc * kp + 8));
+            uint8_t* da = scratch(tls.digits_a, size_t(rc * kp + grp.stride));
             digits_a(grp, ca, rc, K, kp, da, p.row, gi == 0 ? rowsum : nullptr);
             for (int64_t n0 = 0; n0 < N; n0 += panel) {
                 const int64_t np = std::min(panel, N - n0);

@@ -246,6 +246,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-gather", action="store_true", help="skip the naive gather")
     ap.add_argument("--only", default="",
                     help="table names to run, joined by ';' (e.g. 'exact@s8;drum(k=4)@u8')")
+    ap.add_argument("--shapes", default="",
+                    help="run only the shapes whose name contains one of these words, "
+                         "joined by ';' (e.g. 'ts.head;attn')")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--ranks", action="store_true",
                     help="print the error-table rank of every built-in family and exit")
@@ -257,6 +260,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     rounds = args.rounds or (2 if args.quick else 5)
     shapes = SHAPES[:1] if args.quick else SHAPES + model_shapes()
+    if args.shapes:
+        words = args.shapes.split(";")
+        shapes = [s for s in shapes if any(w in s[0] for w in words)]
+        if not shapes:
+            print(f"error: --shapes {args.shapes!r} matches no shape", file=sys.stderr)
+            return 2
     tabs = tables()
     if args.only:
         wanted = set(args.only.split(";"))
