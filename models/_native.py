@@ -39,14 +39,20 @@ class _Operand(ctypes.Structure):
 
 
 class _Group(ctypes.Structure):
-    _fields_ = [("f", _vp), ("g", _vp), ("width", _i64), ("stride", _i64), ("scale", _i64)]
+    _fields_ = [("f", _vp), ("g", _vp), ("width", _i64), ("stride", _i64), ("scale", _i64),
+                ("f_planes", _vp), ("g_planes", _vp)]
+
+
+class _Terms(ctypes.Structure):
+    _fields_ = [("planes", _vp), ("count", _i64), ("offset", _i64)]
 
 
 class _Plan(ctypes.Structure):
     _fields_ = [("batches", _i64), ("m", _i64), ("k", _i64), ("n", _i64),
                 ("a", _Operand), ("b", _Operand), ("engine", _i32), ("ngroups", _i32),
                 ("groups", _vp), ("row", _vp), ("col", _vp), ("lut32", _vp), ("lut64", _vp),
-                ("acc32", _i32)]
+                ("acc32", _i32), ("row_terms", _Terms), ("col_terms", _Terms),
+                ("planes", _i32)]
 
 
 _LIBS: dict[bool, ctypes.CDLL | None] = {}
@@ -112,6 +118,7 @@ def table_data(plan: dict, table) -> dict:
     data = {"keep": []}
     if plan["int8"] is not None:
         col = plan["col"].numpy().astype(np.int64) + plan["const"]
+        narrow = table.wa <= 8 and table.wb <= 8   # codes are bytes
         groups = (_Group * max(1, len(plan["groups"])))()
         for i, grp in enumerate(plan["groups"]):
             t = grp.f.shape[1]   # digits per code; stored in 1, 2, 4 or 8k bytes
@@ -123,12 +130,22 @@ def table_data(plan: dict, table) -> dict:
             col = col - 128 * grp.scale * g.astype(np.int64).sum(axis=1)
             data["keep"] += [f, g]
             groups[i] = _Group(f.ctypes.data, g.ctypes.data, t, stride, grp.scale)
+            if narrow:   # digit t of every code side by side, for the SIMD front end
+                fp = np.zeros((t, 256), dtype=np.uint8)
+                gp = np.zeros((t, 256), dtype=np.int8)
+                fp[:, :f.shape[0]] = f[:, :t].T
+                gp[:, :g.shape[0]] = g[:, :t].T
+                data["keep"] += [fp, gp]
+                groups[i].f_planes, groups[i].g_planes = fp.ctypes.data, gp.ctypes.data
         row = np.ascontiguousarray(plan["row"].numpy().astype(np.int64))
         col = np.ascontiguousarray(col)
         data["keep"] += [row, col, groups]
         data["groups"], data["ngroups"] = groups, len(plan["groups"])
         data["row"] = row.ctypes.data if plan["has_row"] else None
         data["col"] = col.ctypes.data
+        data["row_terms"] = _byte_planes(row, data["keep"]) if narrow and plan["has_row"] \
+            else _Terms()
+        data["col_terms"] = _byte_planes(col, data["keep"]) if narrow else _Terms()
     lut = np.ascontiguousarray(table.table)
     fits = plan["max_abs"] < 2**31
     lut32 = lut.astype(np.int32) if fits else None
@@ -137,6 +154,21 @@ def table_data(plan: dict, table) -> dict:
     data["lut64"] = lut.ctypes.data
     plan["native"] = data
     return data
+
+
+def _byte_planes(values: np.ndarray, keep: list) -> _Terms:
+    """An int64 term per code as byte planes: values[c] = offset + sum_j 256^j plane_j[c]
+    (no planes when the terms span more than 7 bytes: the kernel then sums them itself)."""
+    offset = int(values.min())
+    span = [int(v) - offset for v in values]
+    count = max(1, (max(span).bit_length() + 7) // 8)
+    if count > 7:
+        return _Terms()
+    planes = np.zeros((count, 256), dtype=np.uint8)
+    for j in range(count):
+        planes[j, :len(span)] = [(v >> (8 * j)) & 255 for v in span]
+    keep.append(planes)
+    return _Terms(planes.ctypes.data, count, offset)
 
 
 def batch_stride(shape: tuple, strides: tuple, batch: tuple) -> int | None:
@@ -160,12 +192,14 @@ class NativeCall:
     ``call(a, b)`` returns the int64 result of shape (*batch, M, N), or None when an
     operand holds a value outside the table's range or not an integer (the caller then
     finds and names the value). `codes`: the operands hold codes (0..2^w-1), not values;
-    `generic`: the library built with the portable loops instead of AVX512-VNNI.
+    `generic`: the library built with the portable loops instead of AVX512-VNNI;
+    `planes`: False keeps the scalar front end where the digit planes would run.
     Raises ValueError when a batch dimension cannot be walked with one stride.
     """
 
     def __init__(self, table, engine: str, a: torch.Tensor, b: torch.Tensor,
-                 batch: tuple, codes: bool = False, generic: bool = False):
+                 batch: tuple, codes: bool = False, generic: bool = False,
+                 planes: bool = True):
         plan = table.plan
         data = table_data(plan, table)
         self.lib = library(generic)
@@ -189,6 +223,7 @@ class NativeCall:
             p.ngroups = data["ngroups"]
             p.groups = ctypes.addressof(data["groups"])
             p.row, p.col = data["row"], data["col"]
+            p.row_terms, p.col_terms, p.planes = data["row_terms"], data["col_terms"], planes
         else:
             p.engine = 1
             p.lut32, p.lut64 = data["lut32"], data["lut64"]

@@ -33,6 +33,11 @@
 #else
 #define AXSA_VNNI 0
 #endif
+#if AXSA_VNNI && defined(__AVX512VBMI__)
+#define AXSA_VBMI 1   // byte permutations: the digit-plane front end
+#else
+#define AXSA_VBMI 0
+#endif
 
 extern "C" {
 
@@ -51,6 +56,16 @@ struct AxsaGroup {
     int64_t stride;    // bytes per code in f and g: width when it is 1, 2, 4 or a
                        // multiple of 8, else width rounded up to 4 or to a multiple of 8
     int64_t scale;
+    // the digits as planes for the SIMD front end (codes of at most 8 bits), or null:
+    const uint8_t* f_planes;  // (width, 256): digit t of a's code c at [t * 256 + c]
+    const int8_t* g_planes;   // (width, 256): the same for b
+};
+
+// An int64 term per code as byte planes, for the SIMD front end:
+// term[c] = offset + sum_j 256^j planes[j * 256 + c].
+struct AxsaTerms {
+    const uint8_t* planes;   // (count, 256), or null
+    int64_t count, offset;
 };
 
 struct AxsaPlan {
@@ -64,9 +79,11 @@ struct AxsaPlan {
     const int32_t* lut32;   // gather: row-major (2^wa, 2^wb), or null
     const int64_t* lut64;   // gather: used when lut32 is null
     int32_t acc32;          // gather: K * max|lut| < 2^31
+    AxsaTerms row_terms, col_terms;   // row and col as byte planes (null planes: none)
+    int32_t planes;         // 1: the digit-plane front end where the CPU and table allow
 };
 
-int32_t axsa_approx_simd(void) { return AXSA_VNNI; }
+int32_t axsa_approx_simd(void) { return AXSA_VNNI + AXSA_VBMI; }
 
 }  // extern "C"
 
@@ -81,23 +98,24 @@ constexpr int64_t kPanelBytes = 1 << 20;  // packed b digits per column panel
 // One row of values at src[c * inner] -> codes; accumulates into `bad` whether a value
 // is outside [lo, hi] or not an integer (NaN included). Branch-free, so that it
 // vectorises (the clamp keeps the int conversion defined); Unit: inner == 1.
-template <typename T, bool Unit>
-void row_codes(const T* src, int64_t inner, int64_t cols, T lo, T hi, int32_t mask,
-               int32_t* dst, int& bad) {
+template <typename T, bool Unit, typename D>
+void row_codes(const T* src, int64_t inner, int64_t cols, T lo, T hi, int32_t mask, D* dst,
+               int& bad) {
     for (int64_t c = 0; c < cols; ++c) {
         T v = src[Unit ? c : c * inner];
         T vc = v >= lo ? (v <= hi ? v : hi) : lo;
         int32_t iv = int32_t(vc);
         bad |= int(vc != v) | int(T(iv) != vc);
-        dst[c] = iv & mask;
+        dst[c] = D(iv & mask);
     }
 }
 
-// Values at x[offset + r * outer + c * inner] (r < rows, c < cols) -> codes, row-major.
-// False on a value outside [lo, hi] or not an integer.
-template <typename T>
+// Values at x[offset + r * outer + c * inner] (r < rows, c < cols) -> codes, row-major
+// (D: int32_t, or uint8_t for codes of at most 8 bits). False on a value outside [lo, hi]
+// or not an integer.
+template <typename T, typename D>
 bool to_codes(const void* base, int64_t offset, int64_t outer, int64_t inner, int64_t rows,
-              int64_t cols, int64_t lo, int64_t hi, int32_t width, int32_t* out) {
+              int64_t cols, int64_t lo, int64_t hi, int32_t width, D* out) {
     const T* x = static_cast<const T*>(base) + offset;
     const int32_t mask = (int32_t(1) << width) - 1;
     // the bounds within T's own range (int8 values against a 0..255 table, say)
@@ -117,26 +135,30 @@ bool to_codes(const void* base, int64_t offset, int64_t outer, int64_t inner, in
     return !bad;
 }
 
+template <typename D>
 using CodesFn = bool (*)(const void*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                         int64_t, int32_t, int32_t*);
+                         int64_t, int32_t, D*);
 // by AxsaOperand::dtype
-const CodesFn kCodes[] = {to_codes<float>, to_codes<double>, to_codes<int64_t>,
-                          to_codes<int32_t>, to_codes<int16_t>, to_codes<int8_t>,
-                          to_codes<uint8_t>};
+template <typename D>
+const CodesFn<D> kCodes[] = {to_codes<float, D>, to_codes<double, D>, to_codes<int64_t, D>,
+                             to_codes<int32_t, D>, to_codes<int16_t, D>, to_codes<int8_t, D>,
+                             to_codes<uint8_t, D>};
 
+template <typename D>
 bool codes_of(const void* base, int32_t dtype, int64_t offset, int64_t outer, int64_t inner,
-              int64_t rows, int64_t cols, int64_t lo, int64_t hi, int32_t width, int32_t* out) {
+              int64_t rows, int64_t cols, int64_t lo, int64_t hi, int32_t width, D* out) {
     if (inner == 1 && outer == cols) {   // contiguous rows: one long run (short rows of
         cols *= rows;                    // K = 1..4 would not vectorise)
         rows = 1;
     }
-    if (dtype < 0 || dtype >= int32_t(sizeof(kCodes) / sizeof(kCodes[0]))) return false;
-    return kCodes[dtype](base, offset, outer, inner, rows, cols, lo, hi, width, out);
+    if (dtype < 0 || dtype >= 7) return false;
+    return kCodes<D>[dtype](base, offset, outer, inner, rows, cols, lo, hi, width, out);
 }
 
 // Codes of `rows` consecutive rows of a, starting at global row r0 (row r is batch r / m,
 // row r % m; the batch index is taken modulo nothing: the caller passes global rows).
-bool a_codes(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows, int32_t* out) {
+template <typename D>
+bool a_codes(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows, D* out) {
     const AxsaOperand& o = p.a;
     // batches laid out back to back: the rows of several batches are one block
     const bool flat = o.batch_stride == p.m * o.outer_stride;
@@ -304,7 +326,7 @@ MicroFn micro_for(int64_t mr, int64_t lanes) {
 
 struct Scratch {
     std::vector<int32_t> ca, cb, tile;
-    std::vector<uint8_t> digits_a, column_digits;
+    std::vector<uint8_t> ca8, cb8, digits_a, column_digits;
     std::vector<int8_t> packed_b;
     std::vector<int64_t> rowsum, colsum, acc64;
 };
@@ -500,6 +522,184 @@ void digits_a(const AxsaGroup& grp, const int32_t* ca, int64_t rows, int64_t K, 
     }
 }
 
+#if AXSA_VBMI
+// ---- digit planes (AVX512-VBMI) ------------------------------------------------------
+// With codes of at most 8 bits, one digit of 64 codes is two byte permutations of a
+// 256-byte table (vpermi2b). The digits then lie in planes: row r of a holds digit t of
+// its K codes at t * Kp + k (Kp = K rounded up to 4), and b's packed word
+// (t * Kp / 4 + k4, column) holds digit t of rows 4 k4 .. 4 k4 + 3: the GEMM sums the
+// same (k, t) products as the interleaved layout, in another order. The row and column
+// terms are summed from byte planes too (vpsadbw, vpdpbusd with ones).
+
+constexpr int64_t kPlanesMinK = 8;         // below, the scalar front end is as fast
+constexpr int64_t kPlanesMaxK = 1 << 22;   // int32 column-term sums stay exact
+
+// table[codes] for 64 codes (table: 256 bytes).
+inline __m512i lookup256(__m512i codes, const uint8_t* table) {
+    const __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(table), codes,
+                                                _mm512_loadu_si512(table + 64));
+    const __m512i hi = _mm512_permutex2var_epi8(_mm512_loadu_si512(table + 128), codes,
+                                                _mm512_loadu_si512(table + 192));
+    return _mm512_mask_blend_epi8(_mm512_movepi8_mask(codes), lo, hi);
+}
+
+inline __mmask64 low_bytes(int64_t n) {
+    return n >= 64 ? ~__mmask64(0) : (__mmask64(1) << n) - 1;
+}
+
+// sum_j (v_j << 8 j): the term sums of the byte planes, per 64-bit lane
+inline __m512i weigh_planes(const __m512i* v, int64_t count) {
+    __m512i s = _mm512_setzero_si512();
+    for (int64_t j = 0; j < count; ++j)
+        s = _mm512_add_epi64(s, _mm512_sll_epi64(v[j], _mm_cvtsi64_si128(8 * j)));
+    return s;
+}
+
+// Rows of at most 64 / G codes, G rows per vector (row i in bytes 64 / G * i ..): the
+// models' short rows (K = 16, 24, 32) would leave most of a vector idle.
+template <int G>
+void digits_a_planes_short(const AxsaGroup& grp, const uint8_t* ca, int64_t rows, int64_t K,
+                           int64_t Kp, uint8_t* out, const AxsaTerms& terms,
+                           int64_t* rowsum) {
+    constexpr int L = 64 / G;
+    const int64_t W = grp.width, kp = W * Kp;
+    const __mmask64 lane = low_bytes(K), store = low_bytes(Kp);
+    const bool sums = rowsum && terms.planes;
+    for (int64_t r = 0; r < rows; r += G) {
+        const int64_t g = std::min<int64_t>(G, rows - r);
+        __m512i c = _mm512_setzero_si512();
+        __mmask64 valid = 0;
+        for (int i = 0; i < g; ++i) valid |= lane << (L * i);
+        if constexpr (G == 4) {
+            c = _mm512_castsi128_si512(_mm_maskz_loadu_epi8(__mmask16(lane), ca + r * K));
+            if (g > 1) c = _mm512_inserti32x4(c, _mm_maskz_loadu_epi8(__mmask16(lane), ca + (r + 1) * K), 1);
+            if (g > 2) c = _mm512_inserti32x4(c, _mm_maskz_loadu_epi8(__mmask16(lane), ca + (r + 2) * K), 2);
+            if (g > 3) c = _mm512_inserti32x4(c, _mm_maskz_loadu_epi8(__mmask16(lane), ca + (r + 3) * K), 3);
+        } else {
+            c = _mm512_castsi256_si512(_mm256_maskz_loadu_epi8(__mmask32(lane), ca + r * K));
+            if (g > 1) c = _mm512_inserti64x4(c, _mm256_maskz_loadu_epi8(__mmask32(lane), ca + (r + 1) * K), 1);
+        }
+        for (int64_t t = 0; t < W; ++t) {
+            const __m512i d = _mm512_maskz_mov_epi8(valid, lookup256(c, grp.f_planes + 256 * t));
+            uint8_t* dst = out + r * kp + t * Kp;
+            if constexpr (G == 4) {
+                _mm_mask_storeu_epi8(dst, __mmask16(store), _mm512_castsi512_si128(d));
+                if (g > 1) _mm_mask_storeu_epi8(dst + kp, __mmask16(store), _mm512_extracti32x4_epi32(d, 1));
+                if (g > 2) _mm_mask_storeu_epi8(dst + 2 * kp, __mmask16(store), _mm512_extracti32x4_epi32(d, 2));
+                if (g > 3) _mm_mask_storeu_epi8(dst + 3 * kp, __mmask16(store), _mm512_extracti32x4_epi32(d, 3));
+            } else {
+                _mm256_mask_storeu_epi8(dst, __mmask32(store), _mm512_castsi512_si256(d));
+                if (g > 1) _mm256_mask_storeu_epi8(dst + kp, __mmask32(store), _mm512_extracti64x4_epi64(d, 1));
+            }
+        }
+        if (!rowsum) continue;
+        if (!sums) {
+            for (int i = 0; i < g; ++i) rowsum[r + i] = 0;
+            continue;
+        }
+        __m512i v[8];
+        for (int64_t j = 0; j < terms.count; ++j)
+            v[j] = _mm512_sad_epu8(_mm512_maskz_mov_epi8(valid, lookup256(c, terms.planes + 256 * j)),
+                                   _mm512_setzero_si512());
+        alignas(64) int64_t lanes[8];
+        _mm512_store_si512(lanes, weigh_planes(v, terms.count));
+        for (int i = 0; i < g; ++i) {
+            int64_t sum = K * terms.offset;
+            for (int q = 0; q < 8 / G; ++q) sum += lanes[8 / G * i + q];
+            rowsum[r + i] = sum;
+        }
+    }
+}
+
+// a's digits in planes for `rows` rows of u8 codes, (rows, W * Kp), zero padded; with
+// `rowsum`, each row's sum of row terms (0 without them).
+void digits_a_planes(const AxsaGroup& grp, const uint8_t* ca, int64_t rows, int64_t K,
+                     int64_t Kp, uint8_t* out, const AxsaTerms& terms, int64_t* rowsum) {
+    if (Kp <= 16) return digits_a_planes_short<4>(grp, ca, rows, K, Kp, out, terms, rowsum);
+    if (Kp <= 32) return digits_a_planes_short<2>(grp, ca, rows, K, Kp, out, terms, rowsum);
+    const int64_t W = grp.width, kp = W * Kp;
+    const bool sums = rowsum && terms.planes;
+    for (int64_t r = 0; r < rows; ++r) {
+        const uint8_t* codes = ca + r * K;
+        uint8_t* dst = out + r * kp;
+        __m512i acc[8];
+        for (int64_t j = 0; j < terms.count; ++j) acc[j] = _mm512_setzero_si512();
+        for (int64_t k0 = 0; k0 < Kp; k0 += 64) {
+            const __mmask64 valid = low_bytes(K - k0), store = low_bytes(Kp - k0);
+            const __m512i c = _mm512_maskz_loadu_epi8(valid, codes + k0);
+            for (int64_t t = 0; t < W; ++t)
+                _mm512_mask_storeu_epi8(dst + t * Kp + k0, store, _mm512_maskz_mov_epi8(
+                    valid, lookup256(c, grp.f_planes + 256 * t)));
+            if (sums)
+                for (int64_t j = 0; j < terms.count; ++j)
+                    acc[j] = _mm512_add_epi64(acc[j], _mm512_sad_epu8(
+                        _mm512_maskz_mov_epi8(valid, lookup256(c, terms.planes + 256 * j)),
+                        _mm512_setzero_si512()));
+        }
+        if (rowsum)
+            rowsum[r] = sums ? K * terms.offset +
+                                   _mm512_reduce_add_epi64(weigh_planes(acc, terms.count))
+                             : 0;
+    }
+}
+
+// b's digits in planes for columns [n0, n0 + np) of the u8 codes cb (K x N), packed as
+// (W * Kp / 4, np_pad, 4), zero padded; with `cs` (colsum + n0), adds each column's sum
+// of column terms into cs[c].
+void pack_b_planes(const AxsaGroup& grp, const uint8_t* cb, int64_t K, int64_t N,
+                   int64_t n0, int64_t np, int64_t np_pad, int64_t Kp, int8_t* out,
+                   const AxsaTerms& terms, int64_t* cs) {
+    const int64_t W = grp.width, k4p = Kp / 4;
+    // byte 4 c + q of a transposed vector is byte 16 q + c: column c's 4 rows side by side
+    alignas(64) uint8_t order[64];
+    for (int i = 0; i < 64; ++i) order[i] = uint8_t(16 * (i % 4) + i / 4);
+    const __m512i transpose = _mm512_load_si512(order);
+    const __m512i ones = _mm512_set1_epi8(1);
+    const uint8_t* g = reinterpret_cast<const uint8_t*>(grp.g_planes);
+    for (int64_t c0 = 0; c0 < np_pad; c0 += 16) {
+        const int64_t nc = std::max<int64_t>(0, std::min<int64_t>(16, np - c0));
+        const __mmask16 cols = __mmask16((1u << nc) - 1);
+        const __mmask64 store = low_bytes(4 * std::min<int64_t>(16, np_pad - c0));
+        __m512i acc[8];
+        for (int64_t j = 0; j < terms.count; ++j) acc[j] = _mm512_setzero_si512();
+        for (int64_t k4 = 0; k4 < k4p; ++k4) {
+            // 16 columns of rows 4 k4 .. 4 k4 + 3, row q in bytes 16 q ..
+            const uint8_t* src = cb + 4 * k4 * N + n0 + c0;
+            const int64_t left = K - 4 * k4;
+            auto row = [&](int q) {
+                return q < left ? _mm_maskz_loadu_epi8(cols, src + q * N) : _mm_setzero_si128();
+            };
+            __m512i c = _mm512_castsi128_si512(row(0));
+            c = _mm512_inserti32x4(c, row(1), 1);
+            c = _mm512_inserti32x4(c, row(2), 2);
+            c = _mm512_inserti32x4(c, row(3), 3);
+            const __mmask64 valid = uint64_t(cols) * ((left >= 4 ? 0x0001000100010001ull :
+                                                       left == 3 ? 0x0000000100010001ull :
+                                                       left == 2 ? 0x0000000000010001ull :
+                                                                   0x0000000000000001ull));
+            for (int64_t t = 0; t < W; ++t)
+                _mm512_mask_storeu_epi8(out + ((t * k4p + k4) * np_pad + c0) * 4, store,
+                                        _mm512_permutexvar_epi8(transpose, _mm512_maskz_mov_epi8(
+                                            valid, lookup256(c, g + 256 * t))));
+            if (cs && terms.planes)
+                for (int64_t j = 0; j < terms.count; ++j)
+                    acc[j] = _mm512_dpbusd_epi32(acc[j], _mm512_permutexvar_epi8(
+                        transpose, _mm512_maskz_mov_epi8(valid, lookup256(
+                            c, terms.planes + 256 * j))), ones);
+        }
+        if (cs && terms.planes) {
+            alignas(64) int32_t sums[8][16];
+            for (int64_t j = 0; j < terms.count; ++j) _mm512_store_si512(sums[j], acc[j]);
+            for (int64_t c = 0; c < nc; ++c) {
+                int64_t s = K * terms.offset;
+                for (int64_t j = 0; j < terms.count; ++j) s += int64_t(sums[j][c]) << (8 * j);
+                cs[c0 + c] += s;
+            }
+        }
+    }
+}
+#endif
+
 // One output row of a partial tile (full tiles are written by the micro kernel itself):
 // dst = row term + column terms + scale * src (the first group's first K' chunk), else
 // dst += scale * src, for the `valid` columns.
@@ -509,45 +709,69 @@ inline void store_tile(int64_t* dst, const int32_t* src, bool first, int64_t rs,
         dst[j] = (first ? rs + cs[j] : dst[j]) + scale * int64_t(src[j]);
 }
 
-// Low rank: `rows` rows of a (global rows r0..) against b's codes cb (K x N).
+// Low rank: `rows` rows of a (global rows r0..) against b's codes cb (K x N). Code:
+// int32_t for the scalar front end (digits interleaved), uint8_t for the digit planes.
+template <typename Code>
 bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
-                  const int32_t* cb, int64_t* out) {
-    const int64_t K = p.k, N = p.n;
+                  const Code* cb, int64_t* out) {
+    constexpr bool planes = sizeof(Code) == 1;
+    const int64_t K = p.k, N = p.n, Kp = (K + 3) / 4 * 4;
     int64_t* colsum = scratch(tls.colsum, size_t(N));
     for (int64_t n = 0; n < N; ++n) colsum[n] = 0;
-    if (p.col && p.ngroups == 0)   // (else summed while the first group's b is packed)
-        for (int64_t k = 0; k < K; ++k) gather_add_i64(p.col, cb + k * N, N, colsum);
     const int64_t chunk = std::min(rows, kRowChunk);
-    int32_t* ca = scratch(tls.ca, size_t(chunk * K));
+    Code* ca;
+    if constexpr (planes)
+        ca = scratch(tls.ca8, size_t(chunk * K));
+    else
+        ca = scratch(tls.ca, size_t(chunk * K));
+    if constexpr (!planes)
+        if (p.col && p.ngroups == 0)   // (else summed while the first group's b is packed)
+            for (int64_t k = 0; k < K; ++k) gather_add_i64(p.col, cb + k * N, N, colsum);
     int64_t* rowsum = scratch(tls.rowsum, size_t(chunk));
     int32_t* tile = scratch(tls.tile, size_t(kMaxMR * kTileN));
     int64_t max_w = 1;
     for (int gi = 0; gi < p.ngroups; ++gi) max_w = std::max(max_w, p.groups[gi].width);
-    const int64_t kp_max = (K * max_w + 3) / 4 * 4;
+    const int64_t kp_max = planes ? Kp * max_w : (K * max_w + 3) / 4 * 4;
     int64_t panel = std::max<int64_t>(kTileN, kPanelBytes / std::max<int64_t>(1, kp_max) /
                                                   kTileN * kTileN);
     panel = std::min(panel, (N + kTileN - 1) / kTileN * kTileN);
     for (int64_t c0 = 0; c0 < rows; c0 += kRowChunk) {
         const int64_t rc = std::min(kRowChunk, rows - c0);
         if (!a_codes(p, a, r0 + c0, rc, ca)) return false;
-        if (p.ngroups == 0)
-            for (int64_t r = 0; r < rc; ++r)
-                rowsum[r] = p.row ? gather_sum_i64(p.row, ca + r * K, K) : 0;
         int64_t* o = out + c0 * N;
-        if (p.ngroups == 0)   // (else the first group's tiles write row + column terms)
-            for (int64_t r = 0; r < rc; ++r)
-                for (int64_t n = 0; n < N; ++n) o[r * N + n] = rowsum[r] + colsum[n];
+        if constexpr (!planes)
+            if (p.ngroups == 0) {   // (else the first group's tiles write row + col terms)
+                for (int64_t r = 0; r < rc; ++r)
+                    rowsum[r] = p.row ? gather_sum_i64(p.row, ca + r * K, K) : 0;
+                for (int64_t r = 0; r < rc; ++r)
+                    for (int64_t n = 0; n < N; ++n) o[r * N + n] = rowsum[r] + colsum[n];
+            }
         for (int gi = 0; gi < p.ngroups; ++gi) {
             const AxsaGroup& grp = p.groups[gi];
-            const int64_t kp = (K * grp.width + 3) / 4 * 4, k4n = kp / 4;
+            const int64_t kp = planes ? Kp * grp.width : (K * grp.width + 3) / 4 * 4;
+            const int64_t k4n = kp / 4;
             uint8_t* da = scratch(tls.digits_a, size_t(rc * kp + grp.stride));
-            digits_a(grp, ca, rc, K, kp, da, p.row, gi == 0 ? rowsum : nullptr);
+            if constexpr (planes) {
+#if AXSA_VBMI
+                digits_a_planes(grp, ca, rc, K, Kp, da, p.row_terms,
+                                gi == 0 ? rowsum : nullptr);
+#endif
+            } else {
+                digits_a(grp, ca, rc, K, kp, da, p.row, gi == 0 ? rowsum : nullptr);
+            }
             for (int64_t n0 = 0; n0 < N; n0 += panel) {
                 const int64_t np = std::min(panel, N - n0);
                 const int64_t np_pad = (np + 7) / 8 * 8;
                 int8_t* pb = scratch(tls.packed_b, size_t(k4n * np_pad * 4));
-                pack_b(grp, cb, K, N, n0, np, np_pad, k4n, pb, p.col,
-                       p.col && gi == 0 && c0 == 0 ? colsum : nullptr);
+                int64_t* cs = p.col && gi == 0 && c0 == 0 ? colsum : nullptr;
+                if constexpr (planes) {
+#if AXSA_VBMI
+                    pack_b_planes(grp, cb, K, N, n0, np, np_pad, Kp, pb, p.col_terms,
+                                  cs ? cs + n0 : nullptr);
+#endif
+                } else {
+                    pack_b(grp, cb, K, N, n0, np, np_pad, k4n, pb, p.col, cs);
+                }
                 for (int64_t t0 = 0, tw = 0; t0 < np_pad; t0 += tw) {
                     const int64_t rest = np_pad - t0;   // tiles of 32, then 16, then 8
                     tw = rest >= 32 ? 32 : rest >= 16 ? 16 : 8;
@@ -575,6 +799,22 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
         }
     }
     return true;
+}
+
+// Whether this call can use the digit planes (CPU, table, shape).
+bool use_planes(const AxsaPlan& p) {
+#if AXSA_VBMI
+    if (!p.planes || p.engine != 0 || p.ngroups == 0 || p.a.width > 8 || p.b.width > 8 ||
+        p.k < kPlanesMinK || p.k > kPlanesMaxK)
+        return false;
+    if ((p.row && !p.row_terms.planes) || (p.col && !p.col_terms.planes)) return false;
+    for (int gi = 0; gi < p.ngroups; ++gi)
+        if (!p.groups[gi].f_planes || !p.groups[gi].g_planes) return false;
+    return true;
+#else
+    (void)p;
+    return false;
+#endif
 }
 
 // Gather: out[r, n] = sum_k lut[ca[r, k], cb[k, n]].
@@ -631,18 +871,26 @@ extern "C" {
 int32_t axsa_approx_gemm(const AxsaPlan* plan, const void* a, const void* b, int64_t* out) {
     const AxsaPlan& p = *plan;
     const int64_t K = p.k, N = p.n;
-    int32_t* cb = scratch(tls.cb, size_t(K * N));
+    const bool planes = use_planes(p);
+    int32_t* cb = planes ? nullptr : scratch(tls.cb, size_t(K * N));
+    uint8_t* cb8 = planes ? scratch(tls.cb8, size_t(K * N)) : nullptr;
     // b shared by every batch: one pass over all batches' rows
     const bool shared = p.b.batch_stride == 0;
     const int64_t passes = shared ? 1 : p.batches;
     const int64_t rows = shared ? p.batches * p.m : p.m;
     for (int64_t g = 0; g < passes; ++g) {
-        if (!codes_of(b, p.b.dtype, g * p.b.batch_stride, p.b.outer_stride, p.b.inner_stride,
-                      K, N, p.b.lo, p.b.hi, p.b.width, cb))
+        const AxsaOperand& o = p.b;
+        const int64_t off = g * o.batch_stride;
+        if (planes ? !codes_of(b, o.dtype, off, o.outer_stride, o.inner_stride, K, N, o.lo,
+                               o.hi, o.width, cb8)
+                   : !codes_of(b, o.dtype, off, o.outer_stride, o.inner_stride, K, N, o.lo,
+                               o.hi, o.width, cb))
             return 2;
         const int64_t r0 = g * p.m;
-        bool ok = p.engine == 0 ? lowrank_rows(p, a, r0, rows, cb, out + r0 * N)
-                                : gather_block(p, a, r0, rows, cb, out + r0 * N);
+        int64_t* dst = out + r0 * N;
+        bool ok = p.engine != 0 ? gather_block(p, a, r0, rows, cb, dst)
+                  : planes      ? lowrank_rows(p, a, r0, rows, cb8, dst)
+                                : lowrank_rows(p, a, r0, rows, cb, dst);
         if (!ok) return 1;
     }
     return 0;

@@ -57,6 +57,17 @@ def operands(rng, table: ProductTable, shape_a, shape_b):
     return a, b
 
 
+def wide_factor_table() -> ProductTable:
+    """A 4-bit table whose exact factors need base-256 digits in several int8 GEMM groups
+    of different scales."""
+    u = np.arange(16) * (2**25 + 1)
+    table = ProductTable(np.outer(u, np.arange(16)) + np.outer(np.arange(16) % 3,
+                                                               np.arange(16) ** 2) * 7,
+                         signed=False, name="wide factors")
+    assert len(table.plan["groups"]) > 1
+    return table
+
+
 def tables_of(spec):
     mult = parse_spec(spec)
     return [ProductTable.from_multiplier(mult, mode) for mode in range(mult.modes)]
@@ -108,12 +119,7 @@ def test_tables_above_float32_range_stay_exact():
     want = gather_reference(a, b, lut, 4, 4)
     for engine in ("bag", "gather", "auto", "native-gather"):
         np.testing.assert_array_equal(approx_matmul(a, b, table, engine=engine).numpy(), want)
-    # wide factors: base-256 digits in several int8 GEMM groups of different scales
-    u = np.arange(16) * (2**25 + 1)
-    lowrank = ProductTable(np.outer(u, np.arange(16)) + np.outer(np.arange(16) % 3,
-                                                                 np.arange(16) ** 2) * 7,
-                           signed=False)
-    assert len(lowrank.plan["groups"]) > 1
+    lowrank = wide_factor_table()
     want = gather_reference(a, b, lowrank.table, 4, 4)
     for engine in ("lowrank", "native"):
         np.testing.assert_array_equal(approx_matmul(a, b, lowrank, engine=engine).numpy(), want)

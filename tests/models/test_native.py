@@ -8,15 +8,16 @@ import pytest
 import torch
 from axsa.models import _native, approx
 from axsa.models.approx import ProductTable, approx_matmul
-from test_approx import SPECS, gather_reference, operands, tables_of
+from test_approx import SPECS, gather_reference, operands, tables_of, wide_factor_table
 
 from axsa.errors import InputError, ToolError
 
 
-def native(table, kind, a, b, generic=False, codes=False):
+def native(table, kind, a, b, generic=False, codes=False, planes=True):
     """One kernel call on these operands (values, or codes with `codes`)."""
     batch = tuple(torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
-    return _native.NativeCall(table, kind, a, b, batch, codes=codes, generic=generic)(a, b)
+    return _native.NativeCall(table, kind, a, b, batch, codes=codes, generic=generic,
+                              planes=planes)(a, b)
 
 
 def kinds(table):
@@ -42,6 +43,43 @@ def test_simd_build_is_used_where_the_cpu_has_vnni():
     has = all(f" {f}" in flags for f in ("avx512f", "avx512bw", "avx512dq", "avx512_vnni"))
     assert bool(_native.library().axsa_approx_simd()) == has
     assert _native.library(generic=True).axsa_approx_simd() == 0
+    # 2: also the digit-plane front end (AVX512-VBMI byte permutations)
+    assert (_native.library().axsa_approx_simd() == 2) == (has and " avx512vbmi" in flags)
+
+
+@pytest.mark.parametrize("spec", ["exact@s8", "trunc(k=4)@s8", "trunc(k=8)@u8", "roba@s8",
+                                  "drum(k=4)@u8", "bam(h=4,v=9)@u8", "mitchell(t=3)@s8",
+                                  "cfgtrunc@s8x4", "trunc(k=2)@s4", "wide"])
+def test_digit_planes_equal_the_scalar_front_end(spec):
+    # the plane front end (K >= 8 on AVX512-VBMI CPUs) against the scalar one and the
+    # definition: short rows packed 4 and 2 to a vector (K <= 16, <= 32) with row tails,
+    # rows over several 64-byte chunks, column tails of 16-column blocks, K tails of 4
+    rng = np.random.default_rng(abs(hash(spec)) % 2**32)
+    tables = [wide_factor_table()] if spec == "wide" else tables_of(spec)
+    shapes = [(1, 8, 1), (3, 15, 7), (5, 16, 16), (6, 17, 24), (9, 24, 32), (2, 31, 17),
+              (7, 32, 40), (5, 33, 9), (4, 63, 3), (3, 64, 33), (2, 65, 2), (3, 130, 8)]
+    for table in tables:
+        for m, k, n in shapes:
+            lo, hi = table.a_range
+            blo, bhi = table.b_range
+            a = rng.integers(lo, hi + 1, size=(m, k))
+            b = rng.integers(blo, bhi + 1, size=(k, n))
+            a[0, ::2], b[::3, 0] = lo, bhi           # extremes in the row and column terms
+            a[-1, 1::2], b[1::3, -1] = hi, blo
+            want = gather_reference(a, b, table.table, table.wa, table.wb)
+            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+            for planes in (True, False):
+                got = native(table, "native", ta, tb, planes=planes)
+                np.testing.assert_array_equal(got.numpy(), want,
+                                              err_msg=f"{table.name} {m}x{k}x{n} {planes}")
+        # batched, b per batch and b shared (a Linear layer's weight)
+        a, b = operands(rng, table, (3, 2, 5, 24), (3, 2, 24, 6))
+        want = gather_reference(a, b, table.table, table.wa, table.wb)
+        got = native(table, "native", torch.from_numpy(a), torch.from_numpy(b))
+        np.testing.assert_array_equal(got.numpy(), want)
+        got = native(table, "native", torch.from_numpy(a), torch.from_numpy(b[0, 0]))
+        np.testing.assert_array_equal(got.numpy(), gather_reference(a, b[0, 0], table.table,
+                                                                    table.wa, table.wb))
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["simd", "generic"])
