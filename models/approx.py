@@ -397,11 +397,13 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
     """
     if engine == "auto" and type(a) is torch.Tensor and type(b) is torch.Tensor:
         # the prepared native kernel call for these operands, once `auto` picked it
+        # (`_fast_key` and `NativeCall.__call__` inlined: on a model's head a whole call
+        # is a few microseconds)
         call = _FAST.get((getattr(table, "key", None), a.shape, a.stride(), a.dtype,
-                          a.device, b.shape, b.stride(), b.dtype, b.device))
+                          a.is_cpu, b.shape, b.stride(), b.dtype, b.is_cpu))
         if call is not None:
-            out = call(a, b)
-            if out is not None:
+            out = torch.from_numpy(np.empty(call.shape, dtype=np.int64))
+            if not call.fn(call.ref, a.data_ptr(), b.data_ptr(), out.data_ptr()):
                 return out                 # else a bad value: found and named below
     if not isinstance(table, ProductTable):
         raise InputError(f"table must be a ProductTable, got {type(table).__name__}")
@@ -872,8 +874,8 @@ def _terms_matmul(ca, cb, batch, plan) -> torch.Tensor:
 
 # -- engines: the native kernels (models/approx_kernels.cc) -----------------------------
 
-#: prepared native calls on raw operands, by (table key, shape, stride, dtype, device of
-#: a and b):
+#: prepared native calls on raw operands, by (table key, shape, stride, dtype, is_cpu of
+#: a and b; only CPU operands are registered):
 #: `approx_matmul`'s fast path, filled once `auto` has tuned a native engine for them
 _FAST: dict[tuple, _native.NativeCall] = {}
 #: prepared native calls on codes (the engine as `_tune` and forced engines run it)
@@ -908,12 +910,17 @@ def _native_matmul(ca, cb, batch, plan, kind: str) -> torch.Tensor:
     return _native_call(plan, kind, ca, cb, batch)(ca, cb)
 
 
+def _fast_key(table, a, b) -> tuple:
+    """The key of `_FAST` (built inline in `approx_matmul`, for speed)."""
+    return (table.key, a.shape, a.stride(), a.dtype, a.is_cpu, b.shape, b.stride(), b.dtype,
+            b.is_cpu)
+
+
 def _prepare_fast(table, kind: str, a, b, batch) -> None:
     """Register the native call on these raw operands for `approx_matmul`'s fast path."""
     if not _native.supported(a, b):
         return
-    key = (table.key, a.shape, a.stride(), a.dtype, a.device, b.shape, b.stride(), b.dtype,
-           b.device)
+    key = _fast_key(table, a, b)
     if key in _FAST:
         return
     try:

@@ -557,67 +557,87 @@ inline __m512i weigh_planes(const __m512i* v, int64_t count) {
 
 // Rows of at most 64 / G codes, G rows per vector (row i in bytes 64 / G * i ..): the
 // models' short rows (K = 16, 24, 32) would leave most of a vector idle.
+
+// The codes of rows r .. r + g - 1 (g <= G), zero elsewhere; `valid` marks their codes.
 template <int G>
-void digits_a_planes_short(const AxsaGroup& grp, const uint8_t* ca, int64_t rows, int64_t K,
-                           int64_t Kp, uint8_t* out, const AxsaTerms& terms,
-                           int64_t* rowsum) {
+__m512i short_rows(const uint8_t* ca, int64_t r, int64_t g, int64_t K, __mmask64* valid) {
     constexpr int L = 64 / G;
-    const int64_t W = grp.width, kp = W * Kp;
-    const __mmask64 lane = low_bytes(K), store = low_bytes(Kp);
-    const bool sums = rowsum && terms.planes;
-    for (int64_t r = 0; r < rows; r += G) {
-        const int64_t g = std::min<int64_t>(G, rows - r);
-        __m512i c = _mm512_setzero_si512();
-        __mmask64 valid = 0;
-        for (int i = 0; i < g; ++i) valid |= lane << (L * i);
-        if constexpr (G == 4) {
-            c = _mm512_castsi128_si512(_mm_maskz_loadu_epi8(__mmask16(lane), ca + r * K));
-            if (g > 1) c = _mm512_inserti32x4(c, _mm_maskz_loadu_epi8(__mmask16(lane), ca + (r + 1) * K), 1);
-            if (g > 2) c = _mm512_inserti32x4(c, _mm_maskz_loadu_epi8(__mmask16(lane), ca + (r + 2) * K), 2);
-            if (g > 3) c = _mm512_inserti32x4(c, _mm_maskz_loadu_epi8(__mmask16(lane), ca + (r + 3) * K), 3);
-        } else {
-            c = _mm512_castsi256_si512(_mm256_maskz_loadu_epi8(__mmask32(lane), ca + r * K));
-            if (g > 1) c = _mm512_inserti64x4(c, _mm256_maskz_loadu_epi8(__mmask32(lane), ca + (r + 1) * K), 1);
-        }
-        for (int64_t t = 0; t < W; ++t) {
-            const __m512i d = _mm512_maskz_mov_epi8(valid, lookup256(c, grp.f_planes + 256 * t));
-            uint8_t* dst = out + r * kp + t * Kp;
-            if constexpr (G == 4) {
-                _mm_mask_storeu_epi8(dst, __mmask16(store), _mm512_castsi512_si128(d));
-                if (g > 1) _mm_mask_storeu_epi8(dst + kp, __mmask16(store), _mm512_extracti32x4_epi32(d, 1));
-                if (g > 2) _mm_mask_storeu_epi8(dst + 2 * kp, __mmask16(store), _mm512_extracti32x4_epi32(d, 2));
-                if (g > 3) _mm_mask_storeu_epi8(dst + 3 * kp, __mmask16(store), _mm512_extracti32x4_epi32(d, 3));
-            } else {
-                _mm256_mask_storeu_epi8(dst, __mmask32(store), _mm512_castsi512_si256(d));
-                if (g > 1) _mm256_mask_storeu_epi8(dst + kp, __mmask32(store), _mm512_extracti64x4_epi64(d, 1));
-            }
-        }
-        if (!rowsum) continue;
-        if (!sums) {
-            for (int i = 0; i < g; ++i) rowsum[r + i] = 0;
-            continue;
-        }
-        __m512i v[8];
-        for (int64_t j = 0; j < terms.count; ++j)
-            v[j] = _mm512_sad_epu8(_mm512_maskz_mov_epi8(valid, lookup256(c, terms.planes + 256 * j)),
-                                   _mm512_setzero_si512());
-        alignas(64) int64_t lanes[8];
-        _mm512_store_si512(lanes, weigh_planes(v, terms.count));
-        for (int i = 0; i < g; ++i) {
-            int64_t sum = K * terms.offset;
-            for (int q = 0; q < 8 / G; ++q) sum += lanes[8 / G * i + q];
-            rowsum[r + i] = sum;
-        }
+    const __mmask64 lane = low_bytes(K);
+    *valid = 0;
+    for (int i = 0; i < g; ++i) *valid |= lane << (L * i);
+    if constexpr (G == 4) {
+        const __mmask16 m = __mmask16(lane);
+        __m512i c = _mm512_castsi128_si512(_mm_maskz_loadu_epi8(m, ca + r * K));
+        if (g > 1) c = _mm512_inserti32x4(c, _mm_maskz_loadu_epi8(m, ca + (r + 1) * K), 1);
+        if (g > 2) c = _mm512_inserti32x4(c, _mm_maskz_loadu_epi8(m, ca + (r + 2) * K), 2);
+        if (g > 3) c = _mm512_inserti32x4(c, _mm_maskz_loadu_epi8(m, ca + (r + 3) * K), 3);
+        return c;
+    } else {
+        const __mmask32 m = __mmask32(lane);
+        __m512i c = _mm512_castsi256_si512(_mm256_maskz_loadu_epi8(m, ca + r * K));
+        if (g > 1) c = _mm512_inserti64x4(c, _mm256_maskz_loadu_epi8(m, ca + (r + 1) * K), 1);
+        return c;
     }
 }
 
-// a's digits in planes for `rows` rows of u8 codes, (rows, W * Kp), zero padded; with
-// `rowsum`, each row's sum of row terms (0 without them).
-void digits_a_planes(const AxsaGroup& grp, const uint8_t* ca, int64_t rows, int64_t K,
-                     int64_t Kp, uint8_t* out, const AxsaTerms& terms, int64_t* rowsum) {
-    if (Kp <= 16) return digits_a_planes_short<4>(grp, ca, rows, K, Kp, out, terms, rowsum);
-    if (Kp <= 32) return digits_a_planes_short<2>(grp, ca, rows, K, Kp, out, terms, rowsum);
-    const int64_t W = grp.width, kp = W * Kp;
+// rowsum[i] = the sum of row terms of row i of a group of g short rows (0 without terms).
+template <int G>
+void short_term_sums(__m512i c, __mmask64 valid, int64_t g, int64_t K,
+                     const AxsaTerms& terms, int64_t* rowsum) {
+    if (!terms.planes) {
+        for (int i = 0; i < g; ++i) rowsum[i] = 0;
+        return;
+    }
+    __m512i v[8];
+    for (int64_t j = 0; j < terms.count; ++j)
+        v[j] = _mm512_sad_epu8(_mm512_maskz_mov_epi8(valid, lookup256(
+                                   c, terms.planes + 256 * j)), _mm512_setzero_si512());
+    alignas(64) int64_t lanes[8];
+    _mm512_store_si512(lanes, weigh_planes(v, terms.count));
+    for (int i = 0; i < g; ++i) {
+        int64_t sum = K * terms.offset;
+        for (int q = 0; q < 8 / G; ++q) sum += lanes[8 / G * i + q];
+        rowsum[i] = sum;
+    }
+}
+
+template <int G>
+void digits_short(const uint8_t* table, int64_t W, const uint8_t* ca, int64_t rows, int64_t K,
+                  int64_t Kp, uint8_t* out, const AxsaTerms& terms, int64_t* rowsum) {
+    const int64_t kp = W * Kp;
+    const __mmask64 store = low_bytes(Kp);
+    for (int64_t r = 0; r < rows; r += G) {
+        const int64_t g = std::min<int64_t>(G, rows - r);
+        __mmask64 valid;
+        const __m512i c = short_rows<G>(ca, r, g, K, &valid);
+        for (int64_t t = 0; t < W; ++t) {
+            const __m512i d = _mm512_maskz_mov_epi8(valid, lookup256(c, table + 256 * t));
+            uint8_t* dst = out + r * kp + t * Kp;
+            if constexpr (G == 4) {
+                const __mmask16 m = __mmask16(store);
+                _mm_mask_storeu_epi8(dst, m, _mm512_castsi512_si128(d));
+                if (g > 1) _mm_mask_storeu_epi8(dst + kp, m, _mm512_extracti32x4_epi32(d, 1));
+                if (g > 2) _mm_mask_storeu_epi8(dst + 2 * kp, m, _mm512_extracti32x4_epi32(d, 2));
+                if (g > 3) _mm_mask_storeu_epi8(dst + 3 * kp, m, _mm512_extracti32x4_epi32(d, 3));
+            } else {
+                const __mmask32 m = __mmask32(store);
+                _mm256_mask_storeu_epi8(dst, m, _mm512_castsi512_si256(d));
+                if (g > 1) _mm256_mask_storeu_epi8(dst + kp, m, _mm512_extracti64x4_epi64(d, 1));
+            }
+        }
+        if (rowsum) short_term_sums<G>(c, valid, g, K, terms, rowsum + r);
+    }
+}
+
+// Digits in planes for `rows` rows of u8 codes (digit t of code c at table[t * 256 + c]):
+// (rows, W * Kp), zero padded; with `rowsum`, each row's sum of terms (0 without them).
+// a's rows, and b's single column when N = 1.
+void digits_planes(const uint8_t* table, int64_t W, const uint8_t* ca, int64_t rows,
+                   int64_t K, int64_t Kp, uint8_t* out, const AxsaTerms& terms,
+                   int64_t* rowsum) {
+    if (Kp <= 16) return digits_short<4>(table, W, ca, rows, K, Kp, out, terms, rowsum);
+    if (Kp <= 32) return digits_short<2>(table, W, ca, rows, K, Kp, out, terms, rowsum);
+    const int64_t kp = W * Kp;
     const bool sums = rowsum && terms.planes;
     for (int64_t r = 0; r < rows; ++r) {
         const uint8_t* codes = ca + r * K;
@@ -629,7 +649,7 @@ void digits_a_planes(const AxsaGroup& grp, const uint8_t* ca, int64_t rows, int6
             const __m512i c = _mm512_maskz_loadu_epi8(valid, codes + k0);
             for (int64_t t = 0; t < W; ++t)
                 _mm512_mask_storeu_epi8(dst + t * Kp + k0, store, _mm512_maskz_mov_epi8(
-                    valid, lookup256(c, grp.f_planes + 256 * t)));
+                    valid, lookup256(c, table + 256 * t)));
             if (sums)
                 for (int64_t j = 0; j < terms.count; ++j)
                     acc[j] = _mm512_add_epi64(acc[j], _mm512_sad_epu8(
@@ -641,6 +661,81 @@ void digits_a_planes(const AxsaGroup& grp, const uint8_t* ca, int64_t rows, int6
                                    _mm512_reduce_add_epi64(weigh_planes(acc, terms.count))
                              : 0;
     }
+}
+
+// N = 1 (a model's output head): out[r] (+)= scale * sum_t f_t(a[r, :]) . g_t(b), the
+// first group adding the row and column terms. a's digits are looked up and multiplied
+// in registers (a tile of 8 columns would leave 7 idle); short rows G to a vector.
+// W * Kp <= 65536: exact int32 sums.
+template <int G>
+void dot_rows(const AxsaGroup& grp, const uint8_t* ca, const uint8_t* col, int64_t rows,
+              int64_t K, int64_t Kp, const AxsaTerms& row_terms, int64_t colsum, bool first,
+              int64_t* out) {
+    const int64_t W = grp.width;
+    for (int64_t r = 0; r < rows; r += G) {
+        const int64_t g = G == 1 ? 1 : std::min<int64_t>(G, rows - r);
+        __m512i acc = _mm512_setzero_si512(), terms[8];
+        for (int64_t j = 0; j < row_terms.count; ++j) terms[j] = _mm512_setzero_si512();
+        __mmask64 valid = 0;
+        __m512i c = _mm512_setzero_si512();
+        for (int64_t k0 = 0; k0 < (G == 1 ? Kp : 1); k0 += 64) {
+            if constexpr (G == 1) {
+                valid = low_bytes(K - k0);
+                c = _mm512_maskz_loadu_epi8(valid, ca + r * K + k0);
+                if (first && row_terms.planes)   // the row's term sums, chunk by chunk
+                    for (int64_t j = 0; j < row_terms.count; ++j)
+                        terms[j] = _mm512_add_epi64(terms[j], _mm512_sad_epu8(
+                            _mm512_maskz_mov_epi8(valid, lookup256(
+                                c, row_terms.planes + 256 * j)), _mm512_setzero_si512()));
+            } else {
+                c = short_rows<G>(ca, r, g, K, &valid);
+            }
+            for (int64_t t = 0; t < W; ++t) {
+                const uint8_t* bt = col + t * Kp + k0;   // b's digits t, in every row's lane
+                const __m512i b = G == 4 ? _mm512_broadcast_i32x4(_mm_loadu_si128(
+                                               reinterpret_cast<const __m128i*>(bt)))
+                                  : G == 2 ? _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                                 reinterpret_cast<const __m256i*>(bt)))
+                                           : _mm512_loadu_si512(bt);
+                acc = _mm512_dpbusd_epi32(acc, _mm512_maskz_mov_epi8(valid, lookup256(
+                                                   c, grp.f_planes + 256 * t)), b);
+            }
+        }
+        int64_t rs[G] = {};
+        if (first) {
+            if constexpr (G == 1)
+                rs[0] = row_terms.planes ? K * row_terms.offset + _mm512_reduce_add_epi64(
+                                               weigh_planes(terms, row_terms.count))
+                                         : 0;
+            else
+                short_term_sums<G>(c, valid, g, K, row_terms, rs);
+        }
+        alignas(64) int32_t lanes[16];
+        _mm512_store_si512(lanes, acc);
+        for (int i = 0; i < g; ++i) {
+            int64_t dot = 0;
+            for (int q = 0; q < 16 / G; ++q) dot += lanes[16 / G * i + q];
+            const int64_t v = grp.scale * dot;
+            out[r + i] = first ? rs[i] + colsum + v : out[r + i] + v;
+        }
+    }
+}
+
+// b's single column's digits (W * Kp bytes and 64 of slack) and its sum of column terms,
+// then dot_rows for G.
+void matrix_vector(const AxsaGroup& grp, const uint8_t* ca, const uint8_t* cb, int64_t rows,
+                   int64_t K, int64_t Kp, const AxsaTerms& row_terms,
+                   const AxsaTerms& col_terms, bool first, int64_t* out) {
+    uint8_t* col = scratch(tls.column_digits, size_t(grp.width * Kp + 64));
+    int64_t colsum = 0;
+    digits_planes(reinterpret_cast<const uint8_t*>(grp.g_planes), grp.width, cb, 1, K, Kp,
+                  col, col_terms, &colsum);
+    if (Kp <= 16)
+        dot_rows<4>(grp, ca, col, rows, K, Kp, row_terms, colsum, first, out);
+    else if (Kp <= 32)
+        dot_rows<2>(grp, ca, col, rows, K, Kp, row_terms, colsum, first, out);
+    else
+        dot_rows<1>(grp, ca, col, rows, K, Kp, row_terms, colsum, first, out);
 }
 
 // b's digits in planes for columns [n0, n0 + np) of the u8 codes cb (K x N), packed as
@@ -753,8 +848,12 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
             uint8_t* da = scratch(tls.digits_a, size_t(rc * kp + grp.stride));
             if constexpr (planes) {
 #if AXSA_VBMI
-                digits_a_planes(grp, ca, rc, K, Kp, da, p.row_terms,
-                                gi == 0 ? rowsum : nullptr);
+                if (N == 1 && kp <= 4 * kMaxK4) {   // a matrix-vector product
+                    matrix_vector(grp, ca, cb, rc, K, Kp, p.row_terms, p.col_terms, gi == 0, o);
+                    continue;
+                }
+                digits_planes(grp.f_planes, grp.width, ca, rc, K, Kp, da, p.row_terms,
+                              gi == 0 ? rowsum : nullptr);
 #endif
             } else {
                 digits_a(grp, ca, rc, K, kp, da, p.row, gi == 0 ? rowsum : nullptr);

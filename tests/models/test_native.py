@@ -53,11 +53,13 @@ def test_simd_build_is_used_where_the_cpu_has_vnni():
 def test_digit_planes_equal_the_scalar_front_end(spec):
     # the plane front end (K >= 8 on AVX512-VBMI CPUs) against the scalar one and the
     # definition: short rows packed 4 and 2 to a vector (K <= 16, <= 32) with row tails,
-    # rows over several 64-byte chunks, column tails of 16-column blocks, K tails of 4
+    # rows over several 64-byte chunks, column tails of 16-column blocks, K tails of 4,
+    # matrix-vector products
     rng = np.random.default_rng(abs(hash(spec)) % 2**32)
     tables = [wide_factor_table()] if spec == "wide" else tables_of(spec)
     shapes = [(1, 8, 1), (3, 15, 7), (5, 16, 16), (6, 17, 24), (9, 24, 32), (2, 31, 17),
-              (7, 32, 40), (5, 33, 9), (4, 63, 3), (3, 64, 33), (2, 65, 2), (3, 130, 8)]
+              (7, 32, 40), (5, 33, 9), (4, 63, 3), (3, 64, 33), (2, 65, 2), (3, 130, 8),
+              (5, 16, 1), (6, 24, 1), (9, 33, 1), (3, 130, 1)]   # N = 1: dot products
     for table in tables:
         for m, k, n in shapes:
             lo, hi = table.a_range
@@ -108,6 +110,10 @@ def test_int32_chunks_of_long_digit_rows():
     for generic in (False, True):
         got = native(table, "native", torch.from_numpy(a), torch.from_numpy(b), generic)
         np.testing.assert_array_equal(got.numpy(), want)
+        # one column: digit rows longer than the dot products' exact int32 bound
+        got = native(table, "native", torch.from_numpy(a), torch.from_numpy(b[:, 3:4]),
+                     generic)
+        np.testing.assert_array_equal(got.numpy(), want[:, 3:4])
     exact = tables_of("exact@u8")[0]
     K = 70000
     a = torch.full((2, K), 255)
@@ -155,6 +161,17 @@ def test_strided_broadcast_and_batched_operands():
                                               f"{tuple(x.shape)} @ {tuple(y.shape)}")
 
 
+class CountingCall:
+    """Stands in for a prepared call's C function and counts the calls."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        return self.fn(*args)
+
+
 def test_fast_path_dtypes_and_bad_values():
     table = tables_of("drum(k=4)@s8")[0]
     rng = np.random.default_rng(9)
@@ -165,10 +182,11 @@ def test_fast_path_dtypes_and_bad_values():
         ta, tb = torch.from_numpy(a).to(dtype), torch.from_numpy(b).to(dtype)
         batch = ()
         approx._prepare_fast(table, "native", ta, tb, batch)
-        assert (table.key, ta.shape, ta.stride(), ta.dtype, ta.device, tb.shape,
-                tb.stride(), tb.dtype, tb.device) in approx._FAST
+        call = approx._FAST[approx._fast_key(table, ta, tb)]
+        call.fn = counter = CountingCall(call.fn)
         np.testing.assert_array_equal(approx_matmul(ta, tb, table).numpy(), want,
                                       err_msg=str(dtype))
+        assert counter.calls == 1          # the inline key found the prepared call
     pos = np.clip(a, 0, 127)
     ua = torch.from_numpy(pos).to(torch.uint8)
     np.testing.assert_array_equal(native(table, "native", ua, torch.from_numpy(b)).numpy(),
