@@ -94,6 +94,8 @@ constexpr int64_t kMaxMR = 8;          // output rows per micro tile
 constexpr int64_t kMaxK4 = 16384;      // K' / 4 per int32 chunk (K' <= 65536)
 constexpr int64_t kRowChunk = 256;     // rows whose digits are made at once
 constexpr int64_t kPanelBytes = 1 << 20;  // packed b digits per column panel
+constexpr int64_t kPaddedK = 8;   // below, per-code costs outweigh the GEMM: the scalar
+                                  // front end takes digits at their stored (padded) width
 
 // One row of values at src[c * inner] -> codes; accumulates into `bad` whether a value
 // is outside [lo, hi] or not an integer (NaN included). Branch-free, so that it
@@ -825,7 +827,7 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
     int64_t* rowsum = scratch(tls.rowsum, size_t(chunk));
     int32_t* tile = scratch(tls.tile, size_t(kMaxMR * kTileN));
     int64_t max_w = 1;
-    for (int gi = 0; gi < p.ngroups; ++gi) max_w = std::max(max_w, p.groups[gi].width);
+    for (int gi = 0; gi < p.ngroups; ++gi) max_w = std::max(max_w, p.groups[gi].stride);
     const int64_t kp_max = planes ? Kp * max_w : (K * max_w + 3) / 4 * 4;
     int64_t panel = std::max<int64_t>(kTileN, kPanelBytes / std::max<int64_t>(1, kp_max) /
                                                   kTileN * kTileN);
@@ -842,7 +844,8 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
                     for (int64_t n = 0; n < N; ++n) o[r * N + n] = rowsum[r] + colsum[n];
             }
         for (int gi = 0; gi < p.ngroups; ++gi) {
-            const AxsaGroup& grp = p.groups[gi];
+            AxsaGroup grp = p.groups[gi];
+            if (!planes && K < kPaddedK) grp.width = grp.stride;   // zero digits padded in
             const int64_t kp = planes ? Kp * grp.width : (K * grp.width + 3) / 4 * 4;
             const int64_t k4n = kp / 4;
             uint8_t* da = scratch(tls.digits_a, size_t(rc * kp + grp.stride));

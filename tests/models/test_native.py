@@ -59,7 +59,8 @@ def test_digit_planes_equal_the_scalar_front_end(spec):
     tables = [wide_factor_table()] if spec == "wide" else tables_of(spec)
     shapes = [(1, 8, 1), (3, 15, 7), (5, 16, 16), (6, 17, 24), (9, 24, 32), (2, 31, 17),
               (7, 32, 40), (5, 33, 9), (4, 63, 3), (3, 64, 33), (2, 65, 2), (3, 130, 8),
-              (5, 16, 1), (6, 24, 1), (9, 33, 1), (3, 130, 1)]   # N = 1: dot products
+              (5, 16, 1), (6, 24, 1), (9, 33, 1), (3, 130, 1),   # N = 1: dot products
+              (7, 1, 5), (4, 3, 9), (3, 7, 17)]   # K < 8: the scalar front end, padded
     for table in tables:
         for m, k, n in shapes:
             lo, hi = table.a_range
