@@ -522,26 +522,61 @@ void copy_digits(const uint8_t* table, const int32_t* codes, int64_t K, uint8_t*
     }
 }
 
+// K codes' digits side by side at dst (K * W bytes); with `sum`, their sum of `row`.
+void row_digits(const AxsaGroup& grp, const int32_t* codes, int64_t K, uint8_t* dst,
+                const int64_t* row, int64_t* sum) {
+    const int64_t W = grp.width, P = grp.stride;
+    switch (W == P ? W : 0) {
+        case 1: copy_digits<uint8_t>(grp.f, codes, K, dst, row, sum); break;
+        case 2: copy_digits<uint16_t>(grp.f, codes, K, dst, row, sum); break;
+        case 4: copy_digits<uint32_t>(grp.f, codes, K, dst, row, sum); break;
+        case 8: copy_digits<uint64_t>(grp.f, codes, K, dst, row, sum); break;
+        default:   // stored padded, or a multiple of 8 wider than 8
+            spread_for(P)(grp.f, P, codes, 1, K, W, dst, row, sum);
+    }
+}
+
+// Rows of K * W <= 4 digits as one word each (D holds a code's stored digits).
+template <typename D>
+void word_rows(const uint8_t* table, const int32_t* ca, int64_t rows, int64_t K, int64_t W,
+               uint8_t* out) {
+    const D* f = reinterpret_cast<const D*>(table);
+    for (int64_t r = 0; r < rows; ++r) {
+        uint32_t w = 0;
+        for (int64_t k = 0; k < K; ++k) w |= uint32_t(f[ca[r * K + k]]) << (8 * W * k);
+        std::memcpy(out + 4 * r, &w, 4);
+    }
+}
+
 // a's digits for `rows` rows of codes, (rows, kp) u8, zero padded to kp (the buffer has
 // `stride` bytes of slack); with `rowsum`, also each row's sum of row terms `row` (or 0
 // without them).
 void digits_a(const AxsaGroup& grp, const int32_t* ca, int64_t rows, int64_t K, int64_t kp,
               uint8_t* out, const int64_t* row, int64_t* rowsum) {
     const int64_t W = grp.width, P = grp.stride;
+    if (kp == 4 && P <= 4 && (W == P || K == 1)) {   // a row is one word (K = 1: an outer
+        switch (P) {                                  // product, the input projection)
+            case 1: word_rows<uint8_t>(grp.f, ca, rows, K, W, out); break;
+            case 2: word_rows<uint16_t>(grp.f, ca, rows, K, W, out); break;
+            default: word_rows<uint32_t>(grp.f, ca, rows, K, W, out);
+        }
+        if (rowsum)
+            for (int64_t r = 0; r < rows; ++r)
+                rowsum[r] = row ? gather_sum_i64(row, ca + r * K, K) : 0;
+        return;
+    }
+    if (kp == K * W && K < 8) {   // short unpadded rows back
+        row_digits(grp, ca, rows * K, out, nullptr, nullptr);   // to back: one pass
+        if (rowsum)
+            for (int64_t r = 0; r < rows; ++r)
+                rowsum[r] = row ? gather_sum_i64(row, ca + r * K, K) : 0;
+        return;
+    }
     for (int64_t r = 0; r < rows; ++r) {
         uint8_t* dst = out + r * kp;
-        const int32_t* codes = ca + r * K;
-        int64_t* sum = rowsum && row ? rowsum + r : nullptr;
         if (rowsum && !row) rowsum[r] = 0;
-        switch (W == P ? W : 0) {
-            case 1: copy_digits<uint8_t>(grp.f, codes, K, dst, row, sum); break;
-            case 2: copy_digits<uint16_t>(grp.f, codes, K, dst, row, sum); break;
-            case 4: copy_digits<uint32_t>(grp.f, codes, K, dst, row, sum); break;
-            case 8: copy_digits<uint64_t>(grp.f, codes, K, dst, row, sum); break;
-            default:   // stored padded, or a multiple of 8 wider than 8
-                spread_for(P)(grp.f, P, codes, 1, K, W, dst, row, sum);
-        }
-        std::memset(dst + K * W, 0, size_t(kp - K * W));
+        row_digits(grp, ca + r * K, K, dst, row, rowsum && row ? rowsum + r : nullptr);
+        if (kp > K * W) std::memset(dst + K * W, 0, size_t(kp - K * W));
     }
 }
 
