@@ -9,10 +9,12 @@
 // Engine 0, low rank: lut[a, b] == sum_grp scale * (F[a] . G[b]) + row[a] + col[b], with
 // F (int8 digits + 128, so unsigned) and G (int8 digits) per code (models/_lowrank.py;
 // the +128 shift is compensated in col by the caller). The digits of every operand
-// element are laid side by side along K (K' = K * width) and the GEMM runs on
-// AVX512-VNNI dot products (u8 x s8 -> s32; 64 multiply-adds per instruction), or on a
-// portable loop elsewhere. Every partial sum is exact in int32 (K' chunks of at most
-// 65536: 65536 * 255 * 128 < 2^31) and added into int64.
+// element go along K (K' = K * width): side by side per element (the scalar front end),
+// or as one plane per digit (AVX512-VBMI byte permutations, 64 codes at a time; see
+// "digit planes" below). The GEMM runs on AVX512-VNNI dot products (u8 x s8 -> s32; 64
+// multiply-adds per instruction), or on a portable loop elsewhere. Every partial sum is
+// exact in int32 (K' chunks of at most 65536: 65536 * 255 * 128 < 2^31) and added into
+// int64.
 //
 // Engine 1, gather: the plain table lookup for tables without structure, with int32
 // partial sums where K * max|lut| < 2^31, else int64.
@@ -94,8 +96,8 @@ constexpr int64_t kMaxMR = 8;          // output rows per micro tile
 constexpr int64_t kMaxK4 = 16384;      // K' / 4 per int32 chunk (K' <= 65536)
 constexpr int64_t kRowChunk = 256;     // rows whose digits are made at once
 constexpr int64_t kPanelBytes = 1 << 20;  // packed b digits per column panel
-constexpr int64_t kPaddedK = 8;   // below, per-code costs outweigh the GEMM: the scalar
-                                  // front end takes digits at their stored (padded) width
+constexpr int64_t kShortK = 8;    // below, per-code costs outweigh the GEMM: the scalar
+                                  // front end, digits at their stored (padded) width
 
 // One row of values at src[c * inner] -> codes; accumulates into `bad` whether a value
 // is outside [lo, hi] or not an integer (NaN included). Branch-free, so that it
@@ -554,19 +556,18 @@ void word_rows(const uint8_t* table, const int32_t* ca, int64_t rows, int64_t K,
 void digits_a(const AxsaGroup& grp, const int32_t* ca, int64_t rows, int64_t K, int64_t kp,
               uint8_t* out, const int64_t* row, int64_t* rowsum) {
     const int64_t W = grp.width, P = grp.stride;
-    if (kp == 4 && P <= 4 && (W == P || K == 1)) {   // a row is one word (K = 1: an outer
-        switch (P) {                                  // product, the input projection)
-            case 1: word_rows<uint8_t>(grp.f, ca, rows, K, W, out); break;
-            case 2: word_rows<uint16_t>(grp.f, ca, rows, K, W, out); break;
-            default: word_rows<uint32_t>(grp.f, ca, rows, K, W, out);
-        }
-        if (rowsum)
-            for (int64_t r = 0; r < rows; ++r)
-                rowsum[r] = row ? gather_sum_i64(row, ca + r * K, K) : 0;
-        return;
-    }
-    if (kp == K * W && K < 8) {   // short unpadded rows back
-        row_digits(grp, ca, rows * K, out, nullptr, nullptr);   // to back: one pass
+    // short rows (K = 1: an outer product, the input projection): a word each, or back to
+    // back without padding; one pass over all codes, then the row sums
+    const bool word = kp == 4 && P <= 4 && (W == P || K == 1);
+    if (word || (kp == K * W && K < kShortK)) {
+        if (!word)
+            row_digits(grp, ca, rows * K, out, nullptr, nullptr);
+        else if (P == 1)
+            word_rows<uint8_t>(grp.f, ca, rows, K, W, out);
+        else if (P == 2)
+            word_rows<uint16_t>(grp.f, ca, rows, K, W, out);
+        else
+            word_rows<uint32_t>(grp.f, ca, rows, K, W, out);
         if (rowsum)
             for (int64_t r = 0; r < rows; ++r)
                 rowsum[r] = row ? gather_sum_i64(row, ca + r * K, K) : 0;
@@ -589,7 +590,6 @@ void digits_a(const AxsaGroup& grp, const int32_t* ca, int64_t rows, int64_t K, 
 // same (k, t) products as the interleaved layout, in another order. The row and column
 // terms are summed from byte planes too (vpsadbw, vpdpbusd with ones).
 
-constexpr int64_t kPlanesMinK = 8;         // below, the scalar front end is as fast
 constexpr int64_t kPlanesMaxK = 1 << 22;   // int32 column-term sums stay exact
 
 // table[codes] for 64 codes (table: 256 bytes).
@@ -901,7 +901,7 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
             }
         for (int gi = 0; gi < p.ngroups; ++gi) {
             AxsaGroup grp = p.groups[gi];
-            if (!planes && K < kPaddedK) grp.width = grp.stride;   // zero digits padded in
+            if (!planes && K < kShortK) grp.width = grp.stride;   // zero digits padded in
             const int64_t kp = planes ? Kp * grp.width : (K * grp.width + 3) / 4 * 4;
             const int64_t k4n = kp / 4;
             uint8_t* da = scratch(tls.digits_a, size_t(rc * kp + grp.stride));
@@ -963,7 +963,7 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
 bool use_planes(const AxsaPlan& p) {
 #if AXSA_VBMI
     if (!p.planes || p.engine != 0 || p.ngroups == 0 || p.a.width > 8 || p.b.width > 8 ||
-        p.k < kPlanesMinK || p.k > kPlanesMaxK)
+        p.k < kShortK || p.k > kPlanesMaxK)
         return false;
     if ((p.row && !p.row_terms.planes) || (p.col && !p.col_terms.planes)) return false;
     for (int gi = 0; gi < p.ngroups; ++gi)
