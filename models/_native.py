@@ -111,7 +111,9 @@ def table_data(plan: dict, table) -> dict:
     """Per-table arrays for the kernel (kept in the table's plan): digit tables, zero
     padded to 1, 2, 4 or 8k bytes per code, with a's digits shifted to unsigned (+128;
     the shift's -128 * sum of b's digits goes into the column term, with the plan's
-    constant), and the table itself for the gather."""
+    constant), and the table itself for the gather. With codes of at most 8 bits, also
+    each digit of every code side by side, and the row and column terms as byte planes
+    (`_byte_planes`): the kernel's SIMD front end looks them up 64 codes at a time."""
     data = plan.get("native")
     if data is not None:
         return data
