@@ -904,13 +904,16 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
             if (!planes && K < kShortK) grp.width = grp.stride;   // zero digits padded in
             const int64_t kp = planes ? Kp * grp.width : (K * grp.width + 3) / 4 * 4;
             const int64_t k4n = kp / 4;
-            uint8_t* da = scratch(tls.digits_a, size_t(rc * kp + grp.stride));
-            if constexpr (planes) {
 #if AXSA_VBMI
-                if (N == 1 && kp <= 4 * kMaxK4) {   // a matrix-vector product
+            if constexpr (planes)
+                if (N == 1 && kp <= 4 * kMaxK4) {   // a matrix-vector product: no digit rows
                     matrix_vector(grp, ca, cb, rc, K, Kp, p.row_terms, p.col_terms, gi == 0, o);
                     continue;
                 }
+#endif
+            uint8_t* da = scratch(tls.digits_a, size_t(rc * kp + grp.stride));
+            if constexpr (planes) {
+#if AXSA_VBMI
                 digits_planes(grp.f_planes, grp.width, ca, rc, K, Kp, da, p.row_terms,
                               gi == 0 ? rowsum : nullptr);
 #endif
