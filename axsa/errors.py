@@ -11,3 +11,7 @@ class InputError(ValueError):
 
 class ToolError(RuntimeError):
     """An external tool (Yosys, nextpnr, g++) or an internal step failed."""
+
+
+class SpecError(InputError):
+    """A malformed or invalid multiplier spec string or operand format."""

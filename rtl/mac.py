@@ -17,6 +17,8 @@ from amaranth.hdl import Module, Mux, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from axsa.formats import acc_width_for_range
+
 __all__ = ["VIEWS", "Mac", "Pe", "acc_width_for", "product_range"]
 
 #: How a MAC computes its product (see `Mac`).
@@ -47,12 +49,7 @@ def acc_width_for(multiplier, max_reduction: int) -> int:
         The narrowest two's-complement width holding every value in
         ``[min(0, max_reduction * lo), max(0, max_reduction * hi)]``.
     """
-    if not isinstance(max_reduction, int) or max_reduction < 1:
-        raise ValueError(f"max_reduction must be a positive integer, not {max_reduction!r}")
-    lo, hi = product_range(multiplier)
-    lo_sum, hi_sum = min(0, max_reduction * lo), max(0, max_reduction * hi)
-    # signed width: -2^(w-1) <= lo_sum and hi_sum <= 2^(w-1) - 1
-    return max((-lo_sum - 1).bit_length(), hi_sum.bit_length()) + 1
+    return acc_width_for_range(*product_range(multiplier), max_reduction)
 
 
 def _check_acc_width(acc_width) -> None:

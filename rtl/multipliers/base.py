@@ -25,83 +25,12 @@ from amaranth.hdl import Module, Shape, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from axsa.errors import InputError
+from axsa import formats
+from axsa.errors import InputError, SpecError  # noqa: F401  (SpecError re-exported)
 
-MIN_WIDTH = 2
-MAX_WIDTH = 8  # exhaustive tables: 2^(wa+wb) entries, 65,536 at 8x8
-
-
-class SpecError(InputError):
-    """A malformed or invalid multiplier spec string."""
-
-
-@dataclass(frozen=True)
-class Format:
-    """Operand format: widths of operands `a` and `b`, and signedness of both."""
-
-    signed: bool
-    a_width: int
-    b_width: int
-
-    def __post_init__(self):
-        for name, w in (("a", self.a_width), ("b", self.b_width)):
-            if not MIN_WIDTH <= w <= MAX_WIDTH:
-                raise SpecError(f"operand width {w} (operand {name}) is out of range "
-                                f"{MIN_WIDTH}..{MAX_WIDTH}")
-
-    @classmethod
-    def parse(cls, text: str) -> Format:
-        match = re.fullmatch(r"([su])(\d+)(?:x(\d+))?", text.strip())
-        if not match:
-            raise SpecError(f"bad format {text!r}: expected s8, u4 or s8x4 "
-                            "(s/u for signed/unsigned, then the operand widths)")
-        wa = int(match[2])
-        wb = int(match[3]) if match[3] is not None else wa
-        return cls(match[1] == "s", wa, wb)
-
-    def __str__(self) -> str:
-        s = "s" if self.signed else "u"
-        return f"{s}{self.a_width}" if self.a_width == self.b_width else \
-            f"{s}{self.a_width}x{self.b_width}"
-
-    @property
-    def a_shape(self) -> Shape:
-        return signed(self.a_width) if self.signed else unsigned(self.a_width)
-
-    @property
-    def b_shape(self) -> Shape:
-        return signed(self.b_width) if self.signed else unsigned(self.b_width)
-
-    def a_values(self) -> np.ndarray:
-        """Operand values of `a` indexed by code (bit pattern read as unsigned)."""
-        return code_values(self.a_width, self.signed)
-
-    def b_values(self) -> np.ndarray:
-        return code_values(self.b_width, self.signed)
-
-    def a_range(self) -> tuple[int, int]:
-        return value_range(self.a_width, self.signed)
-
-    def b_range(self) -> tuple[int, int]:
-        return value_range(self.b_width, self.signed)
-
-
-def value_range(width: int, is_signed: bool) -> tuple[int, int]:
-    """Inclusive (min, max) of a `width`-bit operand."""
-    return (-(1 << (width - 1)), (1 << (width - 1)) - 1) if is_signed else (0, (1 << width) - 1)
-
-
-def code_values(width: int, is_signed: bool) -> np.ndarray:
-    """int64 array: the value of every code 0..2^width-1 (two's complement if signed)."""
-    codes = np.arange(1 << width, dtype=np.int64)
-    if is_signed:
-        codes = np.where(codes >= 1 << (width - 1), codes - (1 << width), codes)
-    return codes
-
-
-def to_codes(values: np.ndarray, width: int) -> np.ndarray:
-    """Operand values -> codes (bit patterns read as unsigned), int64."""
-    return np.asarray(values, dtype=np.int64) & ((1 << width) - 1)
+MIN_WIDTH, MAX_WIDTH = formats.MIN_WIDTH, formats.MAX_WIDTH
+Format = formats.Format
+value_range, code_values, to_codes = formats.value_range, formats.code_values, formats.to_codes
 
 
 @dataclass(frozen=True)
@@ -217,11 +146,11 @@ class Multiplier:
 
     @property
     def a_shape(self) -> Shape:
-        return self.fmt.a_shape
+        return signed(self.fmt.a_width) if self.fmt.signed else unsigned(self.fmt.a_width)
 
     @property
     def b_shape(self) -> Shape:
-        return self.fmt.b_shape
+        return signed(self.fmt.b_width) if self.fmt.signed else unsigned(self.fmt.b_width)
 
     @functools.cached_property
     def p_shape(self) -> Shape:
@@ -303,16 +232,9 @@ class MultiplierComponent(wiring.Component):
         return m
 
 
-@functools.cache
-def _exact_table(fmt: Format) -> np.ndarray:
-    t = fmt.a_values()[:, None] * fmt.b_values()[None, :]
-    t.setflags(write=False)
-    return t
-
-
 def exact_table(fmt: Format) -> np.ndarray:
     """The exact product table a*b for `fmt`, indexed by codes (read-only int64)."""
-    return _exact_table(fmt)
+    return fmt.exact_table()
 
 
 # -- spec parsing ------------------------------------------------------------------------
