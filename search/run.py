@@ -40,7 +40,8 @@ class SearchResult:
             "method": self.method, "budget": self.budget, "evaluations": len(self.archive),
             "seed": self.seed, "accuracy_budget": self.accuracy_budget,
             "hypervolume": self.hypervolume(), "reference_point": list(self.reference_point),
-            "pareto": [{"assignment": space.assignment(c), **ev.to_json()}
+            "pareto": [{"assignment": space.assignment(c),
+                        "approximate": space.approximate(c), **ev.to_json()}
                        for c, ev in self.archive.front()],
         }
 

@@ -103,6 +103,12 @@ class SearchSpace:
         return {g: self.candidates[i][c].to_json()
                 for i, (g, c) in enumerate(zip(self.gemms, choice))}
 
+    def approximate(self, choice: Sequence[int]) -> dict[str, str]:
+        """{gemm: candidate label} of the GEMMs `choice` does not give the exact multiplier."""
+        choice = self.check(choice)
+        return {g: self.candidates[i][c].label
+                for i, (g, c) in enumerate(zip(self.gemms, choice)) if c != self.exact[i]}
+
     def choice_of(self, assignment: dict) -> Choice:
         """The choice of an assignment JSON (GEMMs it leaves out are exact)."""
         out = list(self.exact)
