@@ -97,6 +97,10 @@ def run_compiler(cmd: list[str], cwd: Path, what: str) -> None:
                         f"{_INSTALL_HINT}") from None
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
+        if not tail:
+            raise ToolError(f"{Path(cmd[0]).name} failed compiling {what} (exit "
+                            f"{proc.returncode}) and said nothing: is it a C++ compiler? "
+                            f"{_INSTALL_HINT}")
         raise ToolError(f"{Path(cmd[0]).name} failed compiling {what} "
                         f"(exit {proc.returncode}):\n{tail}")
 

@@ -229,6 +229,8 @@ class Store:
             db.execute("SELECT count(*) FROM results").fetchone()
         if not memory:
             db.execute("PRAGMA journal_mode = WAL")
+        if tables and "schema_version" in meta:
+            return  # nothing to write: opening needs no write lock
         with self._transaction():
             if not tables:
                 for statement in _SCHEMA.split(";"):

@@ -5,7 +5,7 @@ Conventions (../shared/DESIGN.md): every command prints human-readable output an
 `--json`; exit 0 on success, 2 on bad input (InputError, click usage errors), 1 on a tool or
 internal failure; progress on stderr. No traceback reaches the user: a known failure
 (InputError, ToolError and its StateError, click usage errors) is one message; Ctrl-C is
-``interrupted``, exit 130; a closed stdout pipe ends quietly (exit 141); anything else is
+``interrupted``, exit 130; a closed stdout pipe ends quietly (exit 1); anything else is
 one line ``axsa: internal error: TYPE: MESSAGE``, exit 1, with the stack written to
 `error_log_path()` (``$AXSA_CACHE/last-error.log``). ``axsa --debug ...`` (or
 ``AXSA_DEBUG=1``) lets every exception propagate with its stack instead.
@@ -77,7 +77,12 @@ def main(argv=None) -> int:
     debug = _debug_requested(args)
     try:
         cli.main(args=args, prog_name="axsa", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            if debug:
+                raise exc.__cause__ from None
+            click.echo("interrupted", err=True)
+            return 130
         click.echo("aborted", err=True)
         return 1
     except click.ClickException as exc:  # usage errors: exit 2
@@ -98,11 +103,10 @@ def main(argv=None) -> int:
             raise
         click.echo("interrupted", err=True)
         return 130
-    except BrokenPipeError:
-        # the reader of stdout went away (`axsa ... | head`): stop quietly; point stdout at
-        # /dev/null so the interpreter's final flush does not complain either
-        _silence_stdout()
-        return 141
+    except SystemExit as exc:
+        # click's own exit: a closed stdout pipe (`axsa ... | head`), which it has already
+        # silenced, exits 1 quietly
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     except OSError as exc:
         if exc.filename is None or debug:
             return _internal_error(exc, debug)
@@ -144,13 +148,6 @@ def _internal_error(exc: BaseException, debug: bool) -> int:
     click.echo(f"({saved}`axsa --debug ...` shows it here; please report it)", err=True)
     return 1
 
-
-def _silence_stdout() -> None:
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
 
 
 if __name__ == "__main__":
