@@ -29,7 +29,7 @@ import numpy as np
 from axsa.rtl.multipliers import FAMILIES, Format, imported, parse_spec
 
 from axsa import toolchain
-from axsa.errors import InputError
+from axsa.errors import InputError, StateError
 
 from .netlist import synthesize_gates, table_from_netlist
 
@@ -136,10 +136,11 @@ def _origin(source: Path, folder: Path) -> str:
     resolved = source.resolve()
     if resolved.parent == folder.resolve():
         try:
-            old = json.loads((folder / imported.ENTRY_FILE).read_text())
-            return str(old["imported_from"])
-        except (OSError, ValueError, TypeError, KeyError):
-            pass
+            old, _ = imported.read_entry(folder)
+        except StateError:
+            old = {}
+        if isinstance(old.get("imported_from"), str):
+            return old["imported_from"]
     return str(resolved)
 
 
