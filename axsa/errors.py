@@ -1,7 +1,8 @@
 """Error kinds every part of axsa raises, mapped to CLI exit codes.
 
 `InputError` (exit 2) is the user's fault and its message names the bad value;
-`ToolError` (exit 1) is a failure of an external tool or of axsa itself.
+`ToolError` (exit 1) is a failure of an external tool or of axsa itself, and its
+subclass `StateError` (exit 1) names a damaged file of axsa's own state and its fix.
 """
 
 
@@ -15,3 +16,8 @@ class ToolError(RuntimeError):
 
 class SpecError(InputError):
     """A malformed or invalid multiplier spec string or operand format."""
+
+
+class StateError(ToolError):
+    """State axsa keeps on disk (a user-library entry, a cache) is damaged: exit 1. The
+    message names the file, what is wrong with it and how to repair it."""

@@ -12,7 +12,15 @@ and write at once; a record is written once (``INSERT OR IGNORE`` on the key has
 is what lets an interrupted sweep resume without recording any design twice.
 
 A file that is not an axsa results store (another SQLite database, a text file, a damaged
-database, a newer schema) raises `InputError` naming it; it is never modified.
+database, a newer or unreadable schema version, a directory, a FIFO or other special file)
+raises `InputError` naming it; it is never modified (and a FIFO is never opened, so it
+cannot hang). A record whose stored JSON is damaged is a miss: `get` warns on stderr and
+returns None, and the next `put` of that key replaces it.
+
+Locks: while another process holds the write lock, a writer waits quietly for a couple of
+seconds, then says on stderr that it is waiting (naming the file) and waits up to
+``$AXSA_DB_TIMEOUT`` seconds in all (default `DEFAULT_LOCK_TIMEOUT_S`); then it gives up
+with a `ToolError`. Every record written before that is committed and kept.
 
 >>> store = Store(":memory:")
 >>> store.get_or_compute("demo", {"x": 1}, lambda: {"y": 2}, versions=False)
@@ -25,19 +33,24 @@ import hashlib
 import json
 import os
 import sqlite3
+import stat
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
-from axsa.errors import InputError
+from axsa.errors import InputError, ToolError
 
 #: bumped when the table layout changes; a newer file is refused, never migrated down
 SCHEMA_VERSION = 1
 #: the `meta` row that marks a file as ours
 APPLICATION = "axsa-results"
 DEFAULT_PATH = Path(".axsa") / "results.sqlite"
-BUSY_TIMEOUT_MS = 60_000
+#: seconds a writer waits in all for another process's write lock ($AXSA_DB_TIMEOUT)
+DEFAULT_LOCK_TIMEOUT_S = 600.0
+#: seconds of that wait spent quietly before saying so on stderr
+QUIET_WAIT_S = 2.0
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _SCHEMA = """
@@ -58,6 +71,29 @@ CREATE INDEX IF NOT EXISTS results_kind ON results (kind);
 def default_path() -> Path:
     """``$AXSA_DB`` if set, else ``.axsa/results.sqlite`` in the working directory."""
     return Path(os.environ.get("AXSA_DB") or DEFAULT_PATH)
+
+
+def lock_timeout() -> float:
+    """Seconds to wait for another process's write lock: ``$AXSA_DB_TIMEOUT`` or the default."""
+    raw = os.environ.get("AXSA_DB_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise InputError(f"AXSA_DB_TIMEOUT={raw!r} is not a positive number of seconds")
+    return value
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc)
 
 
 def canonical_json(data: Any) -> str:
@@ -101,34 +137,69 @@ class Store:
     def __init__(self, path: str | os.PathLike | None = None, create: bool = True):
         self.path = Path(path) if path is not None else default_path()
         memory = str(path) == ":memory:"
+        self.lock_timeout = lock_timeout()
+        self._quiet_s = min(QUIET_WAIT_S, self.lock_timeout)
         if not memory:
             self._check_file(create)
         try:
             self._db = sqlite3.connect(":memory:" if memory else str(self.path),
-                                       timeout=BUSY_TIMEOUT_MS / 1000,
+                                       timeout=self._quiet_s,
                                        isolation_level=None, check_same_thread=False)
-            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._init_schema(memory)
+            self._locked(lambda: self._init_schema(memory))
         except sqlite3.DatabaseError as exc:
             raise InputError(f"results store {str(self.path)!r} is not a usable axsa results "
                              f"database ({exc}); move it away or pass another --db") from None
 
+    # -- the write lock ---------------------------------------------------------------
+    def _locked(self, op: Callable[[], Any]) -> Any:
+        """``op()``, waiting (and saying so) while another process holds the lock."""
+        try:
+            return op()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+        rest = self.lock_timeout - self._quiet_s
+        _warn(f"waiting for the store lock held by another process: {self.path} (up to "
+              f"{rest:g} s more; AXSA_DB_TIMEOUT sets the limit in seconds)")
+        self._db.execute(f"PRAGMA busy_timeout = {int(rest * 1000)}")
+        try:
+            return op()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            raise ToolError(f"gave up after {self.lock_timeout:g} s waiting for the store lock "
+                            f"held by another process: {self.path}; every result recorded "
+                            "before is kept in it. Run again when that process is done, or "
+                            "set AXSA_DB_TIMEOUT=SECONDS to wait longer") from None
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {int(self._quiet_s * 1000)}")
+
     # -- opening ----------------------------------------------------------------------
     def _check_file(self, create: bool) -> None:
         p = self.path
-        if p.exists():
-            if p.is_dir():
-                raise InputError(f"results store {str(p)!r} is a directory, not a database file")
-            with open(p, "rb") as f:
-                head = f.read(len(_SQLITE_MAGIC))
-            if head and head != _SQLITE_MAGIC:
-                raise InputError(f"results store {str(p)!r} is not an SQLite database (foreign "
-                                 "or corrupt file); it was left untouched: move it away or "
-                                 "pass another --db")
-        elif not create:
-            raise InputError(f"results store {str(p)!r} does not exist")
-        else:
+        try:
+            mode = os.stat(p).st_mode  # before any open: a FIFO would block it
+        except FileNotFoundError:
+            mode = None
+        except OSError as exc:
+            raise InputError(f"results store {str(p)!r} cannot be examined ({exc.strerror}): "
+                             "pass another --db") from None
+        if mode is None:
+            if not create:
+                raise InputError(f"results store {str(p)!r} does not exist")
             p.parent.mkdir(parents=True, exist_ok=True)
+            return
+        if stat.S_ISDIR(mode):
+            raise InputError(f"results store {str(p)!r} is a directory, not a database file")
+        if not stat.S_ISREG(mode):
+            raise InputError(f"results store {str(p)!r} is not a regular file (a FIFO, device "
+                             "or socket): pass a database file with --db or AXSA_DB")
+        with open(p, "rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+        if head and head != _SQLITE_MAGIC:
+            raise InputError(f"results store {str(p)!r} is not an SQLite database (foreign "
+                             "or corrupt file); it was left untouched: move it away or "
+                             "pass another --db")
 
     def _init_schema(self, memory: bool) -> None:
         db = self._db
@@ -143,7 +214,13 @@ class Store:
                 raise InputError(f"results store {str(self.path)!r} is an SQLite database of "
                                  "another program (no axsa marker); it was left untouched: "
                                  "pass another --db")
-            version = int(meta.get("schema_version", "0"))
+            raw = meta.get("schema_version", "0")
+            try:
+                version = int(raw)
+            except (TypeError, ValueError):
+                raise InputError(f"results store {str(self.path)!r} is damaged: its schema "
+                                 f"version {raw!r} is not an integer; it was left untouched: "
+                                 "move it away or pass another --db") from None
             if version > SCHEMA_VERSION:
                 raise InputError(f"results store {str(self.path)!r} has schema version {version}, "
                                  f"newer than this axsa ({SCHEMA_VERSION}): upgrade axsa or "
@@ -152,6 +229,8 @@ class Store:
             db.execute("SELECT count(*) FROM results").fetchone()
         if not memory:
             db.execute("PRAGMA journal_mode = WAL")
+        if tables and "schema_version" in meta:
+            return  # nothing to write: opening needs no write lock
         with self._transaction():
             if not tables:
                 for statement in _SCHEMA.split(";"):
@@ -189,22 +268,45 @@ class Store:
         return key
 
     def get(self, kind: str, key: dict, versions: bool = True) -> dict | None:
-        """The stored result for (kind, key), or None."""
+        """The stored result for (kind, key), or None (also when the stored row is damaged:
+        a warning says so, and the next `put` replaces it)."""
         h = key_hash(kind, self.full_key(key, versions))
         row = self._query("SELECT result_json FROM results WHERE key_hash = ?", (h,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        if row is None:
+            return None
+        result = _decode(row[0])
+        if result is None:
+            _warn(f"results store {self.path}: the stored {kind!r} result {h[:12]} is damaged "
+                  "(not a JSON object); recomputing and replacing it")
+        return result
 
     def put(self, kind: str, key: dict, result: dict, seconds: float | None = None,
             versions: bool = True) -> bool:
-        """Record a result; returns False (and keeps the first) if the key is already there."""
+        """Record a result; returns False (and keeps the first) if the key is already there.
+        A damaged row of the same key is replaced."""
+        if not isinstance(result, dict):
+            raise TypeError(f"results-store result must be a dict, not {type(result).__name__}")
         full = self.full_key(key, versions)
         h = key_hash(kind, full)
-        with self._transaction():
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO results (kind, key_hash, key_json, result_json, created,"
-                " seconds) VALUES (?, ?, ?, ?, ?, ?)",
-                (kind, h, canonical_json(full), canonical_json(result), time.time(), seconds))
-        return cur.rowcount == 1
+        row = (kind, h, canonical_json(full), canonical_json(result), time.time(), seconds)
+
+        def write() -> bool:
+            with self._transaction():
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO results (kind, key_hash, key_json, result_json,"
+                    " created, seconds) VALUES (?, ?, ?, ?, ?, ?)", row)
+                if cur.rowcount == 1:
+                    return True
+                (old,) = self._db.execute("SELECT result_json FROM results WHERE key_hash = ?",
+                                          (h,)).fetchone()
+                if _decode(old) is not None:
+                    return False
+                self._db.execute("UPDATE results SET kind = ?, key_json = ?, result_json = ?, "
+                                 "created = ?, seconds = ? WHERE key_hash = ?",
+                                 (*row[:1], *row[2:], h))
+                return True
+
+        return self._locked(write)
 
     def get_or_compute(self, kind: str, key: dict, compute: Callable[[], dict],
                        versions: bool = True) -> dict:
@@ -227,8 +329,13 @@ class Store:
             sql += " WHERE kind = ?"
             args = (kind,)
         for k, key, res, created, seconds in self._query(sql + " ORDER BY id", args):
-            yield {"kind": k, "key": json.loads(key), "result": json.loads(res),
-                   "created": created, "seconds": seconds}
+            key, res = _decode(key), _decode(res)
+            if key is None or res is None:
+                _warn(f"results store {self.path}: skipping a damaged {k!r} record (not a "
+                      "JSON object); it is recomputed when next asked for")
+                continue
+            yield {"kind": k, "key": key, "result": res, "created": created,
+                   "seconds": seconds}
 
     def count(self, kind: str | None = None) -> int:
         if kind is None:
@@ -237,10 +344,19 @@ class Store:
 
     def _query(self, sql: str, args: tuple = ()):
         try:
-            return self._db.execute(sql, args)
+            return self._locked(lambda: self._db.execute(sql, args))
         except sqlite3.DatabaseError as exc:
             raise InputError(f"results store {str(self.path)!r} cannot be read ({exc}); it "
                              "may be damaged: move it away or pass another --db") from None
+
+
+def _decode(text) -> dict | None:
+    """A stored JSON object, or None when the row is damaged."""
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 class _Transaction:

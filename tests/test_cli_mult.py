@@ -10,9 +10,9 @@ import pytest
 from axsa.rtl.multipliers import exact_table, parse_spec
 
 
-def axsa(*args, cwd=None):
+def axsa(*args, cwd=None, env=None):
     return subprocess.run([sys.executable, "-m", "axsa.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, env=os.environ | {"COLUMNS": "120"})
+                          text=True, cwd=cwd, env=os.environ | {"COLUMNS": "120"} | (env or {}))
 
 
 def test_show_json_metrics_equal_hand_computation_from_table(tmp_path):
@@ -131,3 +131,101 @@ def test_unwritable_output_path_exits_2_naming_it(tmp_path):
     r = axsa("mult", "table", "exact@s4", "--out", str(target))
     assert r.returncode == 2
     assert str(target) in r.stderr and "Traceback" not in r.stderr
+
+
+# -- hostile files -------------------------------------------------------------------------
+
+LATIN1_V = (b"// Multiplikation mit Abk\xfcrzung, \xa9 J. M\xfcller\n"
+            b"module lat(input [3:0] a, input [3:0] b, output [7:0] y);\n"
+            b"  assign y = a * b; // \xbd-Addierer\nendmodule\n")
+
+
+def test_latin1_verilog_imports_and_is_stored_as_utf8(tmp_path):
+    src = tmp_path / "lat in.v"
+    src.write_bytes(LATIN1_V)
+    lib = tmp_path / "lib"
+    r = axsa("mult", "import", str(src), "--top", "lat", "--format", "u4", "--json",
+             env={"AXSA_LIB": str(lib)})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["exact"] is True
+    assert (lib / "lat" / "lat.v").read_text(encoding="utf-8") == LATIN1_V.decode("latin-1")
+    out = tmp_path / "t.npy"
+    r = axsa("mult", "table", "lat@u4", "--out", str(out), env={"AXSA_LIB": str(lib)})
+    assert r.returncode == 0, r.stderr
+    a = np.arange(16)
+    assert np.array_equal(np.load(out), a[:, None] * a[None, :])
+
+
+def test_combinational_loop_is_refused_naming_its_signals(tmp_path):
+    src = tmp_path / "loopy.v"
+    src.write_text("module loopy(input [3:0] a, input [3:0] b, output [7:0] y);\n"
+                   "  wire [7:0] t;\n"
+                   "  assign t = (a * b) ^ {t[6:0], t[7]};\n"
+                   "  assign y = t;\nendmodule\n")
+    lib = tmp_path / "lib"
+    r = axsa("mult", "import", str(src), "--top", "loopy", "--format", "u4",
+             env={"AXSA_LIB": str(lib)})
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert "combinational loop through t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7] " \
+           "(line 3 of loopy.v)" in r.stderr
+    assert not (lib / "loopy").exists() and not list(lib.iterdir())  # nothing left behind
+
+
+def test_bitwise_chain_in_one_vector_is_not_a_loop(tmp_path, monkeypatch):
+    # c[i] depends on c[i-1]: one vector feeding itself, but no bit depends on itself
+    src = tmp_path / "chain.v"
+    src.write_text("module chain(input [3:0] a, input [3:0] b, output [7:0] y);\n"
+                   "  wire [7:0] c;\n"
+                   "  assign c = {c[6:0] & {a, b[3:1]}, b[0]};\n"
+                   "  assign y = c ^ (a * b);\nendmodule\n")
+    r = axsa("mult", "import", str(src), "--top", "chain", "--format", "u4",
+             env={"AXSA_LIB": str(tmp_path / "lib")})
+    assert r.returncode == 0, r.stderr
+    monkeypatch.setenv("AXSA_LIB", str(tmp_path / "lib"))
+    m = parse_spec("chain@u4")
+    a, b = np.meshgrid(np.arange(16), np.arange(16), indexing="ij")
+    c = np.zeros_like(a)
+    c |= b & 1
+    for i in range(1, 8):
+        term = ((a << 3) | (b >> 1)) >> (i - 1) & 1
+        c |= ((c >> (i - 1)) & 1 & term) << i
+    assert np.array_equal(m.model_table(), c ^ (a * b))
+
+
+def test_force_reimport_of_the_library_copy_and_failed_force_keeps_the_entry(tmp_path):
+    src = tmp_path / "lat.v"
+    src.write_bytes(LATIN1_V)
+    lib = tmp_path / "lib"
+    env = {"AXSA_LIB": str(lib)}
+    assert axsa("mult", "import", str(src), "--top", "lat", "--format", "u4",
+                env=env).returncode == 0
+    before = json.loads((lib / "lat" / "entry.json").read_text())
+    r = axsa("mult", "import", str(lib / "lat" / "lat.v"), "--top", "lat", "--format", "u4",
+             "--force", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((lib / "lat" / "entry.json").read_text()) == before  # origin kept
+    # a --force import that fails leaves the old entry as it was
+    bad = tmp_path / "broken.v"
+    bad.write_text("module lat(input [3:0] a, b, output [7:0] y); assign y = ; endmodule\n")
+    r = axsa("mult", "import", str(bad), "--top", "lat", "--format", "u4", "--force", env=env)
+    assert r.returncode == 2 and "broken.v" in r.stderr
+    assert json.loads((lib / "lat" / "entry.json").read_text()) == before
+    assert sorted(p.name for p in lib.iterdir()) == ["lat"]
+    assert axsa("mult", "show", "lat@u4", env=env).returncode == 0
+
+
+def test_export_refuses_a_bad_module_name(tmp_path):
+    out = tmp_path / "m.v"
+    r = axsa("mult", "export", "exact@u4", "--verilog", str(out), "--top", "1bad name")
+    assert r.returncode == 2
+    assert "--top '1bad name' is not a Verilog module name" in r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()
+
+
+def test_import_of_a_fifo_is_refused(tmp_path):
+    fifo = tmp_path / "m.v"
+    os.mkfifo(fifo)
+    r = axsa("mult", "import", str(fifo), "--top", "m", "--format", "u4",
+             env={"AXSA_LIB": str(tmp_path / "lib")})
+    assert r.returncode == 2 and f"{fifo}' is not a regular file" in r.stderr

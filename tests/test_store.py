@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from axsa.errors import InputError
-from axsa.store import APPLICATION, Store, canonical_json, key_hash
+from axsa.store import (
+    APPLICATION,
+    DEFAULT_LOCK_TIMEOUT_S,
+    Store,
+    canonical_json,
+    key_hash,
+    lock_timeout,
+)
 from axsa.toolchain import versions
 
 
@@ -114,14 +127,17 @@ def test_foreign_database_with_a_meta_table_is_refused(tmp_path):
         Store(p)
 
 
-def test_newer_schema_is_refused(tmp_path):
+@pytest.mark.parametrize("version, match", [
+    ("99", "schema version 99, newer"),
+    ("1.5beta", "r.sqlite.*schema version '1.5beta' is not an integer")])
+def test_newer_or_unreadable_schema_is_refused(tmp_path, version, match):
     p = tmp_path / "r.sqlite"
     Store(p).close()
     con = sqlite3.connect(p)
-    con.execute("UPDATE meta SET value = '99' WHERE name = 'schema_version'")
+    con.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (version,))
     con.commit()
     con.close()
-    with pytest.raises(InputError, match="schema version 99"):
+    with pytest.raises(InputError, match=match):
         Store(p)
 
 
@@ -184,3 +200,77 @@ def test_parallel_writers_lose_nothing_and_duplicate_nothing(tmp_path):
     keys = [canonical_json(r["key"]) for r in store.records("par")]
     assert len(set(keys)) == len(keys)
     assert len({key_hash("par", r["key"]) for r in store.records("par")}) == 200
+
+
+def test_fifo_is_refused_without_opening_it(tmp_path):
+    p = tmp_path / "fifo.sqlite"
+    os.mkfifo(p)
+    with pytest.raises(InputError, match="fifo.sqlite.*not a regular file"):
+        Store(p)  # an open() of a FIFO would block here forever
+    assert stat.S_ISFIFO(os.stat(p).st_mode)
+
+
+@pytest.mark.parametrize("bad", ['{"n": 1', "[1, 2]", "null", "", "\xff"])
+def test_corrupt_row_is_a_miss_recomputed_and_replaced(tmp_path, capsys, bad):
+    p = tmp_path / "r.sqlite"
+    store = Store(p)
+    store.put("k", {"x": 1}, {"n": 1}, versions=False)
+    store.put("k", {"x": 2}, {"n": 2}, versions=False)
+    con = sqlite3.connect(p)
+    con.execute("UPDATE results SET result_json = ? WHERE key_hash = ?",
+                (bad, key_hash("k", {"x": 1})))
+    con.commit()
+    con.close()
+    assert store.get("k", {"x": 1}, versions=False) is None
+    assert "r.sqlite" in capsys.readouterr().err
+    assert [r["result"] for r in store.records("k")] == [{"n": 2}]  # skipped, with a warning
+    assert "skipping a damaged 'k' record" in capsys.readouterr().err
+    calls = []
+    assert store.get_or_compute("k", {"x": 1}, lambda: calls.append(1) or {"n": 10},
+                                versions=False) == {"n": 10}
+    assert calls == [1] and store.count("k") == 2
+    assert Store(p).get("k", {"x": 1}, versions=False) == {"n": 10}
+    assert capsys.readouterr().err.count("damaged") == 1  # the miss, then no more
+
+
+def test_put_refuses_a_result_that_is_not_a_dict(tmp_path):
+    with pytest.raises(TypeError, match="must be a dict, not list"):
+        Store(tmp_path / "r.sqlite").put("k", {"x": 1}, [1, 2])
+
+
+def test_writer_waits_for_a_lock_and_says_so(tmp_path, monkeypatch, capfd):
+    p = tmp_path / "r.sqlite"
+    Store(p).close()
+    monkeypatch.setenv("AXSA_DB_TIMEOUT", "600")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, sqlite3\n"
+                               "con = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+                               "con.execute('BEGIN IMMEDIATE'); print('locked', flush=True)\n"
+                               "sys.stdin.readline(); con.execute('COMMIT')", str(p)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "locked\n"
+    store = Store(p)  # opening an existing store needs no write lock
+    outcome = []
+    writer = threading.Thread(target=lambda: outcome.append(
+        store.put("k", {"x": 1}, {"n": 1}, versions=False)))
+    writer.start()
+    err = ""
+    while "waiting for the store lock" not in err:  # the writer is blocked until we release
+        time.sleep(0.05)
+        err += capfd.readouterr().err
+        assert writer.is_alive()
+    holder.communicate("\n")
+    writer.join()
+    assert outcome == [True]
+    assert f"waiting for the store lock held by another process: {p} (up to 598 s more" in err
+    assert store.get("k", {"x": 1}, versions=False) == {"n": 1}
+
+
+def test_lock_timeout_setting(monkeypatch, tmp_path):
+    monkeypatch.setenv("AXSA_DB_TIMEOUT", "7.5")
+    assert lock_timeout() == 7.5 and Store(tmp_path / "r.sqlite").lock_timeout == 7.5
+    monkeypatch.delenv("AXSA_DB_TIMEOUT")
+    assert lock_timeout() == DEFAULT_LOCK_TIMEOUT_S == 600
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        monkeypatch.setenv("AXSA_DB_TIMEOUT", bad)
+        with pytest.raises(InputError, match=f"AXSA_DB_TIMEOUT='{bad}'"):
+            lock_timeout()

@@ -3,13 +3,21 @@ commands which need no torch (or no Amaranth) start fast.
 
 Conventions (../shared/DESIGN.md): every command prints human-readable output and takes
 `--json`; exit 0 on success, 2 on bad input (InputError, click usage errors), 1 on a tool or
-internal failure; no traceback for bad input; progress on stderr.
+internal failure; progress on stderr. No traceback reaches the user: a known failure
+(InputError, ToolError and its StateError, click usage errors) is one message; Ctrl-C is
+``interrupted``, exit 130; a closed stdout pipe ends quietly (exit 1); anything else is
+one line ``axsa: internal error: TYPE: MESSAGE``, exit 1, with the stack written to
+`error_log_path()` (``$AXSA_CACHE/last-error.log``). ``axsa --debug ...`` (or
+``AXSA_DEBUG=1``) lets every exception propagate with its stack instead.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
+from pathlib import Path
 
 import click
 
@@ -51,35 +59,95 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup)
 @click.version_option(__version__, prog_name="axsa")
-def cli():
+@click.option("--debug", is_flag=True,
+              help="Show the full Python stack of an internal error (and of every error).")
+def cli(debug):
     """axsa: approximate systolic arrays, from multiplier to bitstream."""
 
 
+def error_log_path() -> Path:
+    """Where the traceback of the last internal error is written."""
+    from axsa.native import cache_dir
+    return cache_dir("last-error.log")
+
+
 def main(argv=None) -> int:
+    """Run the command; known failures become one message and an exit code (module doc)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = _debug_requested(args)
     try:
-        cli.main(args=argv, prog_name="axsa", standalone_mode=False)
-    except click.exceptions.Abort:
+        cli.main(args=args, prog_name="axsa", standalone_mode=False)
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            if debug:
+                raise exc.__cause__ from None
+            click.echo("interrupted", err=True)
+            return 130
         click.echo("aborted", err=True)
         return 1
     except click.ClickException as exc:  # usage errors: exit 2
         exc.show()
         return exc.exit_code
     except InputError as exc:
+        if debug:
+            raise
         click.echo(f"error: {exc}", err=True)
         return 2
-    except ToolError as exc:
+    except ToolError as exc:  # StateError too: a damaged file of axsa's own state
+        if debug:
+            raise
         click.echo(f"error: {exc}", err=True)
         return 1
-    except OSError as exc:
-        if exc.filename is None:
+    except KeyboardInterrupt:
+        if debug:
             raise
+        click.echo("interrupted", err=True)
+        return 130
+    except SystemExit as exc:
+        # click's own exit: a closed stdout pipe (`axsa ... | head`), which it has already
+        # silenced, exits 1 quietly
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except OSError as exc:
+        if exc.filename is None or debug:
+            return _internal_error(exc, debug)
         # a path the user gave cannot be read or written (missing folder, permissions)
         click.echo(f"error: {exc.filename}: {exc.strerror}", err=True)
         return 2
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
+    except Exception as exc:
+        return _internal_error(exc, debug)
     return 0
+
+
+def _debug_requested(args: list[str]) -> bool:
+    """`--debug` among the options before the sub-command (or AXSA_DEBUG=1)."""
+    if os.environ.get("AXSA_DEBUG", "") not in ("", "0"):
+        return True
+    for a in args:
+        if a == "--debug":
+            return True
+        if not a.startswith("-"):
+            return False
+    return False
+
+
+def _internal_error(exc: BaseException, debug: bool) -> int:
+    """One line for a failure axsa did not foresee; the stack goes to the error log."""
+    if debug:
+        raise exc
+    text = "".join(traceback.format_exception(exc))
+    where = error_log_path()
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        where.write_text(f"axsa {__version__}: {' '.join(sys.argv)}\n{text}")
+        saved = f"the stack is in {where}; "
+    except OSError:
+        saved = ""
+    message = str(exc).strip().splitlines()
+    click.echo(f"axsa: internal error: {type(exc).__name__}: "
+               f"{message[0] if message else '(no message)'}", err=True)
+    click.echo(f"({saved}`axsa --debug ...` shows it here; please report it)", err=True)
+    return 1
+
 
 
 if __name__ == "__main__":

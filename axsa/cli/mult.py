@@ -43,7 +43,11 @@ def list_(fmt, as_json):
         if d["imported"]:
             click.echo("Imported (axsa mult import):")
             for e in d["imported"]:
-                click.echo(f"  {e['name']}@{e['format']}  from {e['imported_from']}")
+                if e["damaged"]:
+                    click.echo(f"  {e['name']}  DAMAGED: {e['damaged']} (remove {e['folder']} "
+                               "or re-import it with --force)")
+                else:
+                    click.echo(f"  {e['name']}@{e['format']}  from {e.get('imported_from')}")
         click.echo("Spec: FAMILY(PARAM=VALUE,...)@FORMAT, FORMAT s8 / u4 / s8x4; "
                    "e.g. 'drum(k=4)@u8'")
     emit(data, as_json, human)
@@ -124,12 +128,17 @@ def export(spec, out, top, as_json):
     from amaranth.back import verilog
 
     from axsa import toolchain
+    from axsa.errors import InputError
+    from axsa.rtl.multipliers.imported import IDENTIFIER
     m = parse_spec_arg(spec)
     top = top or _module_name(m.spec)
+    if not IDENTIFIER.fullmatch(top):
+        raise InputError(f"--top {top!r} is not a Verilog module name (a letter or '_', "
+                         "then letters, digits, '_' or '$')")
     toolchain.configure()
     text = verilog.convert(m.elaboratable(), name=top)
     for src in getattr(m, "verilog_sources", []):
-        text += "\n" + Path(src).read_text()
+        text += "\n" + Path(src).read_text(encoding="utf-8")
     Path(out).write_text(text)
     ports = {"a": m.fmt.a_width, "b": m.fmt.b_width, "p": m.p_shape.width}
     if m.modes > 1:
