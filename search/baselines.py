@@ -5,7 +5,9 @@
   moves in order of energy saved per unit of estimated loss, each evaluated and kept
   when the assignment stays within the accuracy budget.
 - `nsga2`: pymoo's NSGA-II on integer variables (one per GEMM), objectives
-  (delta, energy_ratio), run ask-and-tell so it stops at the same budget.
+  (delta, energy_ratio), population 16 whatever the budget (so a run's first N
+  evaluations are the same at every budget), run ask-and-tell so it stops at the same
+  budget.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def greedy(space: SearchSpace, budget: Budget, accuracy_budget: float, seed: int
 
 
 def nsga2(space: SearchSpace, budget: Budget, accuracy_budget: float, seed: int,
-          pop_size: int | None = None) -> None:
+          pop_size: int = 16) -> None:
     from pymoo.algorithms.moo.nsga2 import NSGA2
     from pymoo.core.problem import Problem
     from pymoo.operators.crossover.sbx import SBX
@@ -64,7 +66,6 @@ def nsga2(space: SearchSpace, budget: Budget, accuracy_budget: float, seed: int,
     n = len(space.gemms)
     problem = Problem(n_var=n, n_obj=2, xl=np.zeros(n), xu=np.array(space.sizes) - 1,
                       vtype=int)
-    pop_size = pop_size or max(8, min(40, budget.budget // 4))
     algorithm = NSGA2(pop_size=pop_size, sampling=IntegerRandomSampling(),
                       crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
                       mutation=PM(eta=20, vtype=float, repair=RoundingRepair()),

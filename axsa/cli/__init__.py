@@ -33,6 +33,7 @@ COMMANDS = {
     "train": "axsa.cli.model:train",
     "eval": "axsa.cli.model:eval_",
     "finetune": "axsa.cli.model:finetune",
+    "search": "axsa.cli.search:search",
 }
 
 
