@@ -121,6 +121,8 @@ def test_imported_copy_of_a_builtin_gets_the_same_figures(tmp_path):
     mine = json.loads(axsa("synth", "tcopy@s5", "--json", "--no-store", env=env).stdout)
     theirs = json.loads(axsa("synth", "trunc(k=3)@s5", "--json", "--no-store").stdout)
     assert mine.pop("spec") == "tcopy@s5" and theirs.pop("spec") == "trunc(k=3)@s5"
+    assert (mine.pop("family"), mine.pop("params")) == ("imported", {})
+    assert (theirs.pop("family"), theirs.pop("params")) == ("trunc", {"k": 3, "comp": 0})
     assert mine == theirs
 
 
