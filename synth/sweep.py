@@ -14,8 +14,8 @@ Family grids (``--families``) are parsed and expanded by the multiplier registry
 `axsa.rtl.multipliers.MAX_GRID_POINTS`. Values out of a format's range are skipped for
 that format (and reported).
 
-Local workers die with their parent: on Linux each asks the kernel for SIGKILL when its
-parent dies (`axsa.synth.yosys.die_with_parent`), and an interrupted sweep (SIGINT, or
+Local workers die with their parent: they are spawned children of the sweep process and
+on Linux each asks the kernel for SIGKILL when that parent dies (`axsa.synth.yosys.die_with_parent`), and an interrupted sweep (SIGINT, or
 SIGTERM, which `axsa sweep` turns into the same) cancels what has not started and
 terminates its workers; every result recorded before stays in the store.
 """
@@ -178,8 +178,13 @@ def _worker_init() -> None:
 
 def _run_pool(jobs: int, jobs_args, finish) -> None:
     """Run on `jobs` local processes; on any interruption (KeyboardInterrupt, SIGTERM
-    turned into one) cancel what has not started and end the workers at once."""
-    ctx = multiprocessing.get_context("forkserver")
+    turned into one) cancel what has not started and end the workers at once.
+
+    Workers are spawned, so they are children of this very process and the kernel's
+    parent-death signal reaches them when it dies (a forkserver's children would be the
+    server's, and they keep the server alive).
+    """
+    ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
     try:
         futures = {pool.submit(_task, r, stream, ref): (i, r, key)
