@@ -14,10 +14,11 @@ Family grids (``--families``) are parsed and expanded by the multiplier registry
 `axsa.rtl.multipliers.MAX_GRID_POINTS`. Values out of a format's range are skipped for
 that format (and reported).
 
-Local workers die with their parent: they are spawned children of the sweep process and
-on Linux each asks the kernel for SIGKILL when that parent dies (`axsa.synth.yosys.die_with_parent`), and an interrupted sweep (SIGINT, or
-SIGTERM, which `axsa sweep` turns into the same) cancels what has not started and
-terminates its workers; every result recorded before stays in the store.
+Local workers die with their parent: they are spawned children of the sweep process,
+and on Linux each asks the kernel for SIGKILL when that parent dies
+(`axsa.synth.yosys.die_with_parent`). An interrupted sweep (SIGINT, or SIGTERM, which
+`axsa sweep` turns into the same) cancels what has not started and terminates its
+workers; every result recorded before stays in the store.
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ each is in `axsa.synth.yosys`, which also caches every run:
     ``synth_ecp5``: LUT4, CCU2C, MULT18X18D and flip-flop counts; Fmax from nextpnr-ecp5
     on a LFE5U-25F (``--25k``, ``CABGA256``).
 
-The multiplier of a MAC or PE is its own module, read from the very text a bare
-multiplier is read from and mapped on its own (`axsa.synth.yosys.Design.keep`), so it
-maps to the same gates in every unit; its share is reported as ``mult_cells_by_type``
-(and ``mult_transistors`` on generic).
+The multiplier of a MAC or PE is its own module: the bare multiplier's mapped netlist
+on the same target (`axsa.synth.yosys.Design.mult`), so it is the same gates in every
+unit; its share is reported as ``mult_cells_by_type`` (and ``mult_transistors`` on
+generic).
 
 Counts are those of the design alone (a bare multiplier has no flip-flops; a MAC has its
 accumulator). Fmax comes from a second design, the *registered wrapper*: every input of
@@ -131,17 +131,28 @@ class Unit:
             return {"a": names["a"], "b": names["b"], "p": names["y"]}
         return {"a": "a", "b": "b", "p": "p"}
 
-    def design(self, wrapped: bool = False) -> yosys.Design:
-        """The unit (or its registered wrapper) as Yosys reads it.
+    def design(self, target: str = "generic", dsp: bool = False,
+               wrapped: bool = False) -> yosys.Design:
+        """The unit (or its registered wrapper) as `target`'s script reads it.
 
-        The multiplier comes first, always from the same text: an imported one from its
-        own Verilog file(s), a built-in as the Verilog `axsa mult export` writes,
-        produced in the same Yosys run (Amaranth's Verilog back-end script,
-        `amaranth.back.verilog`: RTLIL in, ``proc``, ``write_verilog``, read back). ABC's
-        result depends on the order and names of its input, not only on the logic: so an
-        exported and re-imported built-in is the same text and gets the same figures. A
-        MAC, PE or wrapper then comes as RTLIL with the multiplier as an instance.
+        A bare multiplier comes from its own text: an imported one from its Verilog
+        file(s), a built-in as the Verilog `axsa mult export` writes, produced in the
+        same Yosys run (Amaranth's Verilog back-end script, `amaranth.back.verilog`:
+        RTLIL in, ``proc``, ``write_verilog``, read back). ABC's result depends on the
+        order and names of its input, not only on the logic: so an exported and
+        re-imported built-in is the same text and gets the same figures.
+
+        A MAC, PE or wrapper comes as RTLIL with the multiplier as an instance of its
+        module, and that module is the bare multiplier's mapped netlist on the same
+        target (`axsa.synth.yosys.Design.mult`).
         """
+        if self.kind != "mult" or wrapped:
+            comp = self.component(blackbox=True)
+            name = "wrapped.il" if wrapped else "unit.il"
+            files = {yosys.MAPPED: Unit(self.mult).mapped(target, dsp),
+                     name: _rtlil(registered_wrapper(comp) if wrapped else comp, TOP)}
+            read = (f"read_rtlil -lib {yosys.MAPPED}", f"read_rtlil {name}")
+            return yosys.Design(files, read, TOP, self.mult_module, self.is_imported)
         files: dict[str, bytes] = {}
         read: list[str] = []
         for i, src in enumerate(self.verilog_sources):
@@ -159,13 +170,15 @@ class Unit:
             files["mult.il"] = _rtlil(self.mult.elaboratable(), MULT_MODULE)
             read += ["read_rtlil mult.il", "proc -nomux -norom", "memory_collect",
                      "write_verilog -norename mult.v", "design -reset", "read_verilog mult.v"]
-        if self.kind != "mult" or wrapped:
-            comp = self.component(blackbox=True)
-            name = "wrapped.il" if wrapped else "unit.il"
-            files[name] = _rtlil(registered_wrapper(comp) if wrapped else comp, TOP)
-            read.append(f"read_rtlil {name}")
-        top = TOP if wrapped else self.top()
-        return yosys.Design(files, tuple(read), top, self.mult_module, self.is_imported)
+        return yosys.Design(files, tuple(read), self.top(), None, self.is_imported)
+
+    def mapped(self, target: str = "generic", dsp: bool = False) -> bytes:
+        """A bare multiplier's mapped module on `target` (RTLIL, from its cached run)."""
+        if self.kind != "mult":
+            raise ValueError("only a bare multiplier has a mapped module of its own")
+        if target == "generic":
+            return generic_run(self).files[yosys.MAPPED].encode()
+        return _fpga_files(self, target, dsp, fmax=False)[yosys.MAPPED].encode()
 
 
 def _rtlil(component, name: str) -> bytes:
@@ -365,14 +378,20 @@ def synth_generic(unit: Unit) -> dict:
     return generic_run(unit).figures
 
 
-def _fpga_run(unit: Unit, target: str, cells: dict, dsp: bool, fmax: bool) -> dict:
-    design = unit.design()
-    wrapped = unit.design(wrapped=True) if fmax else None
+def _fpga_files(unit: Unit, target: str, dsp: bool, fmax: bool) -> dict[str, str]:
+    design = unit.design(target, dsp)
+    wrapped = unit.design(target, dsp, wrapped=True) if fmax else None
     files = dict(design.files) | (wrapped.files if wrapped else {})
-    outputs = ("stat.json",) + (("report.json",) if fmax else ())
+    outputs = ("stat.json",) + (() if design.hierarchical else (yosys.MAPPED,)) + \
+        (("report.json",) if fmax else ())
     job = yosys.Run(files, yosys.fpga_script(design, target, dsp, wrapped), outputs,
                     design.top, design.user_sources, yosys.pnr_args(target) if fmax else None)
-    got = yosys.run(job)
+    return yosys.run(job)
+
+
+def _fpga_run(unit: Unit, target: str, cells: dict, dsp: bool, fmax: bool) -> dict:
+    design = unit.design(target, dsp)
+    got = _fpga_files(unit, target, dsp, fmax)
     stat = json.loads(got["stat.json"])
     by_type = _by_type(_module_stat(stat, None), stat.get("modules", ()))
     out = {name: _count(by_type, types) for name, types in cells.items()}

@@ -16,11 +16,11 @@ FPGA LUT counts and Fmax. One script per target:
     Fmax.
 
 A design is a multiplier, or a unit (MAC, PE, wrapper) around one. The multiplier is
-always its own module, read from the same text (`Design.keep`): a unit's script marks it
-``keep_hierarchy``, so ``synth -flatten`` and ABC map it on its own, exactly as when it is
-synthesized bare, and only then is the design flattened for ``ltp``, ``write_json`` and
-nextpnr. So a multiplier maps to the same gates whether it is priced alone, inside a MAC
-or inside a PE.
+always its own module: run bare, the target's script maps it and writes its mapped
+module (``mapped.il``); a unit's script reads that module as a black box, maps the rest,
+then puts the multiplier's mapped netlist in (`Design.mult`), and only then flattens for
+``ltp``, ``write_json`` and nextpnr. So a multiplier is the very same gates whether it is
+priced alone, inside a MAC or inside a PE.
 
 Runs are cached on disk (`cache_dir`) by a hash of the script, every input file and the
 tool versions. An entry holds the files the run wrote and their digest; an entry that is
@@ -89,9 +89,11 @@ class Design:
         Script lines that load the design.
     top : str
         Top module.
-    keep : str or None
-        The multiplier's module, mapped on its own (``keep_hierarchy``) when it is not
-        the top; None when there is no multiplier module to keep.
+    mult : str or None
+        A unit's multiplier module: read as a black box (``read_rtlil -lib MAPPED``)
+        while the rest is mapped, then replaced by its own mapped netlist, `MAPPED`
+        (``mapped.il``, written by the bare multiplier's run of the same target). None
+        for a bare multiplier, which writes that file.
     user_sources : bool
         The design includes the user's Verilog: a Yosys rejection is then bad input
         (`YosysError`, exit 2), otherwise a tool failure (`ToolError`, exit 1).
@@ -100,37 +102,46 @@ class Design:
     files: dict[str, bytes]
     read: tuple[str, ...]
     top: str
-    keep: str | None = None
+    mult: str | None = None
     user_sources: bool = False
 
     @property
     def hierarchical(self) -> bool:
-        return self.keep is not None and self.keep != self.top
+        return self.mult is not None
 
-    def keep_lines(self) -> list[str]:
-        """Mark the multiplier's module so `synth -flatten` and ABC map it on its own."""
+    def insert_mapped(self) -> list[str]:
+        """After mapping the rest: the multiplier's own mapped netlist in place of its
+        black box (`read_rtlil` replaces a black box of the same name)."""
         if not self.hierarchical:
             return []
-        return [f"setattr -mod -set keep_hierarchy 1 {self.keep}"]
+        return [f"read_rtlil {MAPPED}", f"hierarchy -check -top {self.top}"]
 
     def flatten_lines(self) -> list[str]:
-        """After mapping: dissolve the kept module into the top (netlists, ltp, nextpnr)."""
+        """Dissolve the multiplier's module into the top (netlists, ltp, nextpnr)."""
         if not self.hierarchical:
             return []
-        return ["setattr -mod -unset keep_hierarchy", "flatten", f"hierarchy -top {self.top}",
-                "opt_clean -purge"]
+        return ["flatten", f"hierarchy -top {self.top}", "opt_clean -purge"]
+
+    def write_mapped(self) -> list[str]:
+        """A bare multiplier: write its mapped module for the units built around it."""
+        if self.hierarchical:
+            return []
+        return [f"select {self.top}", f"write_rtlil -selected {MAPPED}", "select -clear"]
+
+
+#: the mapped netlist of a bare multiplier, which every unit around it reads
+MAPPED = "mapped.il"
 
 
 # -- scripts ------------------------------------------------------------------------------
 
 def generic_script(design: Design) -> list[str]:
     """The generic target: cmos2 gates; writes stat.json, ltp.txt, netlist.json (and
-    hier.json, the unflattened netlist, when the multiplier is a submodule)."""
+    hier.json, the unflattened netlist, for a unit; mapped.il for a bare multiplier)."""
     top = design.top
-    script = [*design.read, f"hierarchy -check -top {top}", *design.keep_lines(),
-              f"synth -flatten -top {top}",
+    script = [*design.read, f"hierarchy -check -top {top}", f"synth -flatten -top {top}",
               f"abc -g {GATE_SETS[GENERIC_GATES]} -script {ABC_SCRIPT}",
-              "opt_clean -purge",
+              "opt_clean -purge", *design.insert_mapped(), *design.write_mapped(),
               "tee -q -o stat.json stat -json -tech cmos"]
     if design.hierarchical:
         script.append("write_json hier.json")
@@ -140,7 +151,7 @@ def generic_script(design: Design) -> list[str]:
 
 def generic_outputs(design: Design) -> tuple[str, ...]:
     return ("stat.json", "ltp.txt", "netlist.json") + (("hier.json",) if design.hierarchical
-                                                       else ())
+                                                       else (MAPPED,))
 
 
 FPGA_COMMANDS = {"ice40": "synth_ice40", "ecp5": "synth_ecp5"}
@@ -156,13 +167,14 @@ def fpga_command(target: str, top: str, dsp: bool) -> str:
 
 
 def fpga_script(design: Design, target: str, dsp: bool, wrapped: Design | None) -> list[str]:
-    """An FPGA target: stat.json of the design, and (with `wrapped`, the registered
-    wrapper) wrapped.json for nextpnr."""
-    script = [*design.read, f"hierarchy -check -top {design.top}", *design.keep_lines(),
-              fpga_command(target, design.top, dsp), "tee -q -o stat.json stat -json"]
+    """An FPGA target: stat.json of the design (and mapped.il of a bare multiplier),
+    and (with `wrapped`, the registered wrapper) wrapped.json for nextpnr."""
+    script = [*design.read, f"hierarchy -check -top {design.top}",
+              fpga_command(target, design.top, dsp), *design.insert_mapped(),
+              *design.write_mapped(), "tee -q -o stat.json stat -json"]
     if wrapped is not None:
         script += ["design -reset", *wrapped.read, f"hierarchy -check -top {wrapped.top}",
-                   *wrapped.keep_lines(), fpga_command(target, wrapped.top, dsp),
+                   fpga_command(target, wrapped.top, dsp), *wrapped.insert_mapped(),
                    *wrapped.flatten_lines(), "write_json wrapped.json"]
     return script
 
