@@ -40,7 +40,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from axsa import native, toolchain
@@ -199,7 +199,6 @@ class Run:
     top: str
     user_sources: bool = False
     pnr: tuple[str, list[str]] | None = None
-    meta: dict = field(default_factory=dict)
 
     def key(self) -> str:
         h = hashlib.sha256()
@@ -247,7 +246,10 @@ def run(job: Run, cache: bool = True) -> dict[str, str]:
                                 f"{_tail(work / 'log.txt')})")
             out[name] = p.read_text()
     if cache:
-        write_entry(path, key, out)
+        try:
+            write_entry(path, key, out)
+        except OSError:
+            pass  # an unwritable cache costs a rerun next time, not this result
     return out
 
 
