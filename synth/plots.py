@@ -55,15 +55,17 @@ def pareto_front(rows: list[dict], x: str, y: str) -> list[dict]:
 def library_chart(rows: list[dict], path, x: str = "mred", y: str = "transistors") -> None:
     """Scatter of one cost against one error metric over many designs, coloured by family,
     labelled by spec, with the Pareto front as a staircase."""
+    from axsa.rtl.multipliers import parse_spec
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
-    families = list(dict.fromkeys(r["spec"].split("(")[0].split("@")[0] for r in rows))
+    designs = [parse_spec(r["spec"]) for r in rows]
+    families = list(dict.fromkeys(m.family for m in designs))
     colours = plt.get_cmap("tab20")
     for n, fam in enumerate(families):
-        pts = [r for r in rows if r["spec"].split("(")[0].split("@")[0] == fam]
+        pts = [r for r, m in zip(rows, designs) if m.family == fam]
         ax.scatter([r[x] for r in pts], [r[y] for r in pts], s=26, color=colours(n), label=fam)
-    for r in rows:
-        ax.annotate(r["spec"].split("@")[0], (r[x], r[y]), fontsize=7,
+    for r, m in zip(rows, designs):
+        ax.annotate(m.spec.removesuffix(f"@{m.fmt}"), (r[x], r[y]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
     front = pareto_front(rows, x, y)
     ax.step([r[x] for r in front], [r[y] for r in front], where="post", color="k", lw=.8,

@@ -18,19 +18,25 @@ import numpy as np
 COLUMNS = ("spec", "format", "target", "unit", "transistors", "cells", "depth", "luts",
            "carries", "dsps", "ffs", "fmax_mhz", "energy", "energy_dynamic",
            "energy_leakage", "energy_ratio", "area_ratio", "mae", "nmed", "mred", "wce",
-           "wcre", "ep", "mse", "bias", "stream")
+           "wcre", "ep", "mse", "bias", "stream", "family")
 
 
-def _fmt(spec: str) -> str:
-    return spec.rpartition("@")[2]
+def _design_fields(r: dict) -> dict:
+    """``family`` and ``format`` of a result: its own fields, or its parsed spec."""
+    if "family" in r and "format" in r:
+        return {"family": r["family"], "format": r["format"]}
+    from axsa.rtl.multipliers import parse_spec
+    m = parse_spec(r["spec"])
+    return {"family": m.family, "format": str(m.fmt)}
 
 
 def rows(results: list[dict]) -> list[dict]:
     """Flat rows with ``format`` and ``area_ratio`` (transistors on generic, LUTs on FPGAs,
     over the exact multiplier of the same format, target and unit, when in `results`)."""
-    out = [{**r, "format": _fmt(r["spec"])} for r in results]
+    from axsa.rtl.multipliers import exact_multiplier
+    out = [{**r, **_design_fields(r)} for r in results]
     exact = {(r["format"], r["target"], r["unit"]): r for r in out
-             if r["spec"].startswith("exact@")}
+             if r["spec"] == exact_multiplier(r["format"]).spec}
     for r in out:
         ref = exact.get((r["format"], r["target"], r["unit"]))
         area = "transistors" if r["target"] == "generic" else "luts"
@@ -57,9 +63,9 @@ def summary(table: list[dict]) -> list[dict]:
     (format, target, mred)."""
     keep = ("spec", "target", "transistors", "luts", "depth", "fmax_mhz", "energy",
             "area_ratio", "energy_ratio", "mred", "mae", "wce", "bias")
-    out = [{k: r.get(k) for k in keep if r.get(k) is not None} for r in table]
-    return sorted(out, key=lambda r: (_fmt(r["spec"]), r["target"], r.get("mred", 0),
-                                      r.get("mae", 0), r["spec"]))
+    ordered = sorted(table, key=lambda r: (r["format"], r["target"], r.get("mred", 0),
+                                           r.get("mae", 0), r["spec"]))
+    return [{k: r.get(k) for k in keep if r.get(k) is not None} for r in ordered]
 
 
 def _cell(v) -> str:
@@ -126,7 +132,8 @@ def pareto_plots(table: list[dict], folder: Path) -> list[Path]:
                     alpha=0.9, drawstyle="steps-post")
             for r, on in zip(g, front):
                 if on:
-                    ax.annotate(r["spec"].rpartition("@")[0], (r[xcol], r[ycol]), fontsize=6,
+                    ax.annotate(r["spec"].removesuffix(f"@{r['format']}"), (r[xcol], r[ycol]),
+                                fontsize=6,
                                 xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("symlog", linthresh=_linthresh([r[xcol] for r in pts]))
         ax.set_xlabel(f"{xcol} (error)")

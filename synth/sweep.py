@@ -8,109 +8,36 @@ workers on other machines work too). Killed and restarted, a sweep finds the fin
 designs in the store and runs only the others: every design is recorded exactly once
 (the store's key is unique).
 
-Family grid syntax (``--families``), items separated by commas outside parentheses::
+Family grids (``--families``) are parsed and expanded by the multiplier registry
+(`axsa.rtl.multipliers.expand_grid`: ``trunc``, ``trunc(k=2..6)``, ``bam(h=0|2,v=4..6)``,
+``cfgtrunc(k=0/4)``); a grid is counted before it is expanded and refused above
+`axsa.rtl.multipliers.MAX_GRID_POINTS`. Values out of a format's range are skipped for
+that format (and reported).
 
-    trunc                 every value of each required parameter, defaults for the rest
-    trunc(k=2..6)         k = 2, 3, 4, 5, 6
-    bam(h=0|2,v=4..6)     the cartesian product h in {0, 2} x v in {4, 5, 6}
-    cfgtrunc(k=0/4)       a list parameter takes one '/'-joined value per alternative
-
-Values out of a format's range are skipped for that format (and reported).
+Local workers die with their parent: they are spawned children of the sweep process,
+and on Linux each asks the kernel for SIGKILL when that parent dies
+(`axsa.synth.yosys.die_with_parent`). An interrupted sweep (SIGINT, or SIGTERM, which
+`axsa sweep` turns into the same) cancels what has not started and terminates its
+workers; every result recorded before stays in the store.
 """
 
 from __future__ import annotations
 
-import itertools
-import re
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 
 from axsa.errors import InputError, ToolError
+from axsa.formats import DEFAULT_ACC_WIDTH
 
 from .characterize import Request, compute, reference_energy, stream_for
 from .targets import TARGETS
 
 #: seconds to wait for a Dask scheduler before giving up
 DASK_CONNECT_TIMEOUT = 10
-
-_ITEM = re.compile(r"\s*([A-Za-z_]\w*)\s*(?:\((.*)\))?\s*")
-
-
-def split_top(text: str) -> list[str]:
-    """Split at commas that are not inside parentheses."""
-    items, depth, cur = [], 0, []
-    for ch in text:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth < 0:
-                raise InputError(f"unbalanced ')' in {text!r}")
-        if ch == "," and depth == 0:
-            items.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    if depth:
-        raise InputError(f"unbalanced '(' in {text!r}")
-    items.append("".join(cur))
-    return [i.strip() for i in items if i.strip()]
-
-
-def _values(raw: str, item: str) -> list[str]:
-    out = []
-    for alt in raw.split("|"):
-        alt = alt.strip()
-        m = re.fullmatch(r"(-?\d+)\s*\.\.\s*(-?\d+)", alt)
-        if m:
-            lo, hi = int(m[1]), int(m[2])
-            if hi < lo:
-                raise InputError(f"empty range {alt!r} in {item!r}")
-            out += [str(v) for v in range(lo, hi + 1)]
-        elif re.fullmatch(r"-?\d+(/-?\d+)*", alt):
-            out.append(alt)
-        else:
-            raise InputError(f"bad value {alt!r} in {item!r}: expected N, A..B, or "
-                             "alternatives joined by '|'")
-    return out
-
-
-def family_specs(item: str, fmt: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """Spec strings of one grid item at one format, and (spec, reason) for skipped ones."""
-    from axsa.rtl.multipliers import FAMILIES, Format, SpecError, parse_spec
-    m = _ITEM.fullmatch(item)
-    if not m:
-        raise InputError(f"bad family item {item!r}: expected FAMILY or FAMILY(P=V,...)")
-    family, body = m[1], m[2]
-    f = Format.parse(fmt)
-    grid: dict[str, list[str]] = {}
-    if body and body.strip():
-        for part in body.split(","):
-            name, eq, raw = part.partition("=")
-            if not eq:
-                raise InputError(f"bad parameter {part.strip()!r} in {item!r}: expected P=V")
-            grid[name.strip()] = _values(raw, item)
-    cls = FAMILIES.get(family)
-    if cls is not None:
-        for p in cls.params:
-            if p.name not in grid and p.default is None:
-                lo, hi = p.bounds(f)
-                grid[p.name] = [str(v) for v in range(lo, hi + 1)]
-    names = list(grid)
-    specs, skipped = [], []
-    for combo in itertools.product(*(grid[n] for n in names)):
-        body = ",".join(f"{n}={v}" for n, v in zip(names, combo))
-        text = f"{family}({body})@{fmt}" if body else f"{family}@{fmt}"
-        try:
-            specs.append(parse_spec(text).spec)
-        except SpecError as exc:
-            if cls is None and not names:
-                raise  # an unknown family is the user's typo, not a grid point
-            skipped.append((text, str(exc)))
-    return specs, skipped
-
 
 @dataclass
 class Plan:
@@ -121,23 +48,18 @@ class Plan:
 
 
 def plan(families: str, formats: Iterable[str], targets: Iterable[str], *, dsp: bool = False,
-         unit: str = "mult", acc_width: int = 24, specs: Iterable[str] = (),
+         unit: str = "mult", acc_width: int = DEFAULT_ACC_WIDTH, specs: Iterable[str] = (),
          fmax: bool = True, glitches: bool = False) -> Plan:
     """Every (spec, target) request of a sweep, deduplicated, in a stable order."""
-    from axsa.rtl.multipliers import parse_spec
+    from axsa.rtl.multipliers import expand_grid, parse_spec
     targets = list(targets)
     for t in targets:
         if t not in TARGETS:
             raise InputError(f"target {t!r} is not one of {', '.join(TARGETS)}")
-    all_specs, skipped = [], []
-    for fmt in formats:
-        for item in split_top(families or ""):
-            got, skip = family_specs(item, fmt)
-            all_specs += got
-            skipped += skip
-    all_specs += [parse_spec(s).spec for s in specs]
+    grid = expand_grid(families or "", formats)
+    mults = grid.multipliers + [parse_spec(s) for s in specs]
     seen, requests = set(), []
-    for spec in all_specs:
+    for spec in (m.spec for m in mults):
         for t in targets:
             r = Request(spec, t, dsp=dsp and t != "generic", unit=unit, acc_width=acc_width,
                         fmax=fmax, glitches=glitches)
@@ -147,7 +69,7 @@ def plan(families: str, formats: Iterable[str], targets: Iterable[str], *, dsp: 
     if not requests:
         raise InputError("the sweep is empty: give --families and --formats (or --spec), "
                          "and --targets")
-    return Plan(requests, skipped)
+    return Plan(requests, grid.skipped)
 
 
 # -- running -----------------------------------------------------------------------------
@@ -241,17 +163,42 @@ def run(requests: list[Request], store, *, streams: dict | None = None, jobs: in
         for i, r, key, stream, ref in jobs_args:
             finish(i, r, key, *_task(r, stream, ref))
     else:
-        import multiprocessing
-        ctx = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(_task, r, stream, ref): (i, r, key)
-                       for i, r, key, stream, ref in jobs_args}
-            for fut in as_completed(futures):
-                i, r, key = futures[fut]
-                finish(i, r, key, *fut.result())
+        _run_pool(jobs, jobs_args, finish)
     ordered = [results[i] for i in sorted(results)]
     return Outcome(ordered, failures, cached, len(jobs_args) - len(failures),
                    time.perf_counter() - t0)
+
+
+def _worker_init() -> None:
+    from .yosys import die_with_parent
+    die_with_parent()
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():
+        os._exit(1)  # the parent died before the death signal was armed
+
+
+def _run_pool(jobs: int, jobs_args, finish) -> None:
+    """Run on `jobs` local processes; on any interruption (KeyboardInterrupt, SIGTERM
+    turned into one) cancel what has not started and end the workers at once.
+
+    Workers are spawned, so they are children of this very process and the kernel's
+    parent-death signal reaches them when it dies (a forkserver's children would be the
+    server's, and they keep the server alive).
+    """
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
+    try:
+        futures = {pool.submit(_task, r, stream, ref): (i, r, key)
+                   for i, r, key, stream, ref in jobs_args}
+        for fut in as_completed(futures):
+            i, r, key = futures[fut]
+            finish(i, r, key, *fut.result())
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in multiprocessing.active_children():
+            proc.terminate()
+        raise
+    pool.shutdown()
 
 
 def _run_dask(address: str, jobs_args, finish) -> None:

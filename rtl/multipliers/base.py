@@ -10,6 +10,9 @@ A multiplier has three faces, kept side by side in its family's file:
 Spec grammar: ``family(param=value, ...)@FORMAT`` with FORMAT ``s8``, ``u4`` or ``s8x4``
 (first operand 8-bit, second 4-bit). Parentheses may be left out without parameters.
 A value is an integer, or for list parameters integers joined by ``/`` (``k=0/4/8``).
+
+Sweep grids (`parse_grid_item`, expanded by `axsa.rtl.multipliers.expand_grid`) extend a
+value to alternatives: ``trunc(k=2..6)``, ``bam(h=0|2,v=4..6)``, ``cfgtrunc(k=0/4|0/2)``.
 """
 
 from __future__ import annotations
@@ -274,3 +277,100 @@ def split_spec(text: str) -> tuple[str, dict, Format]:
                                 "expected an integer (or integers joined by '/')") from None
             values[name] = tuple(parts) if "/" in raw else parts[0]
     return family, values, fmt
+
+
+def format_spec(family: str, values: dict, fmt: Format) -> str:
+    """The spec text of `family` with raw `values` at `fmt` (as given, not canonical):
+    the inverse of `split_spec`, for naming a design that could not be built."""
+    body = ",".join(f"{name}={_fmt_value(v)}" for name, v in values.items())
+    return f"{family}({body})@{fmt}" if body else f"{family}@{fmt}"
+
+
+# -- sweep grids ---------------------------------------------------------------------------
+
+#: most designs one grid may expand to; `count_grid` is checked against it before expanding
+MAX_GRID_POINTS = 10_000
+
+
+def split_top(text: str) -> list[str]:
+    """Split at commas that are not inside parentheses (the items of a grid)."""
+    items, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise SpecError(f"unbalanced ')' in {text!r}")
+        if ch == "," and depth == 0:
+            items.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    if depth:
+        raise SpecError(f"unbalanced '(' in {text!r}")
+    items.append("".join(cur))
+    return [i.strip() for i in items if i.strip()]
+
+
+#: one parameter's alternatives: ranges (``A..B``, never materialized) and single values
+Axis = list  # list[range | int | tuple[int, ...]]
+
+
+def _grid_int(text: str, item: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python converts
+        raise SpecError(f"bad value {text[:20]!r}... in {item!r}: too long") from None
+
+
+def _axis(raw: str, item: str) -> Axis:
+    out: Axis = []
+    for alt in raw.split("|"):
+        alt = alt.strip()
+        m = re.fullmatch(r"(-?\d+)\s*\.\.\s*(-?\d+)", alt)
+        if m:
+            lo, hi = _grid_int(m[1], item), _grid_int(m[2], item)
+            if hi < lo:
+                raise SpecError(f"empty range {alt!r} in {item!r}")
+            out.append(range(lo, hi + 1))
+        elif re.fullmatch(r"-?\d+(/-?\d+)*", alt):
+            parts = tuple(_grid_int(x, item) for x in alt.split("/"))
+            out.append(parts if "/" in alt else parts[0])
+        else:
+            raise SpecError(f"bad value {alt!r} in {item!r}: expected N, A..B, or "
+                            "alternatives joined by '|'")
+    return out
+
+
+def parse_grid_item(item: str) -> tuple[str, dict[str, Axis]]:
+    """One grid item ``family(p=A..B|C, q=...)`` -> (family, parameter -> alternatives)."""
+    m = _SPEC.fullmatch(item)
+    if not m:
+        raise SpecError(f"bad family item {item!r}: expected FAMILY or FAMILY(P=V,...)")
+    family, body = m[1], m[2]
+    axes: dict[str, Axis] = {}
+    if body and body.strip():
+        for part in body.split(","):
+            name, eq, raw = part.partition("=")
+            name = name.strip()
+            if not eq or not re.fullmatch(r"[A-Za-z_]\w*", name):
+                raise SpecError(f"bad parameter {part.strip()!r} in {item!r}: expected P=V")
+            if name in axes:
+                raise SpecError(f"parameter {name!r} given twice in {item!r}")
+            axes[name] = _axis(raw, item)
+    return family, axes
+
+
+def axis_size(axis: Axis) -> int:
+    """Number of values of one parameter's alternatives (ranges counted, not expanded)."""
+    return sum(len(a) if isinstance(a, range) else 1 for a in axis)
+
+
+def axis_values(axis: Axis):
+    """The values of one parameter's alternatives, in order."""
+    for a in axis:
+        if isinstance(a, range):
+            yield from a
+        else:
+            yield a

@@ -81,6 +81,10 @@ def test_human_output(tmp_path):
     (["synth", "cfgtrunc(k=0/4)@u4", "--mode", "5", "--no-store"], "mode 5"),
     (["sweep", "--families", "trunc(k=1..)", "--formats", "u4"], "trunc"),
     (["sweep", "--families", "exact", "--formats", "u4", "-j", "0"], "--jobs 0"),
+    # counted, not enumerated: refused at once, naming the count and the maximum
+    (["sweep", "--families", "trunc(k=0..100000000)", "--formats", "u4", "--dry-run"],
+     "expands to 100,000,001 designs over 1 format(s), more than the maximum of 10,000"),
+    (["sweep", "--families", "trunc(k=0..100000000)", "--dry-run"], "sweep is empty"),
 ])
 def test_bad_input_exits_2_naming_the_value(args, match):
     r = axsa(*args)
@@ -121,6 +125,8 @@ def test_imported_copy_of_a_builtin_gets_the_same_figures(tmp_path):
     mine = json.loads(axsa("synth", "tcopy@s5", "--json", "--no-store", env=env).stdout)
     theirs = json.loads(axsa("synth", "trunc(k=3)@s5", "--json", "--no-store").stdout)
     assert mine.pop("spec") == "tcopy@s5" and theirs.pop("spec") == "trunc(k=3)@s5"
+    assert (mine.pop("family"), mine.pop("params")) == ("imported", {})
+    assert (theirs.pop("family"), theirs.pop("params")) == ("trunc", {"k": 3, "comp": 0})
     assert mine == theirs
 
 

@@ -12,37 +12,57 @@ import time
 
 import numpy as np
 import pytest
+from axsa.rtl.multipliers import MAX_GRID_POINTS, count_grid, expand_grid, split_top
 from axsa.synth import report, sweep
 
 from axsa.errors import InputError
 from axsa.store import Store
 
 
+def _specs(text, fmt):
+    grid = expand_grid(text, [fmt])
+    return [m.spec for m in grid.multipliers], grid.skipped
+
+
 def test_split_top_keeps_parenthesised_commas():
-    assert sweep.split_top("exact, bam(h=0|2,v=4..5),trunc") == \
+    assert split_top("exact, bam(h=0|2,v=4..5),trunc") == \
         ["exact", "bam(h=0|2,v=4..5)", "trunc"]
     with pytest.raises(InputError, match="unbalanced"):
-        sweep.split_top("bam(h=1")
+        split_top("bam(h=1")
 
 
 def test_family_grids():
-    specs, skipped = sweep.family_specs("trunc(k=2..4)", "u4")
+    specs, skipped = _specs("trunc(k=2..4)", "u4")
     assert specs == ["trunc(k=2)@u4", "trunc(k=3)@u4", "trunc(k=4)@u4"] and not skipped
-    specs, _ = sweep.family_specs("bam(h=0|2,v=4..5)", "s8")
+    specs, _ = _specs("bam(h=0|2,v=4..5)", "s8")
     assert specs == ["bam(v=4)@s8", "bam(v=5)@s8", "bam(h=2,v=4)@s8", "bam(h=2,v=5)@s8"]
     # a bare family sweeps every value of its required parameters: k = 0..7 at u4
-    specs, _ = sweep.family_specs("trunc", "u4")
+    specs, _ = _specs("trunc", "u4")
     assert specs == [f"trunc(k={k})@u4" for k in range(8)]
-    assert sweep.family_specs("exact", "s6")[0] == ["exact@s6"]
-    assert sweep.family_specs("cfgtrunc(k=0/2|0/4)", "u4")[0] == \
-        ["cfgtrunc(k=0/2)@u4", "cfgtrunc(k=0/4)@u4"]
+    assert _specs("exact", "s6")[0] == ["exact@s6"]
+    assert _specs("cfgtrunc(k=0/2|0/4)", "u4")[0] == ["cfgtrunc(k=0/2)@u4", "cfgtrunc(k=0/4)@u4"]
+    grid = expand_grid("trunc(k=1..2)", ["u4", "s3"])
+    assert [(m.family, str(m.fmt), m.values) for m in grid.multipliers] == [
+        ("trunc", "u4", {"k": 1, "comp": 0}), ("trunc", "u4", {"k": 2, "comp": 0}),
+        ("trunc", "s3", {"k": 1, "comp": 0}), ("trunc", "s3", {"k": 2, "comp": 0})]
 
 
 def test_out_of_range_grid_points_are_skipped_and_reported():
-    specs, skipped = sweep.family_specs("trunc(k=6..9)", "u4")
+    specs, skipped = _specs("trunc(k=6..9)", "u4")
     assert specs == ["trunc(k=6)@u4", "trunc(k=7)@u4"]
     assert [s for s, _ in skipped] == ["trunc(k=8)@u4", "trunc(k=9)@u4"]
     assert "out of range" in skipped[0][1]
+
+
+def test_grids_are_counted_before_they_are_expanded():
+    # 100,000,001 points of k, times two formats: counted from the range bounds alone
+    assert count_grid("trunc(k=0..100000000)", ["u4", "s4"]) == 2 * 100_000_001
+    # a bare family counts its required parameter's range at each format (k = 0..7 at u4,
+    # 0..15 at s8), bam's h and v alternatives multiply
+    assert count_grid("trunc,bam(h=0|2,v=4..6)", ["u4", "s8"]) == (8 + 6) + (16 + 6)
+    assert count_grid("trunc(k=1..5000)", ["u4", "u8"]) == 10_000 == MAX_GRID_POINTS
+    with pytest.raises(InputError, match=r"expands to 10,002 designs .* maximum of 10,000"):
+        expand_grid("trunc(k=1..5001)", ["u4", "u8"])
 
 
 @pytest.mark.parametrize("families,match", [
@@ -202,8 +222,8 @@ def test_report_rows_and_ratios(serial):
     table = report.summary(rows)
     # sorted by format, then error: the exact one leads its format
     assert table[0]["spec"] in ("exact@s3", "trunc(k=1)@s3")
-    assert [r["spec"].rpartition("@")[2] for r in table] == sorted(
-        r["spec"].rpartition("@")[2] for r in table)
+    formats = [by_spec[r["spec"]]["format"] for r in table]
+    assert formats == sorted(formats) and set(formats) == {"u3", "s3"}
 
 
 def test_pareto_mask_known_answer():

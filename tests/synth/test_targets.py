@@ -49,9 +49,9 @@ def test_deeper_truncation_never_raises_transistors_or_energy_8bit(fmt):
     transistors, energies = [], []
     for k in range(16):
         unit = Unit(parse_spec(f"trunc(k={k})@{fmt}"))
-        figures, gates = generic_run(unit)
-        transistors.append(figures["transistors"])
-        energies.append(multiplier_energy(unit.mult, stream, netlist=(gates, unit.ports()))
+        run = generic_run(unit)
+        transistors.append(run.figures["transistors"])
+        energies.append(multiplier_energy(unit.mult, stream, netlist=(run.netlist, run.ports))
                         ["energy"])
     # Known exception (docs/synthesis.md): at s8, trunc(k=1) maps ~2% larger than the
     # exact array under every ABC script tried (and its energy is 0.1% higher); from k=1
