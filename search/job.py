@@ -23,11 +23,13 @@ __all__ = ["SearchJob", "parse_candidates"]
 def parse_candidates(text: str | None, bits: int) -> list[Candidate]:
     """Candidates from ``SPEC[#MODE],...`` (None: the default set). The exact
     multiplier of the model's format is added when missing (the reference)."""
-    from axsa.rtl.multipliers import parse_spec, split_top
+    from axsa.rtl.multipliers import exact_multiplier, parse_spec, split_top
+
+    from axsa.formats import Format
 
     if text is None:
         return default_candidates(bits)
-    out = [Candidate(parse_spec(f"exact@s{bits}").spec)]
+    out = [Candidate(exact_multiplier(Format(True, bits, bits)).spec)]
     for item in split_top(text):
         spec, _, mode = item.partition("#")
         m = parse_spec(spec)

@@ -37,27 +37,32 @@ from .space import Candidate, Choice, SearchSpace
 
 __all__ = ["DEFAULT_CANDIDATES", "ModelEvaluator", "default_candidates"]
 
-#: About 15 candidates over several families, from nearly exact to aggressive, and the
-#: modes of the runtime-configurable truncation (one circuit, four depths).
+#: About 15 candidates over several families, from nearly exact to aggressive, as
+#: (family, parameters); `default_candidates` adds the modes of the runtime-configurable
+#: truncation (one circuit, four depths).
 DEFAULT_CANDIDATES = (
-    "exact", "trunc(k=4)", "trunc(k=6)", "trunc(k=8)", "trunc(k=8,comp=1)", "bam(h=1,v=6)",
-    "bam(h=2,v=8)", "drum(k=4)", "drum(k=5)", "drum(k=6)", "mitchell", "roba",
-    "kulkarni", "ssm(m=6)",
+    ("exact", {}), ("trunc", {"k": 4}), ("trunc", {"k": 6}), ("trunc", {"k": 8}),
+    ("trunc", {"k": 8, "comp": 1}), ("bam", {"h": 1, "v": 6}), ("bam", {"h": 2, "v": 8}),
+    ("drum", {"k": 4}), ("drum", {"k": 5}), ("drum", {"k": 6}), ("mitchell", {}),
+    ("roba", {}), ("kulkarni", {}), ("ssm", {"m": 6}),
 )
 
 
 def default_candidates(bits: int) -> list[Candidate]:
     """`DEFAULT_CANDIDATES` at signed `bits`-bit operands, plus cfgtrunc's modes 1..3
     (mode 0 is exact), canonical specs, duplicates and misfits dropped."""
-    from axsa.rtl.multipliers import SpecError, parse_spec
+    from axsa.rtl.multipliers import SpecError, multiplier
 
+    from axsa.formats import Format
+
+    fmt = Format(True, bits, bits)
     out: list[Candidate] = []
-    for body in DEFAULT_CANDIDATES:
+    for family, values in DEFAULT_CANDIDATES:
         try:
-            out.append(Candidate(parse_spec(f"{body}@s{bits}").spec))
+            out.append(Candidate(multiplier(family, values, fmt).spec))
         except SpecError:
             continue
-    cfg = parse_spec(f"cfgtrunc@s{bits}")
+    cfg = multiplier("cfgtrunc", {}, fmt)
     out += [Candidate(cfg.spec, m) for m in range(1, cfg.modes)]
     return list(dict.fromkeys(out))
 
@@ -99,15 +104,16 @@ class ModelEvaluator:
                  store, target: str | None = None, stream_samples: int = 2,
                  pool: Pool | None = None,
                  progress: Callable[[int, int, str], None] | None = None):
-        from axsa.models import train as T
-        from axsa.rtl.multipliers import parse_spec
+        from axsa.rtl.multipliers import exact_multiplier, parse_spec
+
+        from axsa.formats import Format
 
         model, ds = load_model(ckpt, kind)
         self.model, self.ds, self.store, self.target = model, ds, store, target
         self.pool = pool or Pool(ckpt, model.kind)
         self.computed = 0          # accuracy evaluations not answered by the store
         bits = model.config.bits
-        exact = Candidate(parse_spec(f"exact@s{bits}").spec)
+        exact = Candidate(exact_multiplier(Format(True, bits, bits)).spec)
         candidates = list(dict.fromkeys(candidates))
         if exact not in candidates:
             raise InputError(f"the candidates must include the exact multiplier {exact.spec} "
@@ -118,7 +124,8 @@ class ModelEvaluator:
                     or not 0 <= c.mode < m.modes:
                 raise InputError(f"candidate {c.label!r} does not fit the model's signed "
                                  f"{bits}-bit operands")
-        records = T.record_streams(model, ds.val.x[:stream_samples])
+        from axsa.models.train import record_streams
+        records = record_streams(model, ds.val.x[:stream_samples])
         names = [n for n in model.gemm_names() if n in records]
         self.space = SearchSpace.uniform(names, candidates, candidates.index(exact))
         self.identity = model_identity(model)
