@@ -21,7 +21,7 @@ def native(table, kind, a, b, generic=False, codes=False, planes=True):
 
 
 def kinds(table):
-    return ["native", "native-gather"] if table.plan["int8"] is not None else ["native-gather"]
+    return ["native", "native-gather"] if table.plan.int8 is not None else ["native-gather"]
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["simd", "generic"])
@@ -182,8 +182,8 @@ def test_fast_path_dtypes_and_bad_values():
                   torch.float64):
         ta, tb = torch.from_numpy(a).to(dtype), torch.from_numpy(b).to(dtype)
         batch = ()
-        approx._prepare_fast(table, "native", ta, tb, batch)
-        call = approx._FAST[approx._fast_key(table, ta, tb)]
+        approx.native.prepare_fast(table, "native", ta, tb, batch)
+        call = approx.cache.FAST[approx.native.fast_key(table, ta, tb)]
         call.fn = counter = CountingCall(call.fn)
         np.testing.assert_array_equal(approx_matmul(ta, tb, table).numpy(), want,
                                       err_msg=str(dtype))
@@ -194,7 +194,7 @@ def test_fast_path_dtypes_and_bad_values():
                                   gather_reference(pos, b, table.table, 8, 8))
     # a prepared call refuses a bad value; approx_matmul then names it
     bad = torch.from_numpy(a).float()
-    approx._prepare_fast(table, "native", bad, torch.from_numpy(b).float(), ())
+    approx.native.prepare_fast(table, "native", bad, torch.from_numpy(b).float(), ())
     for value, message in ((128.0, "holds 128, outside the range -128..127"),
                            (-129.0, "holds -129, outside"), (0.5, "holds 0.5, not an integer"),
                            (float("nan"), "not an integer"), (float("inf"), "holds inf")):
@@ -215,7 +215,7 @@ def test_disabled_kernels_leave_the_torch_engines(monkeypatch):
     rng = np.random.default_rng(10)
     a, b = operands(rng, table, (2, 9, 20), (20, 7))
     assert not _native.available()
-    costs = approx._estimate(table.plan, 2, 1, 9, 20, 7)
+    costs = approx.costs.estimate(table.plan, 2, 1, 9, 20, 7)
     assert not any(name.startswith("native") for name in costs)
     np.testing.assert_array_equal(approx_matmul(a, b, table).numpy(),
                                   gather_reference(a, b, table.table, 8, 8))
