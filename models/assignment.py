@@ -136,7 +136,8 @@ def _entry(entry, who: str):
 def _multiplier(spec, who: str):
     if not isinstance(spec, str):
         return spec
-    from axsa.rtl.multipliers import parse_spec   # the one spec parser (the family registry)
+    # the one spec parser, the family registry (imported on use: it loads Amaranth)
+    from axsa.rtl.multipliers import parse_spec
     try:
         return parse_spec(spec)
     except InputError as exc:
