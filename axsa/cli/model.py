@@ -109,6 +109,7 @@ def train(kind, bits, epochs, qat_epochs, seed, d_model, heads, layers, ff, wind
     import torch
 
     from axsa.models import train as T
+    T.check_run(1.0, seed=seed)       # a bad seed is an InputError, before torch sees it
     torch.manual_seed(seed)
     cfg = {k: v for k, v in dict(d_model=d_model, heads=heads, layers=layers, ff=ff,
                                  observer=observer).items() if v is not None}
@@ -219,8 +220,8 @@ def eval_(kind, ckpt, mult, assign, list_gemms, record_dir, samples, export_path
               help="JSON file {gemm name: spec}.")
 @click.option("--mult", default=None, help="One multiplier spec for every GEMM.")
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-4,
-              show_default=True)
+@click.option("--lr", type=float, default=5e-4, show_default=True,
+              help="Learning rate (positive, finite).")
 @click.option("--grad", type=click.Choice(["ste", "table"]), default="ste", show_default=True,
               help="Gradient of approximate GEMMs: straight-through or table differences.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -235,6 +236,7 @@ def finetune(kind, ckpt, assign, mult, epochs, lr, grad, seed, out, as_json):
     import torch
 
     from axsa.models import train as T
+    T.check_run(lr, seed=seed)         # --lr nan, inf, <= 0 and bad seeds, before any work
     torch.manual_seed(seed)
     model, source, meta = T.load_checkpoint(ckpt, kind)
     kind = model.kind
