@@ -202,7 +202,7 @@ def naive_gather(a: torch.Tensor, b: torch.Tensor, table: ProductTable) -> torch
 def best_time(fn, rounds: int, min_time: float) -> float:
     """Best-of-`rounds` CPU seconds per call, each round at least `min_time` long.
     Three warm-up calls first: `approx_matmul` tunes its engine choice on the second
-    call with a given (table, shapes) key (see models/approx.py, `_tune`)."""
+    call with a given (table, shapes) key (see models/approx/tuner.py, `tune`)."""
     for _ in range(3):
         fn()
     n = 1
