@@ -242,6 +242,9 @@ class NativeCall:
         self.plan, self.data = p, data
         self.ref = ctypes.addressof(p)
         self.shape = (*batch, M, N)
+        #: the operands must be made contiguous before the call (set by the caller that
+        #: prepared it on contiguous copies, see `axsa.models.approx.native.prepare_fast`)
+        self.contiguous = False
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
         out = torch.from_numpy(np.empty(self.shape, dtype=np.int64))   # (faster than

@@ -64,6 +64,8 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
         call = _FAST.get((getattr(table, "key", None), a.shape, a.stride(), a.dtype,
                           a.is_cpu, b.shape, b.stride(), b.dtype, b.is_cpu))
         if call is not None:
+            if call.contiguous:
+                a, b = a.contiguous(), b.contiguous()
             out = torch.from_numpy(np.empty(call.shape, dtype=np.int64))
             if not call.fn(call.ref, a.data_ptr(), b.data_ptr(), out.data_ptr()):
                 return out                 # else a bad value: found and named below

@@ -54,5 +54,11 @@ def prepare_fast(table, kind: str, a, b, batch) -> None:
     try:
         call = _native.NativeCall(table, kind, a, b, batch)
     except ValueError:
-        return
+        # batch dimensions one stride cannot walk (attention's K^T, a permuted view):
+        # the call runs on contiguous copies, still without the checks in Python
+        try:
+            call = _native.NativeCall(table, kind, a.contiguous(), b.contiguous(), batch)
+        except ValueError:     # broadcasts that do not collapse either: no fast path
+            return
+        call.contiguous = True
     cache.remember(cache.FAST, key, call)
