@@ -4,21 +4,23 @@ One call of `NativeCall` computes a whole approximate GEMM from the operands' me
 value check, codes, the exact low-rank int8 GEMM (AVX512-VNNI where the CPU has it) or
 the plain gather, int64 result. The library is compiled once per machine with the
 system C++ compiler (``-O3 -march=native``) and cached (`axsa.native`); without a
-compiler `available()` is False and `axsa.models.approx` uses its torch engines only.
-``AXSA_NATIVE=0`` disables the kernels.
+compiler (or with one that fails) `available()` is False, one warning on stderr says
+why and how to get a compiler, and `axsa.models.approx` uses its torch engines only (same
+results, slower). ``AXSA_NATIVE=0`` disables the kernels (no warning).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from axsa import native
+from axsa import formats, native
 from axsa.errors import ToolError
 
 SOURCE = Path(__file__).with_name("approx_kernels.cc")
@@ -90,7 +92,10 @@ def library(generic: bool = False) -> ctypes.CDLL:
 
 
 def available() -> bool:
-    """True when the kernels are compiled (or compile now) and not disabled."""
+    """True when the kernels are compiled (or compile now) and not disabled.
+
+    The first failure (no C++ compiler, a compiler that fails, a library that does not
+    load) prints one warning on stderr; later calls return False at once."""
     global unavailable_reason
     if os.environ.get("AXSA_NATIVE", "1") == "0":
         unavailable_reason = "disabled by AXSA_NATIVE=0"
@@ -100,29 +105,34 @@ def available() -> bool:
     try:
         library()
         return True
-    except ToolError as exc:
+    except (ToolError, OSError) as exc:
         unavailable_reason = str(exc)
         with _LOCK:
             _LIBS[False] = None
+        print(f"warning: the native emulation kernels are unavailable: {exc}\n"
+              "warning: emulation goes on with the torch engines (same results, slower); "
+              "for the kernels, install a C++ compiler (apt-get install g++) or set CXX "
+              "to a working one", file=sys.stderr)
         return False
 
 
-def table_data(plan: dict, table) -> dict:
+def table_data(plan) -> dict:
     """Per-table arrays for the kernel (kept in the table's plan): digit tables, zero
     padded to 1, 2, 4 or 8k bytes per code, with a's digits shifted to unsigned (+128;
     the shift's -128 * sum of b's digits goes into the column term, with the plan's
     constant), and the table itself for the gather. With codes of at most 8 bits, also
     each digit of every code side by side, and the row and column terms as byte planes
-    (`_byte_planes`): the kernel's SIMD front end looks them up 64 codes at a time."""
-    data = plan.get("native")
-    if data is not None:
-        return data
+    (`_byte_planes`): the kernel's SIMD front end looks them up 64 codes at a time.
+
+    `plan` is the table's `axsa.models.approx.Plan`, which keeps the result
+    (`Plan.native_data`)."""
+    table = plan.table
     data = {"keep": []}
-    if plan["int8"] is not None:
-        col = plan["col"].numpy().astype(np.int64) + plan["const"]
+    if plan.int8 is not None:
+        col = plan.col.numpy().astype(np.int64) + plan.const
         narrow = table.wa <= 8 and table.wb <= 8   # codes are bytes
-        groups = (_Group * max(1, len(plan["groups"])))()
-        for i, grp in enumerate(plan["groups"]):
+        groups = (_Group * max(1, len(plan.groups)))()
+        for i, grp in enumerate(plan.groups):
             t = grp.f.shape[1]   # digits per code; stored in 1, 2, 4 or 8k bytes
             stride = t if t in (1, 2, 4) else (4 if t == 3 else -(-t // 8) * 8)
             f = np.zeros((grp.f.shape[0], stride), dtype=np.uint8)   # padding digits: 0
@@ -139,22 +149,21 @@ def table_data(plan: dict, table) -> dict:
                 gp[:, :g.shape[0]] = g[:, :t].T
                 data["keep"] += [fp, gp]
                 groups[i].f_planes, groups[i].g_planes = fp.ctypes.data, gp.ctypes.data
-        row = np.ascontiguousarray(plan["row"].numpy().astype(np.int64))
+        row = np.ascontiguousarray(plan.row.numpy().astype(np.int64))
         col = np.ascontiguousarray(col)
         data["keep"] += [row, col, groups]
-        data["groups"], data["ngroups"] = groups, len(plan["groups"])
-        data["row"] = row.ctypes.data if plan["has_row"] else None
+        data["groups"], data["ngroups"] = groups, len(plan.groups)
+        data["row"] = row.ctypes.data if plan.has_row else None
         data["col"] = col.ctypes.data
-        data["row_terms"] = _byte_planes(row, data["keep"]) if narrow and plan["has_row"] \
+        data["row_terms"] = _byte_planes(row, data["keep"]) if narrow and plan.has_row \
             else _Terms()
         data["col_terms"] = _byte_planes(col, data["keep"]) if narrow else _Terms()
     lut = np.ascontiguousarray(table.table)
-    fits = plan["max_abs"] < 2**31
+    fits = plan.max_abs < 2**31
     lut32 = lut.astype(np.int32) if fits else None
     data["keep"] += [lut, lut32]
     data["lut32"] = lut32.ctypes.data if fits else None
     data["lut64"] = lut.ctypes.data
-    plan["native"] = data
     return data
 
 
@@ -203,7 +212,7 @@ class NativeCall:
                  batch: tuple, codes: bool = False, generic: bool = False,
                  planes: bool = True):
         plan = table.plan
-        data = table_data(plan, table)
+        data = plan.native_data
         self.lib = library(generic)
         self.fn = self.lib.axsa_approx_gemm
         M, K = a.shape[-2:]
@@ -218,7 +227,7 @@ class NativeCall:
         for op, t, width, rng, bs in ((p.a, a, table.wa, table.a_range, sa),
                                       (p.b, b, table.wb, table.b_range, sb)):
             op.batch_stride, op.outer_stride, op.inner_stride = bs, t.stride(-2), t.stride(-1)
-            op.lo, op.hi = (0, (1 << width) - 1) if codes else rng
+            op.lo, op.hi = formats.value_range(width, False) if codes else rng
             op.dtype, op.width = DTYPES[t.dtype], width
         if engine == "native":
             p.engine = 0
@@ -229,10 +238,13 @@ class NativeCall:
         else:
             p.engine = 1
             p.lut32, p.lut64 = data["lut32"], data["lut64"]
-            p.acc32 = int(data["lut32"] is not None and K * plan["max_abs"] < 2**31)
+            p.acc32 = int(data["lut32"] is not None and K * plan.max_abs < 2**31)
         self.plan, self.data = p, data
         self.ref = ctypes.addressof(p)
         self.shape = (*batch, M, N)
+        #: the operands must be made contiguous before the call (set by the caller that
+        #: prepared it on contiguous copies, see `axsa.models.approx.native.prepare_fast`)
+        self.contiguous = False
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
         out = torch.from_numpy(np.empty(self.shape, dtype=np.int64))   # (faster than

@@ -52,7 +52,7 @@ class GemmHook:
     tables : dict[str, ProductTable]
         Product table per GEMM name; names absent multiply exactly.
     grad : "ste" | "table"
-        Gradient of approximate GEMMs in fake-quant mode (see models/approx.py).
+        Gradient of approximate GEMMs in fake-quant mode (see `axsa.models.approx.autograd`).
     shapes : dict[str, tuple]
         ``(G, M, K, N)`` of the last call of each GEMM.
     """
@@ -144,7 +144,8 @@ class GemmHook:
         if table is None:
             return torch.matmul(a, b)   # int64, or float holding integers below 2^24: exact
         from .approx import approx_matmul, approx_matmul_grad
-        a, b = a.contiguous(), b.contiguous()   # weights arrive transposed (a strided view)
+        # operands go in as they are: every engine reads any strides (weights arrive
+        # transposed, attention's K^T is a view), the native kernel in place
         if integer:
             return approx_matmul(a, b, table).to(torch.int64)
         return approx_matmul_grad(a, b, table, grad=self.grad).to(a.dtype)

@@ -50,14 +50,23 @@ OUT_BITS = 16
 AUX_BITS = 8
 
 
+#: largest size of a model config (widths, window, horizon, classes, image side): the
+#: models are small integer transformers; beyond these a config is a typo or hostile
+MAX_SIZE = 4096
+#: most encoder layers of a model config
+MAX_LAYERS = 64
+
+
 def check_config(cfg, sizes: tuple[str, ...]) -> None:
-    """Checks every model config shares: positive integer `sizes`, heads dividing
-    d_model, 2..8-bit operands, a known observer. Raises ValueError naming the value."""
+    """Checks every model config shares: `sizes` integers in 1..MAX_SIZE (`layers` up to
+    MAX_LAYERS), heads dividing d_model, 2..8-bit operands, a known observer. Raises
+    ValueError naming the value."""
     from .quant import OBSERVERS
     for f in sizes:
         v = getattr(cfg, f)
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{f} must be a positive integer, got {v!r}")
+        top = MAX_LAYERS if f == "layers" else MAX_SIZE
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
+            raise ValueError(f"{f} must be an integer in 1..{top}, got {v!r}")
     if cfg.d_model % cfg.heads:
         raise ValueError(f"d_model {cfg.d_model} is not divisible by heads {cfg.heads}")
     if not isinstance(cfg.bits, int) or not 2 <= cfg.bits <= 8:

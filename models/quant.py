@@ -26,6 +26,8 @@ import math
 import torch
 from torch import nn
 
+from axsa import formats
+
 #: bits of precision of the requantization multiplier m (2^(M_BITS-1) <= m < 2^M_BITS)
 M_BITS = 24
 #: largest shift fixed_point() returns; acc * m + 2^(s-1) must fit in int64
@@ -38,9 +40,7 @@ def qrange(bits: int, signed: bool = True) -> tuple[int, int]:
     """Integer code range ``(qmin, qmax)`` of a ``bits``-wide symmetric quantizer."""
     if not isinstance(bits, int) or not 2 <= bits <= 32:
         raise ValueError(f"bits must be an integer in 2..32, got {bits!r}")
-    if signed:
-        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return 0, (1 << bits) - 1
+    return formats.value_range(bits, signed)
 
 
 def ste(exact: torch.Tensor, surrogate: torch.Tensor, mask: torch.Tensor | None = None):

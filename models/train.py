@@ -19,7 +19,9 @@ Checkpoints are ``torch.save`` dicts ``{"format", "kind", "config", "state_dict"
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -56,11 +58,24 @@ class TrainConfig:
         for f in ("epochs", "qat_epochs", "calib_batches"):
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 0:
                 raise InputError(f"{f} must be a non-negative integer, got {getattr(self, f)!r}")
-        if not isinstance(self.batch, int) or self.batch < 1:
-            raise InputError(f"batch must be a positive integer, got {self.batch!r}")
-        for f in ("lr", "qat_lr"):
-            if not getattr(self, f) > 0:
-                raise InputError(f"{f} must be positive, got {getattr(self, f)!r}")
+        check_run(self.lr, self.batch, self.seed)
+        check_run(self.qat_lr, name="qat_lr")
+
+
+#: largest seed (torch takes 64-bit seeds; the QAT phase uses seed + 1)
+MAX_SEED = 2**63 - 2
+
+
+def check_run(lr: float, batch: int = 1, seed: int = 0, name: str = "lr") -> None:
+    """InputError naming the value unless the learning rate is positive and finite, the
+    batch size a positive integer and the seed an integer in 0..MAX_SEED."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) \
+            or lr <= 0:
+        raise InputError(f"{name} must be a positive finite number, got {lr!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InputError(f"batch must be a positive integer, got {batch!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InputError(f"seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
 
 
 def default_train_config(kind: str) -> TrainConfig:
@@ -191,6 +206,11 @@ def finetune(model: QuantModel, ds, tables: dict, epochs: int = 10, lr: float = 
              batch: int = 64, seed: int = 0, grad: str = "ste",
              progress: Callable[[int, dict], None] | None = None) -> list[dict]:
     """Approximate-aware fine-tuning: fake-quant training with ``tables`` in the loop."""
+    check_run(lr, batch, seed)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise InputError(f"epochs must be a non-negative integer, got {epochs!r}")
+    if grad not in ("ste", "table"):
+        raise InputError(f"unknown gradient {grad!r}: expected 'ste' or 'table'")
     model.hook.assign(tables)
     model.hook.grad = grad
     try:
@@ -301,7 +321,12 @@ def demo_checkpoint(kind: str) -> Path:
 
 def load_checkpoint(path: str | Path | None, kind: str | None = None):
     """(model in fake-quant eval mode, data source dict, meta) from a checkpoint file;
-    ``path=None`` loads the shipped demo checkpoint of ``kind``."""
+    ``path=None`` loads the shipped demo checkpoint of ``kind``.
+
+    The one reader of checkpoints: the file is loaded with ``weights_only=True`` and
+    checked (`check_checkpoint`) before any model is built from it, so a damaged or
+    foreign file is an InputError naming it and what is wrong.
+    """
     if path is None:
         if kind is None:
             raise InputError("give a checkpoint or a model kind")
@@ -310,17 +335,114 @@ def load_checkpoint(path: str | Path | None, kind: str | None = None):
             raise InputError(f"the demo checkpoint {str(path)!r} is missing; run "
                              "scripts/make_checkpoints.py")
     p = Path(path)
+    where = f"checkpoint file {str(path)!r}"
     if not p.is_file():
-        raise InputError(f"checkpoint file {str(path)!r} does not exist")
+        raise InputError(f"{where} does not exist" if not p.exists() else
+                         f"{where} is not a file")
     try:
-        ck = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"checkpoint file {str(path)!r} is not readable: {exc}") from None
-    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
-        raise InputError(f"file {str(path)!r} is not an axsa model checkpoint")
+        with warnings.catch_warnings():   # torch's notes on foreign pickles: we say it
+            warnings.simplefilter("ignore")
+            ck = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:   # torch raises many kinds for a damaged or foreign file
+        first = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise InputError(f"{where} is not a readable torch checkpoint: damaged, truncated "
+                         f"or another kind of file ({type(exc).__name__}: {first})") from None
+    model = check_checkpoint(ck, where)
     if kind is not None and ck["kind"] != kind:
-        raise InputError(f"checkpoint {str(path)!r} holds a {ck['kind']!r} model, not {kind!r}")
-    model = build_model(ck["kind"], **ck["config"])
+        raise InputError(f"{where} holds a {ck['kind']!r} model, not {kind!r}")
     model.load_state_dict(ck["state_dict"])
     model.set_mode("fake_quant").eval()
     return model, ck.get("data", {}), ck.get("meta", {})
+
+
+#: model config class per kind
+CONFIGS = {"ts": TSConfig, "vit": ViTConfig}
+#: entries of a checkpoint dict; "data" and "meta" may be absent
+CHECKPOINT_KEYS = ("format", "kind", "config", "state_dict", "data", "meta")
+
+
+def check_checkpoint(ck, where: str) -> QuantModel:
+    """Check a loaded checkpoint dict; return a fresh model of its kind and config whose
+    state matches it key for key and shape for shape (not yet loaded).
+
+    InputError, starting with `where`, for: not an axsa checkpoint, a missing entry, an
+    unknown model kind, config keys the model does not have or values it refuses, state
+    tensors missing, extra, of the wrong shape, not tensors, or holding NaN or inf, and a
+    data source or meta that is not an object.
+    """
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise InputError(f"{where} is not an axsa model checkpoint (no format "
+                         f"{FORMAT!r}; axsa train writes them)")
+    for key in ("kind", "config", "state_dict"):
+        if key not in ck:
+            raise InputError(f"{where} has no {key!r} entry: the file is damaged")
+    extra = [k for k in ck if k not in CHECKPOINT_KEYS]
+    if extra:
+        raise InputError(f"{where} has unknown entries {', '.join(map(repr, extra))}")
+    kind = ck["kind"]
+    if kind not in KINDS:
+        raise InputError(f"{where} holds an unknown model kind {kind!r} "
+                         f"(models: {', '.join(KINDS)})")
+    for key, want in (("config", dict), ("state_dict", dict), ("data", dict), ("meta", dict)):
+        if key in ck and not isinstance(ck[key], want):
+            raise InputError(f"{where}: {key!r} must be an object, not "
+                             f"{type(ck[key]).__name__}")
+    config, state = ck["config"], ck["state_dict"]
+    fields = {f.name for f in dataclasses.fields(CONFIGS[kind])}
+    unknown = [k for k in config if k not in fields]
+    if unknown:
+        raise InputError(f"{where}: unknown config key(s) {', '.join(map(repr, unknown))} "
+                         f"for a {kind!r} model (known: {', '.join(sorted(fields))})")
+    for key, t in state.items():
+        if not isinstance(t, torch.Tensor):
+            raise InputError(f"{where}: state entry {key!r} is a {type(t).__name__}, "
+                             "not a tensor")
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            raise InputError(f"{where}: tensor {key!r} holds NaN or inf: the weights are "
+                             "damaged (retrain, or fine-tune from a good checkpoint)")
+    _check_data(ck.get("data", {}), where)
+    # every size of a config is a dimension of some stored tensor (or, for `layers`, a
+    # count of them): a larger one cannot match, and would only build a huge model
+    total = sum(t.numel() for t in state.values())
+    for key, value in config.items():
+        if isinstance(value, int) and not isinstance(value, bool) and value > max(1, total):
+            raise InputError(f"{where}: config {key} = {value} does not match the "
+                             f"{total} stored weights")
+    try:
+        with torch.device("meta"):           # shapes only: nothing allocated
+            probe = build_model(kind, **config)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{where}: bad config: {exc}") from None
+    want = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    missing = [k for k in want if k not in state]
+    if missing:
+        raise InputError(f"{where}: state tensors missing: {_few(missing)}")
+    unexpected = [k for k in state if k not in want]
+    if unexpected:
+        raise InputError(f"{where}: unexpected state tensors {_few(unexpected)} for its "
+                         "config")
+    for key, shape in want.items():
+        if tuple(state[key].shape) != shape:
+            raise InputError(f"{where}: tensor {key!r} has shape "
+                             f"{tuple(state[key].shape)}, the config needs {shape}")
+    return build_model(kind, **config)
+
+
+def _check_data(data: dict, where: str) -> None:
+    """The data source entry `load_data` reads."""
+    if data.get("source") == "csv":
+        if not isinstance(data.get("path"), str):
+            raise InputError(f"{where}: the CSV data source has no path")
+        cols = data.get("columns")
+        if cols is not None and not (isinstance(cols, list) and
+                                     all(isinstance(c, str) for c in cols)):
+            raise InputError(f"{where}: the CSV data source's columns {cols!r} are not "
+                             "a list of names")
+        if not isinstance(data.get("date_column"), (str, type(None))):
+            raise InputError(f"{where}: the CSV data source's date column "
+                             f"{data['date_column']!r} is not a name")
+
+
+def _few(names: list[str], n: int = 4) -> str:
+    shown = ", ".join(map(repr, names[:n]))
+    return shown + (f" and {len(names) - n} more" if len(names) > n else "")

@@ -65,13 +65,13 @@ def rank_report(as_json: bool) -> int:
             mult = parse_spec(f"{spec}@{fmt}")
             for mode in range(mult.modes):
                 t = ProductTable.from_multiplier(mult, mode)
-                int8 = t.plan["int8"]
+                int8 = t.plan.int8
                 rows.append({"table": t.name, "error_rank": error_rank(t),
                              "table_rank": int(np.linalg.matrix_rank(
                                  t.table.astype(np.float64))),
-                             "integer_terms": len(t.plan["terms"]) if int8 else None,
+                             "integer_terms": len(t.plan.terms) if int8 else None,
                              "int8_gemms": len(int8.groups) if int8 else None,
-                             "int8_width": t.plan["width"] if int8 else None,
+                             "int8_width": t.plan.width if int8 else None,
                              "engine_197x192x576": t.engine})
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -192,7 +192,7 @@ def forward_rows(rounds: int, min_time: float, as_json: bool) -> list[dict]:
 
 def naive_gather(a: torch.Tensor, b: torch.Tensor, table: ProductTable) -> torch.Tensor:
     """The obvious emulation: one index per (m, k, n), a gather, a sum over k."""
-    lut = table.plan["lut"].reshape(-1)
+    lut = table.plan.lut.reshape(-1)
     ca = a & ((1 << table.wa) - 1)
     cb = b & ((1 << table.wb) - 1)
     idx = (ca << table.wb)[..., :, :, None] + cb[..., None, :, :]
@@ -202,7 +202,7 @@ def naive_gather(a: torch.Tensor, b: torch.Tensor, table: ProductTable) -> torch
 def best_time(fn, rounds: int, min_time: float) -> float:
     """Best-of-`rounds` CPU seconds per call, each round at least `min_time` long.
     Three warm-up calls first: `approx_matmul` tunes its engine choice on the second
-    call with a given (table, shapes) key (see models/approx.py, `_tune`)."""
+    call with a given (table, shapes) key (see models/approx/tuner.py, `tune`)."""
     for _ in range(3):
         fn()
     n = 1
@@ -299,7 +299,7 @@ def main(argv=None) -> int:
             t_exact, t_approx = side_by_side(exact_fn,
                                              functools.partial(approx_matmul, a, b, table),
                                              rounds, args.min_time)
-            int8 = table.plan["int8"]
+            int8 = table.plan.int8
             costs = _estimate(table.plan, math.prod(sa[:-2]), math.prod(sb[:-2]),
                               sa[-2], sa[-1], sb[-1])
             row = {"shape": shape_name, "table": table.name, "error_rank": error_rank(table),

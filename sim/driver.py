@@ -13,7 +13,8 @@ compiled engine.
 
 Engines: ``"pysim"``, ``"cxxrtl"`` (names for `axsa.sim.engine.make_engine`), an `Engine`
 already built around an `Accelerator`, or ``"emulate"``: no RTL, the product-table GEMM
-(`axsa.models.approx.approx_matmul` when importable, else `reference_gemm`).
+(`reference_gemm`, or the ``emulator`` the caller passes: `axsa gemm` passes the models'
+fast one, `axsa.models.approx.emulate_gemm`; `sim` itself knows no torch).
 """
 
 from __future__ import annotations
@@ -136,16 +137,11 @@ def _multiplier(mult):
 
 
 def emulate_gemm(A, B, mult, mode: int = 0) -> np.ndarray:
-    """Product-table GEMM without RTL: the models' fast path if present, else numpy."""
+    """Product-table GEMM without RTL, in numpy (`reference_gemm`)."""
     mult = _multiplier(mult)
     mult._check_mode(mode)
     A, B = check_operands(A, B, mult.fmt)
-    try:
-        from axsa.models.approx import ProductTable, approx_matmul
-    except ImportError:  # models not installed or not built: the numpy reference
-        return reference_gemm(A, B, mult.model_table(mode), mult.fmt)
-    table = ProductTable.from_multiplier(mult, mode)
-    return approx_matmul(A, B, table).numpy().astype(np.int64, copy=False)
+    return reference_gemm(A, B, mult.model_table(mode), mult.fmt)
 
 
 def build_accelerator(mult, rows: int, cols: int, max_k: int = DEFAULT_MAX_K,
@@ -202,7 +198,7 @@ def _unpack_rows(words: np.ndarray, count: int, width: int) -> np.ndarray:
 
 def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int = 0,
              requant: Requant | None = None, max_k: int = DEFAULT_MAX_K,
-             vcd=None, view: str | None = None) -> GemmResult:
+             vcd=None, view: str | None = None, emulator=None) -> GemmResult:
     """Run ``A @ B`` (through the multiplier) on the accelerator, bit-exact.
 
     Parameters
@@ -233,6 +229,9 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
         engine's product-table black boxes (``multipliers="table"``) for the others, so
         one compiled library serves every multiplier of the same widths. Default:
         circuit on pysim, table on CXXRTL.
+    emulator : callable, optional
+        ``emulator(A, B, mult, mode) -> C`` (int64 (M, N)) for ``engine="emulate"``, on
+        operands already checked; default `emulate_gemm`.
 
     Returns
     -------
@@ -248,7 +247,7 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
     if requant is not None:
         requant.per_column(N)  # length check before any work
     if isinstance(engine, str) and engine == "emulate":
-        C = emulate_gemm(A, B, mult, mode)
+        C = (emulator or emulate_gemm)(A, B, mult, mode)
         if requant is not None:
             C = requant.apply(C)
         return GemmResult(C, None, None, None, macs, time.perf_counter() - t0, "emulate")

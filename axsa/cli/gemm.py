@@ -5,8 +5,12 @@ from __future__ import annotations
 import click
 
 from axsa.errors import InputError
+from axsa.formats import DEFAULT_MAX_REDUCTION
 
 from ._common import emit, json_option, load_npy, parse_spec_arg
+
+#: longest reduction an accelerator can be built for (`axsa.rtl.accelerator.Accelerator`)
+MAX_K = 1 << 24
 
 
 def _parse_requant(text: str | None):
@@ -34,8 +38,10 @@ def _parse_requant(text: str | None):
               help="emulate: product-table GEMM, no RTL; pysim / cxxrtl: cycle simulation.")
 @click.option("--rows", type=int, default=16, show_default=True, help="Array rows R.")
 @click.option("--cols", type=int, default=16, show_default=True, help="Array columns C.")
-@click.option("--max-k", type=int, default=4096, show_default=True,
-              help="Longest reduction the design's accumulators are sized for.")
+@click.option("--max-k", type=click.IntRange(1, MAX_K), default=DEFAULT_MAX_REDUCTION,
+              show_default=True,
+              help=f"Longest reduction the design's accumulators are sized for (at most "
+                   f"{MAX_K}).")
 @click.option("--view", type=click.Choice(["circuit", "table"]), default=None,
               help="How multipliers are simulated (same results): circuit = the family's "
                    "gates, table = product tables (much faster). Default: circuit on "
@@ -69,16 +75,16 @@ def gemm(a_path, b_path, spec, mode, engine, rows, cols, max_k, view, out_path, 
                                               signed=not requant_unsigned)
     if vcd is not None and engine == "emulate":
         raise InputError("--vcd needs a cycle simulation: use --engine pysim or cxxrtl")
-    if not isinstance(max_k, int) or max_k < 1:
-        raise InputError(f"--max-k {max_k} must be a positive integer")
     if engine != "emulate" and np.asarray(A).ndim == 2 and A.shape[1] > max_k:
         raise InputError(f"K = {A.shape[1]} exceeds --max-k {max_k}")
     from rich.console import Console
 
     status = Console(stderr=True).status
     if engine == "emulate":
+        from axsa.models.approx import emulate_gemm  # the fast product-table GEMM (torch)
         with status("emulating the GEMM..."):
-            res = run_gemm(A, B, mult, engine="emulate", mode=mode, requant=requant)
+            res = run_gemm(A, B, mult, engine="emulate", mode=mode, requant=requant,
+                           emulator=emulate_gemm)
     else:
         what = (f"building the {rows}x{cols} accelerator with CXXRTL (cached after the "
                 "first build) and simulating..." if engine == "cxxrtl" else

@@ -6,7 +6,6 @@ stays fast.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -56,60 +55,20 @@ def _epoch_info(rec: dict) -> str:
     return f"loss {rec['loss']:.4f} val top-1 {100 * rec['top1']:.1f}%"
 
 
-def resolve_assignment(model, mult: str | None, assign: str | None):
-    """(tables {gemm: ProductTable}, assignment {gemm: spec}) from --mult / --assign."""
+def _assignment(model, mult: str | None, assign: str | None):
+    """(tables {gemm: ProductTable}, shown {gemm: spec}) from --mult / --assign, through
+    `axsa.models.assignment` (which checks them against the model)."""
     if mult is None and assign is None:
         return None, None
     if mult is not None and assign is not None:
         raise InputError("give either --mult or --assign, not both")
-    names = model.gemm_names()
+    from axsa.models import assignment as A
     if mult is not None:
-        entries = {n: mult for n in names}
-        where = "--mult"
+        entries, source = A.uniform_assignment(model, mult), "--mult"
     else:
-        p = Path(assign)
-        if not p.is_file():
-            raise InputError(f"assignment file {assign!r} does not exist")
-        try:
-            entries = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"assignment file {assign!r} is not valid JSON: {exc}") from None
-        if not isinstance(entries, dict):
-            raise InputError(f"assignment file {assign!r} must hold a JSON object "
-                             "{gemm name: spec}")
-        unknown = [n for n in entries if n not in names]
-        if unknown:
-            raise InputError(f"assignment file {assign!r} names unknown GEMM(s) "
-                             f"{', '.join(map(repr, unknown))}; this model has: "
-                             f"{', '.join(names)}")
-        where = f"assignment file {assign!r}"
-    from axsa.models.approx import ProductTable
-    from axsa.rtl.multipliers import parse_spec
-    bits = model.config.bits
-    tables, shown = {}, {}
-    for name, entry in entries.items():
-        who = f"{where}: GEMM {name!r}" if assign is not None else where
-        mode = 0
-        if isinstance(entry, dict):
-            spec, mode = entry.get("spec"), entry.get("mode", 0)
-        else:
-            spec = entry
-        if not isinstance(spec, str):
-            raise InputError(f"{who} needs a spec string, got {entry!r}")
-        try:
-            m = parse_spec(spec)
-        except InputError as exc:
-            raise InputError(f"{who}: {exc}") from None
-        if not m.fmt.signed or m.fmt.a_width < bits or m.fmt.b_width < bits:
-            raise InputError(f"{who}: multiplier {spec!r} does not take the "
-                             f"model's signed {bits}-bit operands (needs a signed format of "
-                             f"at least {bits} bits, e.g. s{bits})")
-        if not isinstance(mode, int) or not 0 <= mode < m.modes:
-            raise InputError(f"{who}: mode {mode!r} out of range for "
-                             f"{spec!r} ({m.modes} mode(s))")
-        tables[name] = ProductTable.from_multiplier(m, mode)
-        shown[name] = m.spec if m.modes == 1 else f"{m.spec} mode {mode}"
-    return tables, shown
+        entries, source = A.read_assignment(assign), f"assignment file {assign!r}"
+    resolved = A.resolve_assignment(model, entries, source)
+    return resolved.tables, resolved.specs
 
 
 def _print_metrics(kind: str, res: dict) -> None:
@@ -150,6 +109,7 @@ def train(kind, bits, epochs, qat_epochs, seed, d_model, heads, layers, ff, wind
     import torch
 
     from axsa.models import train as T
+    T.check_run(1.0, seed=seed)       # a bad seed is an InputError, before torch sees it
     torch.manual_seed(seed)
     cfg = {k: v for k, v in dict(d_model=d_model, heads=heads, layers=layers, ff=ff,
                                  observer=observer).items() if v is not None}
@@ -225,7 +185,7 @@ def eval_(kind, ckpt, mult, assign, list_gemms, record_dir, samples, export_path
              lambda d: [click.echo(f"{r['name']:<22} G,M,K,N = {tuple(r['shape'])}")
                         for r in d["gemms"]])
         return
-    tables, shown = resolve_assignment(model, mult, assign)
+    tables, shown = _assignment(model, mult, assign)
     ds = T.load_data(kind, _source(kind, csv_path, date_column, columns, source), model)
     res = T.evaluate(model, ds, tables)
     data = {"model": kind, "bits": model.config.bits, "checkpoint": str(
@@ -260,8 +220,8 @@ def eval_(kind, ckpt, mult, assign, list_gemms, record_dir, samples, export_path
               help="JSON file {gemm name: spec}.")
 @click.option("--mult", default=None, help="One multiplier spec for every GEMM.")
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-4,
-              show_default=True)
+@click.option("--lr", type=float, default=5e-4, show_default=True,
+              help="Learning rate (positive, finite).")
 @click.option("--grad", type=click.Choice(["ste", "table"]), default="ste", show_default=True,
               help="Gradient of approximate GEMMs: straight-through or table differences.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -276,10 +236,11 @@ def finetune(kind, ckpt, assign, mult, epochs, lr, grad, seed, out, as_json):
     import torch
 
     from axsa.models import train as T
+    T.check_run(lr, seed=seed)         # --lr nan, inf, <= 0 and bad seeds, before any work
     torch.manual_seed(seed)
     model, source, meta = T.load_checkpoint(ckpt, kind)
     kind = model.kind
-    tables, shown = resolve_assignment(model, mult, assign)
+    tables, shown = _assignment(model, mult, assign)
     ds = T.load_data(kind, source, model)
     before = T.evaluate(model, ds, tables)
     with _progress() as bar:

@@ -64,7 +64,7 @@ def wide_factor_table() -> ProductTable:
     table = ProductTable(np.outer(u, np.arange(16)) + np.outer(np.arange(16) % 3,
                                                                np.arange(16) ** 2) * 7,
                          signed=False, name="wide factors")
-    assert len(table.plan["groups"]) > 1
+    assert len(table.plan.groups) > 1
     return table
 
 
@@ -90,7 +90,7 @@ def test_auto_engine_equals_gather_every_family(spec):
 def test_every_engine_is_exact(spec, engine):
     rng = np.random.default_rng(7)
     for table in tables_of(spec):
-        if engine in ("lowrank", "native") and table.plan["int8"] is None:
+        if engine in ("lowrank", "native") and table.plan.int8 is None:
             continue
         a, b = operands(rng, table, (11, 29), (29, 13))
         got = approx_matmul(torch.from_numpy(a), torch.from_numpy(b), table, engine=engine)
@@ -103,7 +103,7 @@ def test_random_unstructured_table_uses_fallback_and_is_exact():
     lut = rng.integers(-40000, 40000, size=(256, 256))
     table = ProductTable(lut, signed=True, name="random")
     assert table.engine == "bag"
-    assert table.plan["int8"] is None  # no integer pivot: no exact int8 factorization
+    assert table.plan.int8 is None  # no integer pivot: no exact int8 factorization
     assert table.rank is None
     a, b = operands(rng, table, (30, 41), (41, 17))
     np.testing.assert_array_equal(approx_matmul(a, b, table).numpy(),
@@ -151,7 +151,7 @@ def test_batched_shapes_follow_torch_matmul(spec, shape_a, shape_b):
     if b.ndim == 1:
         want = want[..., 0]
     for engine in approx.ENGINES:
-        if engine in ("lowrank", "native") and table.plan["int8"] is None:
+        if engine in ("lowrank", "native") and table.plan.int8 is None:
             continue
         got = approx_matmul(torch.from_numpy(a), torch.from_numpy(b), table, engine=engine)
         assert got.shape == want_shape, engine
@@ -160,16 +160,16 @@ def test_batched_shapes_follow_torch_matmul(spec, shape_a, shape_b):
 
 def test_blocking_and_chunking_paths(monkeypatch):
     # tiny block budgets force the P-, K- and k-chunk loops of both engines
-    monkeypatch.setattr(approx, "BLOCK_ELEMENTS", 300)
-    monkeypatch.setattr(approx, "BAG_BLOCK_ELEMENTS", 600)
-    monkeypatch.setattr(approx, "PART_ELEMENTS", 40)
+    monkeypatch.setattr(approx.lowrank, "BLOCK_ELEMENTS", 300)
+    monkeypatch.setattr(approx.bag, "BAG_BLOCK_ELEMENTS", 600)
+    monkeypatch.setattr(approx.lowrank, "PART_ELEMENTS", 40)
     rng = np.random.default_rng(6)
     for spec in ("trunc(k=8)@u8", "mitchell@s8"):
         table = tables_of(spec)[0]
         a, b = operands(rng, table, (2, 21, 45), (45, 10))
         want = gather_reference(a, b, table.table, 8, 8)
         for engine in ("lowrank", "bag", "gather"):
-            if engine == "lowrank" and table.plan["int8"] is None:
+            if engine == "lowrank" and table.plan.int8 is None:
                 continue
             np.testing.assert_array_equal(
                 approx_matmul(a, b, table, engine=engine).numpy(), want, err_msg=engine)
@@ -187,7 +187,7 @@ def test_int32_accumulator_bound_chunks_long_reductions():
 
 
 def test_float_fallback_when_int_mm_unavailable(monkeypatch):
-    monkeypatch.setattr(approx, "_INT_MM_OK", False)
+    monkeypatch.setitem(approx.cache.PROBES, "int_mm", False)
     rng = np.random.default_rng(8)
     table = tables_of("bam(h=2,v=6)@s8")[0]
     a, b = operands(rng, table, (13, 1100), (1100, 5))  # K*T*2^14 >= 2^24: float64
@@ -239,7 +239,7 @@ def test_bad_tables():
     with pytest.raises(InputError, match="must be 2-D"):
         ProductTable(np.zeros(4, dtype=np.int64), signed=False)
     with pytest.raises(InputError, match=r"axis 0 has 2048 entries: expected 2\^w codes with "
-                                         r"1 <= w <= 10"):
+                                         r"1 <= w <= 8"):
         ProductTable(np.zeros((2048, 2), dtype=np.int64), signed=False)
     with pytest.raises(InputError, match="must hold integers"):
         ProductTable(np.full((4, 4), 0.5), signed=False)
@@ -392,7 +392,7 @@ def test_reduced_float32_matmul_precision_is_not_trusted():
 def test_both_batched_lowrank_variants(monkeypatch, variant):
     # variant 0: one batched float GEMM over the terms; 1: a loop of int8 GEMMs
     costs = [(0.0, 1.0), (1.0, 0.0)][variant]
-    monkeypatch.setattr(approx, "_batched_costs", lambda *args: costs)
+    monkeypatch.setattr(approx.lowrank, "batched_costs", lambda *args: costs)
     table = tables_of("bam(h=2,v=6)@u8")[0]
     rng = np.random.default_rng(14)
     a, b = operands(rng, table, (2, 3, 6, 11), (3, 11, 5))
@@ -424,14 +424,14 @@ def test_repeated_auto_calls_tune_and_stay_exact(spec, shape_a, shape_b):
     for _ in range(4):
         got = approx_matmul(torch.from_numpy(a), torch.from_numpy(b), table)
         np.testing.assert_array_equal(got.numpy(), want)
-    tuned = approx._TUNED[(table.key, shape_a, shape_b)]
+    tuned = approx.cache.TUNED[(table.key, shape_a, shape_b)]
     assert tuned in ("lowrank", "terms", "bag", "gather", "native", "native-gather")
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     batch = torch.broadcast_shapes(ta.shape[:-2], tb.shape[:-2])
     walkable = all(_native.batch_stride(t.shape[:-2], t.stride()[:-2], batch) is not None
                    for t in (ta, tb))
     if tuned.startswith("native") and walkable:   # later calls took the prepared call
-        assert approx._fast_key(table, ta, tb) in approx._FAST
+        assert approx.native.fast_key(table, ta, tb) in approx.cache.FAST
 
 
 @pytest.mark.parametrize("shape_a, shape_b", [((3, 6, 9), (9, 5)), ((2, 1, 5, 7), (2, 3, 7, 4)),
@@ -443,5 +443,70 @@ def test_terms_engine_is_exact(shape_a, shape_b):
     ca = torch.from_numpy(a) & 255
     cb = torch.from_numpy(b) & 255
     batch = torch.broadcast_shapes(ca.shape[:-2], cb.shape[:-2])
-    got = approx._ENGINES["terms"](ca, cb, batch, table.plan)
+    got = approx.tuner.ENGINE_FUNCTIONS["terms"](ca, cb, batch, table.plan)
     np.testing.assert_array_equal(got.numpy(), gather_reference(a, b, table.table, 8, 8))
+
+
+def strided_cases(rng, table: ProductTable):
+    """Operand pairs as the models hand them over: views, not copies."""
+    lo, hi = table.a_range
+    blo, bhi = table.b_range
+
+    def a_(*shape):
+        return torch.from_numpy(rng.integers(lo, hi + 1, size=shape))
+
+    def b_(*shape):
+        return torch.from_numpy(rng.integers(blo, bhi + 1, size=shape))
+
+    a, w = a_(3, 10, 12), b_(7, 12)
+    k = b_(2, 9, 3, 12)                                # attention keys (B, T, H, dh)
+    q = a_(2, 3, 8, 12)
+    return [
+        (a, w.t()),                                    # a Linear layer: b a transposed view
+        (a_(4, 40, 48), b_(64, 48).t()),               # ... beyond one gather block
+        (a[:, ::2, 1:10], w.t()[1:10]),                # sliced rows and columns
+        (a.transpose(-1, -2).contiguous().transpose(-1, -2), w.t()),   # column-major a
+        (q, k.permute(0, 2, 3, 1)),                    # Q K^T: batch dims that do not
+        (q.float(), k.permute(0, 2, 3, 1).float()),    # collapse into one stride
+        (a[:1].expand(4, 10, 12), b_(4, 5, 12).transpose(-1, -2)),   # expanded a, b^T
+        (a[:, None], b_(3, 2, 12, 5).transpose(0, 1).contiguous().transpose(0, 1)),
+    ]
+
+
+@pytest.mark.parametrize("spec", ["trunc(k=4)@s8", "mitchell@s8", "bam(h=2,v=6)@u8", None])
+def test_every_engine_reads_strided_operands(spec):
+    # the GemmHook hands operands over without copies: every engine, native kernels
+    # included, reads transposed, sliced, permuted and broadcast views bit-exactly
+    rng = np.random.default_rng(21)
+    table = (tables_of(spec)[0] if spec else
+             ProductTable(rng.integers(-3000, 3000, size=(256, 256)), signed=True,
+                          name="random"))
+    for x, y in strided_cases(rng, table):
+        want = gather_reference(x.numpy(), y.numpy(), table.table, 8, 8)
+        for engine in approx.ENGINES:
+            if engine in ("lowrank", "native") and table.plan.int8 is None:
+                continue
+            for _ in range(3 if engine == "auto" else 1):    # auto: tuned, then fast path
+                got = approx_matmul(x, y, table, engine=engine)
+                np.testing.assert_array_equal(got.numpy(), want, err_msg=f"{engine} "
+                                              f"{tuple(x.shape)} @ {tuple(y.shape)}")
+        if approx.cache.TUNED[(table.key, tuple(x.shape), tuple(y.shape))].startswith("native"):
+            # the third call took the prepared call, on copies where one stride cannot
+            # walk the batch dimensions (Q K^T)
+            batch = tuple(got.shape[:-2])
+
+            def walkable(*ts, batch=batch):
+                return all(_native.batch_stride(tuple(t.shape[:-2]), tuple(t.stride()[:-2]),
+                                                batch) is not None for t in ts)
+            call = approx.cache.FAST.get(approx.native.fast_key(table, x, y))
+            if walkable(x, y):
+                assert not call.contiguous
+            elif walkable(x.contiguous(), y.contiguous()):
+                assert call.contiguous
+            else:
+                assert call is None
+        if table.plan.int8 is not None:
+            ca, cb = x.to(torch.int64) & 255, y.to(torch.int64) & 255
+            batch = tuple(torch.broadcast_shapes(x.shape[:-2], y.shape[:-2]))
+            got = approx.tuner.ENGINE_FUNCTIONS["terms"](ca, cb, batch, table.plan)
+            np.testing.assert_array_equal(got.numpy(), want, err_msg="terms")

@@ -104,3 +104,134 @@ def test_csv_training_and_its_errors(capsys, tmp_path):
     rc, _, err = run(capsys, "train", "--model", "ts", "--csv", str(tmp_path / "text.csv"),
                      "--out", str(tmp_path / "d.pt"))
     assert rc == 2 and "'x'" in err
+
+
+def _damaged(tmp_path, name, change):
+    """The demo ts checkpoint with `change(ck)` applied, saved as `name`."""
+    import torch
+    from axsa.models.train import demo_checkpoint
+    ck = torch.load(demo_checkpoint("ts"), weights_only=True)
+    change(ck)
+    path = tmp_path / name
+    torch.save(ck, path)
+    return path
+
+
+def _first_weight(ck):
+    return next(k for k, v in ck["state_dict"].items() if v.dim() == 2)
+
+
+def _nan(ck, value=float("nan")):
+    ck["state_dict"][_first_weight(ck)][0, 0] = value
+
+
+DAMAGES = {
+    "no-kind": (lambda ck: ck.pop("kind"), "has no 'kind' entry"),
+    "bad-kind": (lambda ck: ck.update(kind="bert"), "unknown model kind 'bert'"),
+    "not-axsa": (lambda ck: ck.pop("format"), "is not an axsa model checkpoint"),
+    "extra-entry": (lambda ck: ck.update(weights=1), "unknown entries 'weights'"),
+    "config-key": (lambda ck: ck["config"].update(colour=3), "unknown config key(s) 'colour'"),
+    "config-value": (lambda ck: ck["config"].update(heads=3),
+                     "d_model 32 is not divisible by heads 3"),
+    "config-type": (lambda ck: ck["config"].update(d_model="32"), "d_model"),
+    "config-huge": (lambda ck: ck["config"].update(layers=10**9),
+                    "config layers = 1000000000 does not match"),
+    "config-list": (lambda ck: ck.update(config=[1, 2]), "'config' must be an object"),
+    "shape": (lambda ck: ck["state_dict"].update({_first_weight(ck): ck["state_dict"][
+        _first_weight(ck)][:3]}), "has shape (3, "),
+    "missing": (lambda ck: ck["state_dict"].pop(_first_weight(ck)), "state tensors missing"),
+    "unexpected": (lambda ck: ck["state_dict"].update(extra=ck["state_dict"]["pe"]),
+                   "unexpected state tensors 'extra'"),
+    "not-tensor": (lambda ck: ck["state_dict"].update(pe=[1.0]), "'pe' is a list"),
+    "nan": (_nan, "holds NaN or inf"),
+    "inf": (lambda ck: _nan(ck, float("-inf")), "holds NaN or inf"),
+    "bad-data": (lambda ck: ck.update(data={"source": "csv"}), "CSV data source has no path"),
+    "bad-meta": (lambda ck: ck.update(meta="x"), "'meta' must be an object"),
+    "layers-more": (lambda ck: ck["config"].update(layers=2), "state tensors missing"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_damaged_checkpoints_exit_2_naming_file_and_fault(tmp_path, capsys, damage):
+    change, needle = DAMAGES[damage]
+    path = _damaged(tmp_path, f"{damage}.pt", change)
+    rc, out, err = run(capsys, "eval", "--ckpt", str(path))
+    assert rc == 2 and out == ""
+    assert f"{damage}.pt" in err and needle in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("content", [b"this is a text file, not a checkpoint\n",
+                                     b"", b"\x80\x04K\x01."])   # a pickle of the int 1
+def test_foreign_files_exit_2(tmp_path, capsys, content):
+    path = tmp_path / "foreign.pt"
+    path.write_bytes(content)
+    rc, _, err = run(capsys, "eval", "--ckpt", str(path))
+    assert rc == 2 and "foreign.pt" in err and "Traceback" not in err
+    assert "not a readable torch checkpoint" in err or "not an axsa model checkpoint" in err
+
+
+def test_truncated_and_unsafe_checkpoints_exit_2(tmp_path, capsys, ckpt):
+    import pathlib
+
+    import torch
+    data = ckpt.read_bytes()
+    for cut in (len(data) // 2, 100, len(data) - 30):
+        path = tmp_path / f"cut{cut}.pt"
+        path.write_bytes(data[:cut])
+        for cmd in (["eval"], ["finetune", "--mult", "exact@s8", "--out",
+                               str(tmp_path / "o.pt")]):
+            rc, _, err = run(capsys, *cmd, "--ckpt", str(path))
+            assert rc == 2 and f"cut{cut}.pt" in err and "Traceback" not in err, err
+            assert "not a readable torch checkpoint" in err
+    # weights_only refuses pickled objects other than tensors and plain containers
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"format": "axsa-model-1", "path": pathlib.PurePosixPath("/x")}, unsafe)
+    rc, _, err = run(capsys, "eval", "--ckpt", str(unsafe))
+    assert rc == 2 and "unsafe.pt" in err and "not a readable torch checkpoint" in err
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_damaged_checkpoint_in_finetune(tmp_path, capsys):
+    path = _damaged(tmp_path, "nan.pt", _nan)
+    rc, _, err = run(capsys, "finetune", "--ckpt", str(path), "--mult", "exact@s8",
+                     "--out", str(tmp_path / "o.pt"))
+    assert rc == 2 and "nan.pt" in err and "holds NaN or inf" in err
+    assert "Traceback" not in err and not (tmp_path / "o.pt").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--lr", "nan"], "lr must be a positive finite number, got nan"),
+    (["--lr", "inf"], "got inf"),
+    (["--lr", "-1e-3"], "got -0.001"),
+    (["--lr", "0"], "got 0.0"),
+    (["--lr", "fast"], "'fast' is not a valid float"),
+    (["--epochs", "0"], "0 is not in the range x>=1"),
+    (["--seed", str(2**70)], f"got {2**70}"),
+    (["--seed", "-1"], "got -1"),
+])
+def test_finetune_bad_numbers_exit_2(ckpt, tmp_path, capsys, args, needle):
+    rc, _, err = run(capsys, "finetune", "--ckpt", str(ckpt), "--mult", "exact@s8",
+                     "--out", str(tmp_path / "o.pt"), *args)
+    assert rc == 2 and needle in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--seed", str(2**64)], f"got {2**64}"),
+    (["--layers", "100000"], "layers must be an integer in 1..64, got 100000"),
+    (["--window", str(10**9)], "window must be an integer in 1..4096"),
+    (["--d-model", "2048"], "beyond exact"),
+    (["--epochs", "-1"], "-1 is not in the range x>=0"),
+])
+def test_train_bad_numbers_exit_2(tmp_path, capsys, args, needle):
+    rc, _, err = run(capsys, "train", "--model", "ts", "--out", str(tmp_path / "t.pt"), *args)
+    assert rc == 2 and needle in err and "Traceback" not in err, err
+    assert not (tmp_path / "t.pt").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--samples", "0"], "0 is not in the range x>=1"),
+    (["--samples", "-5"], "-5"),
+])
+def test_eval_bad_numbers_exit_2(capsys, args, needle):
+    rc, _, err = run(capsys, "eval", "--model", "ts", *args)
+    assert rc == 2 and needle in err and "Traceback" not in err, err

@@ -159,3 +159,32 @@ def test_every_bit_width_is_bit_exact(bits):
             assert lo <= a.min() and a.max() <= hi and lo <= b.min() and b.max() <= hi, name
     assert it.shape == (40, 10) and T.predict(ts, torch.randn(5, 12, 2), "integer").shape == (
         5, 3, 2)
+
+
+def test_hook_passes_views_to_the_table_gemm():
+    # a Linear hands over its transposed weight, attention a permuted K^T: no copies,
+    # integer and fake-quant results both equal the plain table gather
+    table = ProductTable.from_multiplier(parse_spec("bam(h=2,v=6)@s8"))
+    lut = table.table
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.integers(-128, 128, (2, 24, 32)))
+    w = torch.from_numpy(rng.integers(-128, 128, (48, 32)))
+    q = torch.from_numpy(rng.integers(-128, 128, (2, 2, 24, 16)))
+    k = torch.from_numpy(rng.integers(-128, 128, (2, 24, 2, 16)))
+    hook = GemmHook()
+    for name in ("fc", "qk"):
+        hook.register(name)
+    hook.assign({"fc": table, "qk": table})
+    for name, a, b in (("fc", x, w.t()), ("qk", q, k.permute(0, 2, 3, 1))):
+        assert not b.is_contiguous()
+        want = lut[a.numpy()[..., :, :, None] & 255, b.numpy()[..., None, :, :] & 255].sum(-2)
+        for _ in range(3):                       # auto: estimate, tune, then the fast path
+            got = hook(name, a, b, integer=True)
+            assert got.dtype == torch.int64 and np.array_equal(got.numpy(), want)
+        af = a.float().requires_grad_()
+        bf = b.float().requires_grad_()
+        out = hook(name, af, bf, integer=False)
+        assert np.array_equal(out.detach().numpy(), want.astype(np.float32))
+        out.sum().backward()                     # straight-through: the exact GEMM's
+        ones = torch.ones_like(out)
+        assert torch.equal(af.grad, ones @ b.float().transpose(-1, -2))

@@ -8,6 +8,7 @@ import pytest
 import torch
 from axsa.models import _native, approx
 from axsa.models.approx import ProductTable, approx_matmul
+from axsa.rtl.multipliers import parse_spec
 from test_approx import SPECS, gather_reference, operands, tables_of, wide_factor_table
 
 from axsa.errors import InputError, ToolError
@@ -21,7 +22,7 @@ def native(table, kind, a, b, generic=False, codes=False, planes=True):
 
 
 def kinds(table):
-    return ["native", "native-gather"] if table.plan["int8"] is not None else ["native-gather"]
+    return ["native", "native-gather"] if table.plan.int8 is not None else ["native-gather"]
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["simd", "generic"])
@@ -182,8 +183,8 @@ def test_fast_path_dtypes_and_bad_values():
                   torch.float64):
         ta, tb = torch.from_numpy(a).to(dtype), torch.from_numpy(b).to(dtype)
         batch = ()
-        approx._prepare_fast(table, "native", ta, tb, batch)
-        call = approx._FAST[approx._fast_key(table, ta, tb)]
+        approx.native.prepare_fast(table, "native", ta, tb, batch)
+        call = approx.cache.FAST[approx.native.fast_key(table, ta, tb)]
         call.fn = counter = CountingCall(call.fn)
         np.testing.assert_array_equal(approx_matmul(ta, tb, table).numpy(), want,
                                       err_msg=str(dtype))
@@ -194,7 +195,7 @@ def test_fast_path_dtypes_and_bad_values():
                                   gather_reference(pos, b, table.table, 8, 8))
     # a prepared call refuses a bad value; approx_matmul then names it
     bad = torch.from_numpy(a).float()
-    approx._prepare_fast(table, "native", bad, torch.from_numpy(b).float(), ())
+    approx.native.prepare_fast(table, "native", bad, torch.from_numpy(b).float(), ())
     for value, message in ((128.0, "holds 128, outside the range -128..127"),
                            (-129.0, "holds -129, outside"), (0.5, "holds 0.5, not an integer"),
                            (float("nan"), "not an integer"), (float("inf"), "holds inf")):
@@ -215,9 +216,59 @@ def test_disabled_kernels_leave_the_torch_engines(monkeypatch):
     rng = np.random.default_rng(10)
     a, b = operands(rng, table, (2, 9, 20), (20, 7))
     assert not _native.available()
-    costs = approx._estimate(table.plan, 2, 1, 9, 20, 7)
+    costs = approx.costs.estimate(table.plan, 2, 1, 9, 20, 7)
     assert not any(name.startswith("native") for name in costs)
     np.testing.assert_array_equal(approx_matmul(a, b, table).numpy(),
                                   gather_reference(a, b, table.table, 8, 8))
     with pytest.raises(ToolError, match="disabled by AXSA_NATIVE=0"):
         approx_matmul(a, b, table, engine="native")
+
+
+NO_KERNELS = """
+import numpy as np, torch
+from axsa.models.approx import ProductTable, approx_matmul
+from axsa.rtl.multipliers import parse_spec
+rng = np.random.default_rng(4)
+for spec in ("drum(k=4)@s8", "mitchell@s8"):
+    table = ProductTable.from_multiplier(parse_spec(spec))
+    for shape_a, shape_b in (((7, 30), (30, 5)), ((2, 3, 9, 16), (2, 3, 16, 4))):
+        a = torch.from_numpy(rng.integers(-128, 128, shape_a))
+        b = torch.from_numpy(rng.integers(-128, 128, shape_b))
+        for _ in range(3):                    # estimate, tune, tuned
+            np.save(f"{spec}-{len(shape_a)}.npy", approx_matmul(a, b, table).numpy())
+        np.save(f"{spec}-{len(shape_a)}-a.npy", a.numpy())
+        np.save(f"{spec}-{len(shape_a)}-b.npy", b.numpy())
+print("done")
+"""
+
+
+@pytest.mark.parametrize("compiler", ["missing", "failing"])
+def test_no_compiler_leaves_the_torch_engines_with_one_warning(tmp_path, compiler):
+    import os
+    import subprocess
+    import sys
+    if compiler == "missing":
+        cxx = str(tmp_path / "no-such-g++")
+    else:   # answers --version, fails every compilation
+        cxx = tmp_path / "broken-g++"
+        cxx.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'broken 1.0'; exit 0; fi\n"
+                       "echo 'broken: internal compiler error' >&2; exit 1\n")
+        cxx.chmod(0o755)
+        cxx = str(cxx)
+    env = {**os.environ, "CXX": cxx, "AXSA_CACHE": str(tmp_path / "cache"), "AXSA_NATIVE": "1"}
+    proc = subprocess.run([sys.executable, "-c", NO_KERNELS], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr
+    assert "Traceback" not in proc.stderr
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 2, proc.stderr        # one warning, two lines: why, and the fix
+    assert Path(cxx).name in warnings[0] and "unavailable" in warnings[0]
+    assert "apt-get install g++" in warnings[1] and "set CXX" in warnings[1]
+    assert proc.stderr.count("native emulation kernels are unavailable") == 1
+    for spec in ("drum(k=4)@s8", "mitchell@s8"):
+        for dims in (2, 4):
+            got = np.load(tmp_path / f"{spec}-{dims}.npy")
+            a, b = (np.load(tmp_path / f"{spec}-{dims}-{x}.npy") for x in "ab")
+            lut = parse_spec(spec).model_table()
+            np.testing.assert_array_equal(got, gather_reference(a, b, lut, 8, 8))
+    assert not list((tmp_path / "cache").glob("approx/*/approx.so"))

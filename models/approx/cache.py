@@ -1,0 +1,101 @@
+"""Every cache of the approximate GEMM, in one place.
+
+All of them are process-local and bounded; none changes a result, only how fast it comes
+(every engine is exact). `clear` empties them all (tests, a long-running process that
+wants the memory back).
+
+``PLANS``
+    Fast-GEMM plans by table key, least recently used dropped first (`plan_of`).
+``TUNED``, ``CALLS``
+    The measured engine choice per (table, shape of a, shape of b), and how often each
+    key was called (`approx.tuner` tunes on the second call).
+``FAST``
+    Prepared native kernel calls on raw operands, by (table key, shape, stride, dtype,
+    is_cpu of a and b): `approx_matmul`'s fast path, filled once `auto` has tuned a
+    native engine for them.
+``PREPARED``
+    Prepared native kernel calls on code tensors (the native engines as the tuner and
+    forced engines run them).
+``PROBES``
+    Facts about this machine found once (``"int_mm"``: `torch._int_mm` is exact here).
+`workspace`
+    Reused scratch tensors, per thread and slot.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+#: plans kept; a plan is 1-3 MB for an 8x8-bit table
+MAX_PLANS = 64
+#: entries kept in each of TUNED, CALLS, FAST and PREPARED (emptied when full)
+MAX_TUNED = 4096
+
+PLANS: collections.OrderedDict[str, Any] = collections.OrderedDict()
+TUNED: dict[tuple, str] = {}
+CALLS: dict[tuple, int] = {}
+FAST: dict[tuple, Any] = {}
+PREPARED: dict[tuple, Any] = {}
+PROBES: dict[str, bool] = {}
+
+#: guards PLANS, CALLS and TUNED (the models' GEMMs may run on several threads)
+LOCK = threading.Lock()
+
+_WORKSPACE = threading.local()
+
+
+def plan_of(key: str, build: Callable[[Any], Any], source: Any) -> Any:
+    """The plan cached under `key`, built by ``build(source)`` on a miss."""
+    with LOCK:
+        found = PLANS.get(key)
+        if found is not None:
+            PLANS.move_to_end(key)
+    if found is None:
+        found = build(source)
+        with LOCK:
+            PLANS[key] = found
+            while len(PLANS) > MAX_PLANS:
+                PLANS.popitem(last=False)
+    return found
+
+
+def remember(cache: dict, key, value) -> None:
+    """``cache[key] = value``, emptying `cache` first when it holds MAX_TUNED entries."""
+    if len(cache) > MAX_TUNED:
+        cache.clear()
+    cache[key] = value
+
+
+def count_call(key) -> int:
+    """Count one more call with `key`; returns the count."""
+    with LOCK:
+        n = CALLS.get(key, 0) + 1
+        remember(CALLS, key, n)
+    return n
+
+
+def workspace(slot: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """A reused scratch tensor per (thread, slot): fresh multi-megabyte allocations cost
+    page faults that, at these sizes, take longer than the GEMMs themselves."""
+    tensors = getattr(_WORKSPACE, "tensors", None)
+    if tensors is None:
+        tensors = _WORKSPACE.tensors = {}
+    n = math.prod(shape)
+    buf = tensors.get((slot, dtype))
+    if buf is None or buf.numel() < n:
+        buf = tensors[(slot, dtype)] = torch.empty(max(n, 1), dtype=dtype)
+    return buf[:n].view(shape)
+
+
+def clear() -> None:
+    """Empty every cache (the workspace of the calling thread included)."""
+    with LOCK:
+        for cache in (PLANS, TUNED, CALLS, FAST, PREPARED, PROBES):
+            cache.clear()
+    _WORKSPACE.tensors = {}

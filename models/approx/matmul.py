@@ -1,0 +1,135 @@
+"""`approx_matmul`: the public entry, its checks, and the dispatch to the engines."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+
+from axsa.errors import InputError, ToolError
+
+from .. import _native
+from . import cache
+from .bag import bag_matmul
+from .gather import gather_matmul
+from .lowrank import lowrank_matmul, terms_matmul
+from .native import native_matmul, prepare_fast
+from .operands import as_codes, shapes
+from .table import ProductTable
+from .tuner import auto_engine, tune, tune_now
+
+Engine = Literal["auto", "lowrank", "bag", "gather", "native", "native-gather"]
+#: engines a caller may name
+ENGINES = ("auto", "lowrank", "bag", "gather", "native", "native-gather")
+
+# bound once: the fast path's lookup is a dict `get` (the cache never rebinds it)
+_FAST = cache.FAST
+_TUNED = cache.TUNED
+
+
+def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torch.Tensor:
+    """Approximate GEMM ``C[..., m, n] = sum_k lut[code(a[..., m, k]), code(b[..., k, n])]``.
+
+    Bit-exact with the product table for every operand, like ``torch.matmul`` in shapes
+    (1-D operands and broadcast batch dimensions included).
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        Integer operand VALUES (any integer dtype, or floats holding exact integers), of
+        shapes (..., M, K) and (..., K, N), any strides. numpy arrays are accepted too.
+    table : ProductTable
+        The multiplier's product table.
+    engine : {"auto", "lowrank", "bag", "gather", "native", "native-gather"}
+        Force an engine (all give the same result); "auto" picks the fastest.
+
+    Returns
+    -------
+    torch.Tensor
+        int64, shape (..., M, N). Every result is exact (no float rounding anywhere).
+
+    Raises
+    ------
+    InputError
+        An operand value outside the table's range, a non-integer value, or shapes that
+        do not multiply.
+    ToolError
+        A native engine forced where the kernels cannot be compiled.
+    """
+    if engine == "auto" and type(a) is torch.Tensor and type(b) is torch.Tensor:
+        # the prepared native kernel call for these operands, once `auto` picked it
+        # (`native.fast_key` and `NativeCall.__call__` inlined: on a model's head a whole
+        # call is a few microseconds)
+        call = _FAST.get((getattr(table, "key", None), a.shape, a.stride(), a.dtype,
+                          a.is_cpu, b.shape, b.stride(), b.dtype, b.is_cpu))
+        if call is not None:
+            if call.contiguous:
+                a, b = a.contiguous(), b.contiguous()
+            out = torch.from_numpy(np.empty(call.shape, dtype=np.int64))
+            if not call.fn(call.ref, a.data_ptr(), b.data_ptr(), out.data_ptr()):
+                return out                 # else a bad value: found and named below
+    if not isinstance(table, ProductTable):
+        raise InputError(f"table must be a ProductTable, got {type(table).__name__}")
+    if isinstance(a, np.ndarray):
+        a = torch.from_numpy(a)
+    if isinstance(b, np.ndarray):
+        b = torch.from_numpy(b)
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        raise InputError("operands a and b must be torch tensors, got "
+                         f"{type(a).__name__} and {type(b).__name__}")
+    a, b, batch, squeeze = shapes(a, b)
+    ca = as_codes(a, "a", *table.a_range, table.wa, table)
+    cb = as_codes(b, "b", *table.b_range, table.wb, table)
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    if 0 in (ca.shape[-2], ca.shape[-1], cb.shape[-1]) or 0 in batch:   # empty sum: 0
+        out = torch.zeros(*batch, ca.shape[-2], cb.shape[-1], dtype=torch.int64)
+        for dim in squeeze:
+            out = out.squeeze(dim)
+        return out
+    plan = table.plan
+    auto = engine == "auto"
+    if auto:
+        key = (table.key, tuple(ca.shape), tuple(cb.shape))
+        engine = _TUNED.get(key)
+        if engine is None:
+            engine = (tune(key, plan, ca, cb, batch) if tune_now(key)
+                      else auto_engine(plan, ca, cb, batch))
+    if engine in ("native", "native-gather"):
+        if engine == "native" and plan.int8 is None:
+            raise InputError(f"engine 'native' needs an exact low-rank factorization, which "
+                             f"table {table.label} does not have")
+        if not _native.available():
+            raise ToolError(f"engine {engine!r} needs the compiled kernels: "
+                            f"{_native.unavailable_reason}")
+        out = native_matmul(ca, cb, batch, plan, engine)
+        if auto and _TUNED.get(key) == engine:   # later calls skip the checks in Python
+            prepare_fast(table, engine, a, b, batch)
+    elif engine == "terms":                # auto only: the float GEMM over integer terms
+        out = terms_matmul(ca, cb, batch, plan)
+    elif engine == "lowrank":
+        if plan.int8 is None:
+            raise InputError(f"engine 'lowrank' needs an exact low-rank factorization, which "
+                             f"table {table.label} does not have")
+        out = lowrank_matmul(ca, cb, batch, plan)
+    elif engine == "bag":
+        out = bag_matmul(ca, cb, batch, plan)
+    elif engine == "gather":
+        out = gather_matmul(ca, cb, batch, plan)
+    else:
+        raise InputError(f"unknown engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    for dim in squeeze:
+        out = out.squeeze(dim)
+    return out
+
+
+def emulate_gemm(A, B, multiplier, mode: int = 0) -> np.ndarray:
+    """``A @ B`` through a multiplier's product table: int64 numpy (M, N).
+
+    The emulation `axsa gemm --engine emulate` runs (`axsa.sim.driver.run_gemm`'s
+    ``emulator``): `multiplier` is an `axsa.rtl.multipliers` multiplier (duck-typed, see
+    `ProductTable.from_multiplier`), A and B integer operand values.
+    """
+    table = ProductTable.from_multiplier(multiplier, mode)
+    return approx_matmul(A, B, table).numpy()
