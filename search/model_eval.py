@@ -104,7 +104,9 @@ class ModelEvaluator:
                  store, target: str | None = None, stream_samples: int = 2,
                  pool: Pool | None = None,
                  progress: Callable[[int, int, str], None] | None = None):
-        from axsa.rtl.multipliers import exact_multiplier, parse_spec
+        from axsa.models import train as T
+        from axsa.models.assignment import resolve_assignment
+        from axsa.rtl.multipliers import exact_multiplier
 
         from axsa.formats import Format
 
@@ -118,14 +120,11 @@ class ModelEvaluator:
         if exact not in candidates:
             raise InputError(f"the candidates must include the exact multiplier {exact.spec} "
                              "(the reference of every ratio)")
-        for c in candidates:
-            m = parse_spec(c.spec)
-            if not m.fmt.signed or m.fmt.a_width < bits or m.fmt.b_width < bits \
-                    or not 0 <= c.mode < m.modes:
-                raise InputError(f"candidate {c.label!r} does not fit the model's signed "
-                                 f"{bits}-bit operands")
-        from axsa.models.train import record_streams
-        records = record_streams(model, ds.val.x[:stream_samples])
+        T.predict(model, ds.val.x[:1], "integer")       # the hook learns the GEMM names
+        first = model.gemm_names()[0]
+        for c in candidates:                            # each candidate fits the model
+            resolve_assignment(model, {first: c.to_json()}, f"candidate {c.label!r}")
+        records = T.record_streams(model, ds.val.x[:stream_samples])
         names = [n for n in model.gemm_names() if n in records]
         self.space = SearchSpace.uniform(names, candidates, candidates.index(exact))
         self.identity = model_identity(model)
@@ -226,7 +225,8 @@ class ModelEvaluator:
         todo = [i for i, f in enumerate(found) if f is None]
         if todo:
             todo = list(dict.fromkeys(todo))
-            for i, m in zip(todo, self.pool.map([keys[i]["assignment"] for i in todo], split)):
+            work = [self.space.approximate_assignment(choices[i]) for i in todo]
+            for i, m in zip(todo, self.pool.map(work, split)):
                 self.store.put("search-eval", keys[i], m)
                 found[i] = m
             self.computed += len(todo)
@@ -271,15 +271,9 @@ class ModelEvaluator:
 
     def tables(self, choice: Choice) -> dict:
         """{gemm: ProductTable} of the choice's approximate GEMMs."""
-        from axsa.models.approx import ProductTable
-        from axsa.rtl.multipliers import parse_spec
-        out = {}
-        for g, c in enumerate(self.space.check(choice)):
-            if c != self.space.exact[g]:
-                cand = self.space.candidates[g][c]
-                out[self.space.gemms[g]] = ProductTable.from_multiplier(
-                    parse_spec(cand.spec), cand.mode)
-        return out
+        from axsa.models.assignment import resolve_assignment
+        return resolve_assignment(self.model, self.space.approximate_assignment(choice),
+                                  "search assignment").tables
 
 
 def _fmt(cand: Candidate):

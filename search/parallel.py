@@ -29,18 +29,13 @@ def load_model(ckpt: str | None, kind: str):
 
 
 def score(ckpt: str | None, kind: str, assignment: dict, split: str) -> dict:
-    """Metrics of `assignment` ({gemm: spec or {spec, mode}}) on `split`, in any process."""
+    """Metrics of `assignment` ({gemm: spec or {spec, mode}}; GEMMs left out are exact)
+    on `split`, in any process."""
     from axsa.models import train as T
-    from axsa.models.approx import ProductTable
-    from axsa.rtl.multipliers import parse_spec
+    from axsa.models.assignment import resolve_assignment
 
     model, ds = load_model(ckpt, kind)
-    tables = {}
-    for gemm, entry in assignment.items():
-        spec, mode = (entry, 0) if isinstance(entry, str) else (entry["spec"], entry["mode"])
-        m = parse_spec(spec)
-        if not m.is_exact or m.modes > 1:
-            tables[gemm] = ProductTable.from_multiplier(m, mode)
+    tables = resolve_assignment(model, assignment, "search assignment").tables
     saved = dict(model.hook.tables)
     model.hook.clear()
     model.hook.assign(tables)

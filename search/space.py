@@ -103,6 +103,13 @@ class SearchSpace:
         return {g: self.candidates[i][c].to_json()
                 for i, (g, c) in enumerate(zip(self.gemms, choice))}
 
+    def approximate_assignment(self, choice: Sequence[int]) -> dict:
+        """The assignment JSON of `choice` without its exact GEMMs (which multiply
+        exactly when unnamed)."""
+        choice = self.check(choice)
+        return {g: self.candidates[i][c].to_json()
+                for i, (g, c) in enumerate(zip(self.gemms, choice)) if c != self.exact[i]}
+
     def approximate(self, choice: Sequence[int]) -> dict[str, str]:
         """{gemm: candidate label} of the GEMMs `choice` does not give the exact multiplier."""
         choice = self.check(choice)
