@@ -10,17 +10,26 @@ from __future__ import annotations
 
 
 async def put(ctx, stream, payload) -> None:
-    """Send `payload` (an int, or a dict / list for a layout) as one beat."""
+    """Send `payload` (an int, or a dict / list for a layout) as one beat: it transfers at
+    the first edge before which ``ready`` is high."""
     ctx.set(stream.payload, payload)
     ctx.set(stream.valid, 1)
-    await ctx.tick().until(stream.ready)
+    while True:
+        ready = ctx.get(stream.ready)
+        await ctx.tick()
+        if ready:
+            break
     ctx.set(stream.valid, 0)
 
 
 async def get(ctx, stream):
     """Take one beat; returns its payload (a `data.Const` for a layout)."""
     ctx.set(stream.ready, 1)
-    payload, = await ctx.tick().sample(stream.payload).until(stream.valid)
+    while True:
+        valid, payload = ctx.get(stream.valid), ctx.get(stream.payload)
+        await ctx.tick()
+        if valid:
+            break
     ctx.set(stream.ready, 0)
     return payload
 
