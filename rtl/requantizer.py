@@ -124,11 +124,13 @@ class Requantizer(CheckedComponent):
         # (enabled registers): the wide arithmetic is then skipped by simulators on the
         # other cycles.
         sum_width = max(W + M_WIDTH, 64) + 2
-        s1_valid, s1_en = Signal(), Signal()
+        s1_valid = Signal()
+        s1_en = Signal()
         s1_acc = [Signal(signed(W), name=f"s1_acc{c}") for c in range(C)]
         s1_sum = [Signal(signed(sum_width), name=f"s1_sum{c}") for c in range(C)]
         s1_s = [Signal(unsigned(S_WIDTH), name=f"s1_s{c}") for c in range(C)]
-        s1_lo, s1_hi = Signal(signed(W + 1)), Signal(signed(W + 1))
+        s1_lo = Signal(signed(W + 1))
+        s1_hi = Signal(signed(W + 1))
         rows = self.rows
         m.d.sync += s1_valid.eq(rows.valid)
         with m.If(rows.valid):
