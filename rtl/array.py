@@ -17,64 +17,79 @@ cycle. Why output-stationary first:
 Weight-stationary (weights parked in the PEs, partial sums flowing down) would suit
 small-K, large-M workloads better; it is not built (see docs/accelerator.md).
 
-Interface (what users see: plain rows and columns)
---------------------------------------------------
-Each cycle the user may present one *step*: column k of the A tile (``a[r]`` = A[r, k],
-R operands) and row k of the B tile (``b[c]`` = B[k, c], C operands), with ``valid`` high,
-``first`` on the tile's first step and ``last`` on its last step. Steps of a tile need not
-be consecutive (``valid`` low inserts a bubble). Row skew (row r delayed r cycles) and
-column skew are inside.
+Interface: two streams
+----------------------
+``step`` (in, `step_layout`, always ready): each cycle the user may present one *step*,
+column k of the A tile (``a[r]`` = A[r, k], R operands) and row k of the B tile
+(``b[c]`` = B[k, c], C operands), with ``valid`` high, ``first`` on the tile's first
+step and ``last`` on its last step. Steps of a tile need not be consecutive (``valid``
+low inserts a bubble). Row skew (row r delayed r cycles) and column skew are inside.
 
-The finished tile comes out as R rows on R consecutive cycles: ``out_valid`` high with
-``out_row[c]`` = C[r, c], ``out_first`` on row 0 and ``out_last`` on row R-1. Row 0
-appears ``C + 2`` cycles after the cycle its ``last`` step was presented (row r: ``C + 2 + r``).
+``out`` (out, `row_layout`, always ready: the array cannot wait): the finished tile
+comes out as R rows on R consecutive cycles, ``row[c]`` = C[r, c], ``first`` on row 0
+and ``last`` on row R-1. Row 0 appears ``C + 2`` cycles after the cycle its ``last``
+step was presented (row r: ``C + 2 + r``). Plain output ``out_next`` is high the cycle
+before a tile's row 0 (lets a consumer prepare per-tile state).
 
 Rule: two ``last`` steps must be at least ``max(R, C)`` cycles apart (`min_tile_gap`):
 R so that the output rows of two tiles do not overlap, C so that a PE's parked result is
-read out before the next tile replaces it. `axsa.rtl.accelerator` enforces it.
+read out before the next tile replaces it. `axsa.rtl.controller` enforces it.
 
 Latency: ``C + 2 + r`` cycles from the last step to output row r. Throughput: one step
 (R * C multiply-accumulates) per cycle.
 
-Views
------
-``view="circuit"`` (default) puts the family's own multiplier circuit in every PE: what
-synthesis builds and what the bitstream holds. ``view="table"`` computes the same
-products word-level, for simulation speed: ``a * b`` for exact multipliers, else one
+Views (`axsa.rtl.cells`)
+------------------------
+``"circuit"`` (default) puts the family's own multiplier circuit in every PE: what
+synthesis builds and what the bitstream holds. ``"table"`` computes the same products
+word-level, for simulation speed: ``a * b`` for exact multipliers, else one
 product-table ROM (`lib.memory.Memory`, initialised from `model_table()` of every mode)
-shared by all PEs through one read port each. Both views give the same products for
-every operand pair: the table is the multiplier's model, which the multiplier library's
-tests prove equal to its circuit (pysim) and `axsa.synth` to its synthesized netlist.
+shared by all PEs through one read port each. ``"cell"`` instantiates the multiplier of
+every PE as the named cell a compiled engine fills in (its table or its circuit).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from amaranth.hdl import Cat, Module, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth.lib import data, stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .mac import Pe, acc_width_for, mode_port, verilog_sources
+from axsa.formats import DEFAULT_MAX_REDUCTION
 
-__all__ = ["SystolicArray"]
+from .cells import check_view
+from .component import CheckedComponent, check_acc_width
+from .mac import Pe, acc_width_for, cells_for, mode_port, needs_p_in, verilog_sources
 
-
-VIEWS = ("circuit", "table")
-
-
-def check_view(view) -> None:
-    if view not in VIEWS:
-        raise ValueError(f"view must be one of {', '.join(VIEWS)}, not {view!r}")
+__all__ = ["SystolicArray", "check_dims", "row_layout", "step_layout"]
 
 
 def check_dims(rows, cols) -> None:
+    """ValueError naming `rows` or `cols` unless both are integers 1..256."""
     for name, v in (("rows", rows), ("cols", cols)):
         if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 256:
             raise ValueError(f"{name} must be an integer 1..256, not {v!r}")
 
 
-class SystolicArray(wiring.Component):
+def step_layout(multiplier, rows: int, cols: int) -> data.StructLayout:
+    """Payload of the array's ``step`` stream: a column of A, a row of B, the flags."""
+    return data.StructLayout({
+        "a": data.ArrayLayout(multiplier.a_shape, rows),
+        "b": data.ArrayLayout(multiplier.b_shape, cols),
+        "first": 1, "last": 1,
+    })
+
+
+def row_layout(acc_width: int, cols: int) -> data.StructLayout:
+    """Payload of the array's ``out`` stream: one output row and its place in the tile."""
+    return data.StructLayout({
+        "row": data.ArrayLayout(signed(acc_width), cols),
+        "first": 1, "last": 1,
+    })
+
+
+class SystolicArray(CheckedComponent):
     """R x C output-stationary systolic array of `Pe` (see the module docstring).
 
     Parameters
@@ -87,49 +102,51 @@ class SystolicArray(wiring.Component):
         Accumulator (and output element) width; default: exact for K up to `max_k`.
     max_k : int
         Longest reduction the default `acc_width` is sized for (default 4096).
-    view : {"circuit", "table"}
-        Multiplier circuits in the PEs, or the word-level table view (module docstring).
+    view : {"circuit", "table", "cell"}
+        How the PEs compute products (module docstring).
 
     Attributes
     ----------
-    a : In(ArrayLayout(a_shape, rows))
-    b : In(ArrayLayout(b_shape, cols))
-    valid, first, last : In(1)
-    mode : In(range(modes)), only for multipliers with modes
-    out_valid, out_first, out_last : Out(1)
-    out_row : Out(ArrayLayout(signed(acc_width), cols))
+    step : In(stream.Signature(step_layout(...), always_ready=True))
+    out : Out(stream.Signature(row_layout(acc_width, cols), always_ready=True))
     out_next : Out(1)
-        High the cycle before a tile's row 0 appears (lets users prepare per-tile state).
+        High the cycle before a tile's row 0 appears on `out`.
+    mode : In(range(modes)), only for multipliers with modes
     min_tile_gap : int
         ``max(rows, cols)``: least distance in cycles between two `last` steps.
     out_latency : int
         ``cols + 2``: cycles from a `last` step to output row 0.
+    cells : tuple of MultiplierCell
+        The multiplier cell in the ``"cell"`` view, else empty.
     """
 
     dataflow = "output-stationary"
 
-    def __init__(self, multiplier, rows: int, cols: int, acc_width: int | None = None,
-                 max_k: int = 4096, view: str = "circuit"):
-        self._MustUse__silence = True  # a rejected construction is not an unused design
+    @staticmethod
+    def check(multiplier, rows, cols, acc_width, max_k, view):
         check_dims(rows, cols)
         check_view(view)
-        self.view = view
+        if acc_width is not None:
+            check_acc_width(acc_width)
+        else:
+            acc_width_for(multiplier, max_k)  # rejects a bad max_k
+
+    def __init__(self, multiplier, rows: int, cols: int, acc_width: int | None = None,
+                 max_k: int = DEFAULT_MAX_REDUCTION, view: str = "circuit"):
         if acc_width is None:
             acc_width = acc_width_for(multiplier, max_k)
-        self.multiplier = multiplier
+        self.multiplier, self.view = multiplier, view
         self.rows, self.cols, self.acc_width = rows, cols, acc_width
         self.min_tile_gap = max(rows, cols)
         self.out_latency = cols + 2
+        self.cells = cells_for(multiplier, view)
         ports = {
-            "a": In(data.ArrayLayout(multiplier.a_shape, rows)),
-            "b": In(data.ArrayLayout(multiplier.b_shape, cols)),
-            "valid": In(1), "first": In(1), "last": In(1),
-            "out_valid": Out(1), "out_first": Out(1), "out_last": Out(1),
-            "out_row": Out(data.ArrayLayout(signed(acc_width), cols)),
+            "step": In(stream.Signature(step_layout(multiplier, rows, cols),
+                                        always_ready=True)),
+            "out": Out(stream.Signature(row_layout(acc_width, cols), always_ready=True)),
             "out_next": Out(1),
         }
         super().__init__(mode_port(ports, multiplier))
-        self._MustUse__silence = False
 
     @property
     def verilog_sources(self) -> list:
@@ -140,17 +157,14 @@ class SystolicArray(wiring.Component):
         m = Module()
         R, C = self.rows, self.cols
         mult = self.multiplier
-        pe_view = "circuit"
-        if self.view == "table":
-            pe_view = "word" if mult.is_exact else "port"
-        pes = [[Pe(mult, self.acc_width, pe_view, shared_flags=True) for _ in range(C)]
+        pes = [[Pe(mult, self.acc_width, self.view, shared_flags=True) for _ in range(C)]
                for _ in range(R)]
         for r in range(R):
             for c in range(C):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
                 if mult.modes > 1:
                     m.d.comb += pes[r][c].mode.eq(self.mode)
-        if pe_view == "port":
+        if needs_p_in(mult, self.view):
             # one product ROM for every PE: address = mode, a code, b code (MSB first)
             table = np.concatenate([mult.model_table(k).ravel() for k in range(mult.modes)])
             m.submodules.products = rom = Memory(shape=mult.p_shape, depth=len(table),
@@ -175,15 +189,17 @@ class SystolicArray(wiring.Component):
                 value = reg
             return value
 
-        flags = [Cat(self.valid, self.first & self.valid, self.last & self.valid)]
+        step = self.step
+        flags = [Cat(step.valid, step.payload.first & step.valid,
+                     step.payload.last & step.valid)]
         for d in range(R + C):
             reg = Signal(3, name=f"flags_d{d + 1}")
             m.d.sync += reg.eq(flags[-1])
             flags.append(reg)
         for r in range(R):
-            m.d.comb += pes[r][0].a_in.eq(delayed(self.a[r], r, f"a{r}"))
+            m.d.comb += pes[r][0].a_in.eq(delayed(step.payload.a[r], r, f"a{r}"))
         for c in range(C):
-            m.d.comb += pes[0][c].b_in.eq(delayed(self.b[c], c, f"b{c}"))
+            m.d.comb += pes[0][c].b_in.eq(delayed(step.payload.b[c], c, f"b{c}"))
         for r in range(R):
             for c in range(C):
                 pe = pes[r][c]
@@ -201,6 +217,7 @@ class SystolicArray(wiring.Component):
         row_sel = [flags[C + 1 + r][2] for r in range(R)]
         m.d.comb += self.out_next.eq(row_sel[0])
         emit = Cat(*row_sel).any()
+        out = self.out.payload
         # only on emitting cycles (an enabled register: simulators skip the mux otherwise)
         with m.If(emit):
             for c in range(C):
@@ -208,10 +225,7 @@ class SystolicArray(wiring.Component):
                 for r in range(R):
                     acc = acc | (pes[r][c].result.as_unsigned() & row_sel[r].replicate(
                         self.acc_width))
-                m.d.sync += self.out_row[c].eq(acc)
-        m.d.sync += [
-            self.out_valid.eq(emit),
-            self.out_first.eq(row_sel[0]),
-            self.out_last.eq(row_sel[-1]),
-        ]
+                m.d.sync += out.row[c].eq(acc)
+            m.d.sync += [out.first.eq(row_sel[0]), out.last.eq(row_sel[-1])]
+        m.d.sync += self.out.valid.eq(emit)
         return m

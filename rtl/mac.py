@@ -14,15 +14,14 @@ happen within that bound.
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, signed
-from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from axsa.formats import acc_width_for_range
 
-__all__ = ["VIEWS", "Mac", "Pe", "acc_width_for", "product_range"]
+from .cells import MultiplierCell, check_view, product
+from .component import CheckedComponent, check_acc_width
 
-#: How a MAC computes its product (see `Mac`).
-VIEWS = ("circuit", "word", "port")
+__all__ = ["Mac", "Pe", "acc_width_for", "product_range"]
 
 
 def product_range(multiplier) -> tuple[int, int]:
@@ -52,18 +51,6 @@ def acc_width_for(multiplier, max_reduction: int) -> int:
     return acc_width_for_range(*product_range(multiplier), max_reduction)
 
 
-def _check_acc_width(acc_width) -> None:
-    if not isinstance(acc_width, int) or not 2 <= acc_width <= 64:
-        raise ValueError(f"acc_width must be an integer 2..64, not {acc_width!r}")
-
-
-def _check_view(multiplier, view) -> None:
-    if view not in VIEWS:
-        raise ValueError(f"view must be one of {', '.join(VIEWS)}, not {view!r}")
-    if view == "word" and not multiplier.is_exact:
-        raise ValueError(f"view 'word' computes a*b, but {multiplier.spec} is not exact")
-
-
 def mode_port(ports: dict, multiplier) -> dict:
     """`ports` with a ``mode`` input added when the multiplier has several modes."""
     if multiplier.modes > 1:
@@ -76,20 +63,17 @@ def verilog_sources(multiplier) -> list:
     return list(getattr(multiplier, "verilog_sources", []))
 
 
-def _product(m: Module, multiplier, a, b, mode, view, p_in):
-    """The product of `a` and `b` as the view computes it."""
-    if view == "circuit":
-        m.submodules.mul = mul = multiplier.elaboratable()
-        m.d.comb += [mul.a.eq(a), mul.b.eq(b)]
-        if multiplier.modes > 1:
-            m.d.comb += mul.mode.eq(mode)
-        return mul.p
-    if view == "word":
-        return a * b
-    return p_in
+def cells_for(multiplier, view: str) -> tuple:
+    """The `MultiplierCell`s a design in `view` instantiates: one in the cell view."""
+    return (MultiplierCell(multiplier),) if view == "cell" else ()
 
 
-class Mac(wiring.Component):
+def needs_p_in(multiplier, view: str) -> bool:
+    """True when the product comes in through a ``p_in`` port (table view, not exact)."""
+    return view == "table" and not multiplier.is_exact
+
+
+class Mac(CheckedComponent):
     """Multiply-accumulate with a pluggable multiplier.
 
     ``acc <= (clr ? 0 : acc) + a*b`` on every clock edge where ``en`` is high (``en``
@@ -104,12 +88,10 @@ class Mac(wiring.Component):
     acc_width : int
         Width of the signed accumulator; `acc_width_for` gives the width that cannot
         overflow for a given reduction length.
-    view : {"circuit", "word", "port"}
-        How the product is computed. ``"circuit"`` (default): the family's own circuit,
-        what synthesis builds. ``"word"``: the word-level ``a * b`` operator, for exact
-        multipliers only; the same function, far cheaper to simulate. ``"port"``: the
-        product comes in through the `p_in` port (a product-table ROM shared by many
-        MACs, see `axsa.rtl.array`). The last two exist for simulation speed.
+    view : {"circuit", "table", "cell"}
+        How the product is computed (`axsa.rtl.cells`). In the ``"table"`` view a
+        non-exact multiplier's product comes in through the `p_in` port, read by the
+        owner from a product table (`SystolicArray` shares one ROM among its PEs).
 
     Attributes
     ----------
@@ -121,43 +103,44 @@ class Mac(wiring.Component):
     mode : In(range(modes))
         Only when the multiplier has runtime modes (cfgtrunc).
     p_in : In(multiplier.p_shape)
-        Only in the ``"port"`` view.
+        Only in the ``"table"`` view of a non-exact multiplier.
     acc : Out(signed(acc_width))
+    cells : tuple of MultiplierCell
+        The multiplier cell in the ``"cell"`` view, else empty.
     """
 
+    @staticmethod
+    def check(multiplier, acc_width, view):
+        check_acc_width(acc_width)
+        check_view(view)
+
     def __init__(self, multiplier, acc_width: int, view: str = "circuit"):
-        self._MustUse__silence = True  # a rejected construction is not an unused design
-        _check_acc_width(acc_width)
-        _check_view(multiplier, view)
-        self._MustUse__silence = False
-        self._mul = multiplier
+        self.multiplier = multiplier
         self.acc_width = acc_width
         self.view = view
+        self.cells = cells_for(multiplier, view)
         ports = {
             "a": In(multiplier.a_shape), "b": In(multiplier.b_shape),
             "clr": In(1), "en": In(1, init=1),
             "acc": Out(signed(acc_width)),
         }
         mode_port(ports, multiplier)
-        if view == "port":
+        if needs_p_in(multiplier, view):
             ports["p_in"] = In(multiplier.p_shape)
         super().__init__(ports)
 
-    @property
-    def multiplier(self):
-        return self._mul
-
     def elaborate(self, platform):
         m = Module()
-        mode = self.mode if self._mul.modes > 1 else None
-        p = _product(m, self._mul, self.a, self.b, mode, self.view,
-                     self.p_in if self.view == "port" else None)
+        mult = self.multiplier
+        p = product(m, mult, self.view, self.a, self.b,
+                    mode=self.mode if mult.modes > 1 else None,
+                    p_in=self.p_in if needs_p_in(mult, self.view) else None)
         with m.If(self.en):
             m.d.sync += self.acc.eq(Mux(self.clr, 0, self.acc) + p)
         return m
 
 
-class Pe(wiring.Component):
+class Pe(CheckedComponent):
     """Processing element of the output-stationary array: a `Mac` plus forwarding registers.
 
     Operand `a` and the flags (`valid`, `first`, `last`) travel left to right, operand `b`
@@ -168,8 +151,8 @@ class Pe(wiring.Component):
     accumulator already works on the next tile, so tiles follow each other back to back.
 
     Latency: `a_out`/`b_out`/flags 1 cycle; `result` holds the sum 2 cycles after the
-    `last` step entered. `view` as for `Mac` (``"port"`` adds the `p_in` input: the
-    product of `a_in` and `b_in`, computed outside).
+    `last` step entered. `view` as for `Mac` (the ``"table"`` view of a non-exact
+    multiplier adds the `p_in` input: the product of `a_in` and `b_in`, read outside).
 
     With ``shared_flags=True`` the PE does not forward the flags: the array delays them
     once per anti-diagonal (every PE with the same r + c sees the same flags), and the
@@ -178,16 +161,17 @@ class Pe(wiring.Component):
     for simulation speed.
     """
 
+    @staticmethod
+    def check(multiplier, acc_width, view, shared_flags):
+        Mac.check(multiplier, acc_width, view)
+
     def __init__(self, multiplier, acc_width: int, view: str = "circuit",
                  shared_flags: bool = False):
-        self._MustUse__silence = True  # a rejected construction is not an unused design
-        _check_acc_width(acc_width)
-        _check_view(multiplier, view)
-        self._MustUse__silence = False
-        self._mul = multiplier
+        self.multiplier = multiplier
         self.acc_width = acc_width
         self.view = view
         self.shared_flags = shared_flags
+        self.cells = cells_for(multiplier, view)
         ports = {
             "a_in": In(multiplier.a_shape), "b_in": In(multiplier.b_shape),
             "valid_in": In(1), "first_in": In(1),
@@ -200,18 +184,19 @@ class Pe(wiring.Component):
             ports.update({"last_in": In(1), "valid_out": Out(1), "first_out": Out(1),
                           "last_out": Out(1)})
         mode_port(ports, multiplier)
-        if view == "port":
+        if needs_p_in(multiplier, view):
             ports["p_in"] = In(multiplier.p_shape)
         super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mac = mac = Mac(self._mul, self.acc_width, self.view)
+        mult = self.multiplier
+        m.submodules.mac = mac = Mac(mult, self.acc_width, self.view)
         m.d.comb += [mac.a.eq(self.a_in), mac.b.eq(self.b_in),
                      mac.en.eq(self.valid_in), mac.clr.eq(self.first_in)]
-        if self._mul.modes > 1:
+        if mult.modes > 1:
             m.d.comb += mac.mode.eq(self.mode)
-        if self.view == "port":
+        if needs_p_in(mult, self.view):
             m.d.comb += mac.p_in.eq(self.p_in)
         m.d.sync += [self.a_out.eq(self.a_in), self.b_out.eq(self.b_in)]
         if self.shared_flags:

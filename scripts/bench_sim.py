@@ -27,26 +27,26 @@ import time
 
 import numpy as np
 from amaranth.hdl import Module
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from axsa.rtl.array import SystolicArray
+from axsa.rtl.cells import SIM_VIEWS
 from axsa.rtl.multipliers import parse_spec
 from axsa.sim.engine import pack_fields, unpack_fields
 
 
 class BareArray(wiring.Component):
     """The array behind streams: ``step`` in (a column of A, a row of B, first, last),
-    ``row`` out (one output row). Always ready: the array takes one step per cycle."""
+    ``row`` out (one output row). Always ready: the array takes one step per cycle.
+    `view` as for `SystolicArray` (``cells`` lists the multiplier cell of the cell view)."""
 
     def __init__(self, mult, rows, cols, view="table"):
         self.array = SystolicArray(mult, rows, cols, view=view)
-        step = data.StructLayout({
-            "a": data.ArrayLayout(mult.a_shape, rows), "b": data.ArrayLayout(mult.b_shape, cols),
-            "first": 1, "last": 1})
+        self.cells = self.array.cells
         super().__init__({
-            "step": In(stream.Signature(step)),
-            "row": Out(stream.Signature(data.ArrayLayout(self.array.out_row.shape().elem_shape,
-                                                         cols))),
+            # a stream the engine can pace (the array's own step stream is always ready)
+            "step": In(stream.Signature(self.array.step.payload.shape())),
+            "row": Out(stream.Signature(self.array.out.payload.row.shape())),
         })
 
     def elaborate(self, platform):
@@ -54,11 +54,8 @@ class BareArray(wiring.Component):
         m.submodules.array = arr = self.array
         m.d.comb += [
             self.step.ready.eq(1),
-            arr.a.eq(self.step.payload.a), arr.b.eq(self.step.payload.b),
-            arr.valid.eq(self.step.valid),
-            arr.first.eq(self.step.valid & self.step.payload.first),
-            arr.last.eq(self.step.valid & self.step.payload.last),
-            self.row.valid.eq(arr.out_valid), self.row.payload.eq(arr.out_row),
+            arr.step.valid.eq(self.step.valid), arr.step.payload.eq(self.step.payload),
+            self.row.valid.eq(arr.out.valid), self.row.payload.eq(arr.out.payload.row),
         ]
         return m
 
@@ -67,8 +64,7 @@ def bare_job(mult, rows, cols, tiles, k, seed=0):
     """Step payloads for `tiles` back-to-back R x K x C tiles, and the expected rows."""
     fmt = mult.fmt
     rng = np.random.default_rng(seed)
-    lo_a, hi_a = int(fmt.a_values().min()), int(fmt.a_values().max())
-    lo_b, hi_b = int(fmt.b_values().min()), int(fmt.b_values().max())
+    (lo_a, hi_a), (lo_b, hi_b) = fmt.a_range(), fmt.b_range()
     A = rng.integers(lo_a, hi_a + 1, size=(tiles, rows, k))
     B = rng.integers(lo_b, hi_b + 1, size=(tiles, k, cols))
     a_steps = A.transpose(0, 2, 1).reshape(-1, rows)            # (tiles*k, R)
@@ -95,6 +91,8 @@ def bare_job(mult, rows, cols, tiles, k, seed=0):
 
 
 def bench_bare(engine_cls, mult, rows, cols, tiles, k, view="table", **kwargs):
+    """Time `tiles` K-long tiles on the bare array; `view` the array's RTL view,
+    `kwargs` for the engine (``cells=`` for the cell view)."""
     t0 = time.perf_counter()
     eng = engine_cls(BareArray(mult, rows, cols, view), **kwargs)
     build_s = time.perf_counter() - t0
@@ -106,7 +104,7 @@ def bench_bare(engine_cls, mult, rows, cols, tiles, k, view="table", **kwargs):
     wall = time.perf_counter() - t0
     got = unpack_fields(out["row"], cols, acc_width, signed=True)
     macs = tiles * k * rows * cols
-    label = eng.name if view == "table" else f"{eng.name} circuit/{kwargs['multipliers']}"
+    label = eng.name if view == "table" else f"{eng.name} cells/{kwargs['cells']}"
     return {
         "engine": label, "view": view, "tiles": tiles, "k": k, "macs": macs, "cycles": cycles,
         "wall_s": wall, "mac_per_s": macs / wall, "cycles_per_s": cycles / wall,
@@ -123,8 +121,9 @@ def bench_driver(engine, mult, shape, seed=1):
     M, K, N = shape
     fmt = mult.fmt
     rng = np.random.default_rng(seed)
-    A = rng.integers(int(fmt.a_values().min()), int(fmt.a_values().max()) + 1, (M, K))
-    B = rng.integers(int(fmt.b_values().min()), int(fmt.b_values().max()) + 1, (K, N))
+    (lo_a, hi_a), (lo_b, hi_b) = fmt.a_range(), fmt.b_range()
+    A = rng.integers(lo_a, hi_a + 1, (M, K))
+    B = rng.integers(lo_b, hi_b + 1, (K, N))
     res = run_gemm(A, B, mult, engine=engine)
     want = reference_gemm(A, B, mult.model_table(), fmt)
     return {
@@ -145,8 +144,8 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=256, help="reduction length of the bare tiles")
     ap.add_argument("--skip-driver", action="store_true")
     ap.add_argument("--circuit", action="store_true",
-                    help="also time the bare array with the multipliers' circuits on CXXRTL "
-                         "(gate-level RTL, and product-table black boxes)")
+                    help="also time the bare array in the cell view on CXXRTL, cells filled "
+                         "with the multipliers' circuits and with product-table black boxes")
     ap.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     args = ap.parse_args(argv)
 
@@ -165,21 +164,23 @@ def main(argv=None) -> int:
     report["bare"] = {"pysim": p, "cxxrtl": c, "ratio": c["mac_per_s"] / p["mac_per_s"]}
     if args.circuit:
         report["bare_circuit"] = []
-        for kind in ("rtl", "table"):
-            log(f"bare {R}x{C} array, circuit view, cxxrtl multipliers={kind} ...")
+        for kind in SIM_VIEWS:
+            log(f"bare {R}x{C} array, cell view, cxxrtl cells={kind} ...")
             report["bare_circuit"].append(bench_bare(
-                CxxrtlEngine, mult, R, C, args.cxxrtl_tiles // 10, args.k, view="circuit",
-                multipliers=kind))
+                CxxrtlEngine, mult, R, C, args.cxxrtl_tiles // 10, args.k, view="cell",
+                cells=kind))
 
     if not args.skip_driver:
         from axsa.sim.driver import build_accelerator
 
         log("accelerator through the GEMM driver: building both engines ...")
         t0 = time.perf_counter()
-        acc_p = PysimEngine(build_accelerator(mult, R, C, view="table"))
+        acc_p = PysimEngine(build_accelerator(mult, R, C,
+                                              view=PysimEngine.design_view("table", mult)))
         pysim_build = time.perf_counter() - t0
         t0 = time.perf_counter()
-        acc_c = CxxrtlEngine(build_accelerator(mult, R, C, view="table"))
+        acc_c = CxxrtlEngine(build_accelerator(mult, R, C,
+                                               view=CxxrtlEngine.design_view("table", mult)))
         cxxrtl_build = time.perf_counter() - t0
         dp = bench_driver(acc_p, mult, (2 * R, 8 * R, 2 * C))
         dc = bench_driver(acc_c, mult, (16 * R, 64 * R, 16 * C))

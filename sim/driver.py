@@ -25,13 +25,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from axsa.errors import InputError
+from axsa.formats import DEFAULT_MAX_REDUCTION
 
 from .cycles import predict_cycles, utilization
 from .reference import check_operands, reference_gemm, requantize
 
 __all__ = ["GemmResult", "Requant", "build_accelerator", "emulate_gemm", "run_gemm"]
 
-DEFAULT_MAX_K = 4096
+#: longest K a design built here is sized for, unless told
+DEFAULT_MAX_K = DEFAULT_MAX_REDUCTION
 
 
 @dataclass(frozen=True)
@@ -64,15 +66,8 @@ class Requant:
             else:
                 raise InputError(f"requantization {name} = {v!r} is not an integer")
             object.__setattr__(self, name, v)
-        m, s = np.asarray(self.m), np.asarray(self.s)
-        if ((m < -(1 << 31)) | (m >= 1 << 31)).any():
-            raise InputError(f"requantization multiplier m = {self.m} is outside the signed "
-                             "32-bit range")
-        if ((s < 1) | (s > 62)).any():
-            raise InputError(f"requantization shift s = {self.s} is outside 1..62")
-        if not isinstance(self.bits, (int, np.integer)) or not 1 <= self.bits <= 32:
-            raise InputError(f"requantization output width bits = {self.bits!r} is outside "
-                             "1..32")
+        from axsa.rtl.requantizer import check_requant
+        check_requant(self.m, self.s, self.bits, max_bits=32)
 
     def per_column(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(m, s) as int64 arrays of length `n`."""
@@ -146,7 +141,8 @@ def emulate_gemm(A, B, mult, mode: int = 0) -> np.ndarray:
 
 def build_accelerator(mult, rows: int, cols: int, max_k: int = DEFAULT_MAX_K,
                       view: str = "circuit"):
-    """The `Accelerator` for `mult` (spec string or Multiplier) and an R x C array."""
+    """The `Accelerator` for `mult` (spec string or Multiplier) and an R x C array, in
+    RTL view `view` (`axsa.rtl.cells.VIEWS`)."""
     from axsa.rtl.accelerator import Accelerator
     return Accelerator(_multiplier(mult), rows, cols, max_k=max_k, view=view)
 
@@ -160,28 +156,29 @@ def _check_dims(rows, cols):
 def _command_words(acc, nt: int, K: int, requant: Requant | None, m_cols, s_cols):
     """One command per column block of tiles: (nt, n_words) uint32."""
     from .engine import ints_to_words
-    layout = acc.cmd_layout
-    fields = dict(layout)
+    fields = dict(acc.cmd_layout)
+    rq_offset = fields["rq"].offset
+    rq = dict(fields["rq"].shape)
     C = acc.cols
 
-    def put(value, fld, idx=None, width=None):
-        off = fld.offset + (idx * width if idx is not None else 0)
-        w = width if width is not None else fld.width
+    def put(value, fld, offset=0, idx=None):
+        shape = fld.shape if idx is None else fld.shape.elem_shape
+        w = shape.width
+        off = offset + fld.offset + (idx * w if idx is not None else 0)
         return (int(value) & ((1 << w) - 1)) << off
 
     words = []
     for j in range(nt):
         word = put(K - 1, fields["k_minus_1"])
         if requant is not None:
-            word |= put(1, fields["rq_en"]) | put(int(requant.signed), fields["rq_signed"])
-            word |= put(requant.bits, fields["rq_bits"])
-            mw = fields["m"].shape.elem_shape.width
-            sw = fields["s"].shape.elem_shape.width
+            word |= put(1, rq["en"], rq_offset) | put(int(requant.signed), rq["signed"],
+                                                      rq_offset)
+            word |= put(requant.bits, rq["bits"], rq_offset)
             for c in range(C):
-                word |= put(m_cols[j * C + c], fields["m"], c, mw)
-                word |= put(s_cols[j * C + c], fields["s"], c, sw)
+                word |= put(m_cols[j * C + c], rq["m"], rq_offset, c)
+                word |= put(s_cols[j * C + c], rq["s"], rq_offset, c)
         words.append(word)
-    return ints_to_words(words, layout.size, "command")
+    return ints_to_words(words, acc.cmd_layout.size, "command")
 
 
 def _unpack_rows(words: np.ndarray, count: int, width: int) -> np.ndarray:
@@ -221,14 +218,15 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
     vcd : path, optional
         Waveform file of the run (when the engine is built here).
     view : {"circuit", "table"}, optional
-        How the multipliers of a design built here are simulated (same results either
-        way). ``"circuit"``: the family's own circuits, gate for gate (on CXXRTL,
-        ``multipliers="rtl"``; g++ takes many minutes for a 16x16 array). ``"table"``:
-        their product tables: on pysim the array's word-level table view
-        (`axsa.rtl.array`); on CXXRTL the same ``a * b`` for exact multipliers, and the
-        engine's product-table black boxes (``multipliers="table"``) for the others, so
-        one compiled library serves every multiplier of the same widths. Default:
-        circuit on pysim, table on CXXRTL.
+        How the multipliers of a design built here are simulated (`axsa.rtl.cells`;
+        same results either way). ``"circuit"``: the family's own circuits, gate for
+        gate (g++ takes many minutes for a 16x16 array on CXXRTL). ``"table"``: their
+        product tables. Each engine realises the view its own way
+        (`Engine.design_view`): pysim through the array's word-level table view, CXXRTL
+        through ``a * b`` for exact multipliers and multiplier cells filled with their
+        tables or circuits for the others, so one compiled library serves every
+        multiplier of the same widths. Default: the engine's `default_view` (circuit on
+        pysim, table on CXXRTL).
     emulator : callable, optional
         ``emulator(A, B, mult, mode) -> C`` (int64 (M, N)) for ``engine="emulate"``, on
         operands already checked; default `emulate_gemm`.
@@ -253,9 +251,10 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
         return GemmResult(C, None, None, None, macs, time.perf_counter() - t0, "emulate")
 
     from axsa.rtl.accelerator import Accelerator
+    from axsa.rtl.cells import SIM_VIEWS
     from axsa.rtl.mac import acc_width_for
 
-    from .engine import Engine, make_engine, pack_fields
+    from .engine import Engine, engine_class, make_engine, pack_fields
     if isinstance(engine, Engine):
         acc = engine.component
         if not isinstance(acc, Accelerator):
@@ -278,24 +277,19 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
     else:
         if engine not in ("pysim", "cxxrtl"):
             raise InputError(f"unknown engine {engine!r} (known: emulate, pysim, cxxrtl)")
-        if view is None:
-            view = "table" if engine == "cxxrtl" else "circuit"
-        if view not in ("circuit", "table"):
-            raise InputError(f"unknown view {view!r} (known: circuit, table)")
+        eng_cls = engine_class(engine)
+        view = eng_cls.default_view if view is None else view
+        if view not in SIM_VIEWS:
+            raise InputError(f"unknown view {view!r} (known: {', '.join(SIM_VIEWS)})")
         if engine == "pysim" and getattr(mult, "verilog_sources", None) and view == "circuit":
             raise InputError(f"{mult.spec} is imported Verilog, which pysim cannot "
                              "simulate: use the cxxrtl engine or the table view")
-        # pysim: the array's table view. CXXRTL: exact multipliers as the word-level a*b
-        # (one library for every exact multiplier of a format, quickest to build); the
-        # others as the engine's table black boxes (one library per operand widths).
-        rtl_view = "circuit"
-        if view == "table" and (engine == "pysim" or mult.is_exact):
-            rtl_view = "table"
+        design_view = eng_cls.design_view(view, mult)
         t_build = time.perf_counter()
-        acc = build_accelerator(mult, int(rows), int(cols), max_k=max_k, view=rtl_view)
+        acc = build_accelerator(mult, int(rows), int(cols), max_k=max_k, view=design_view)
         kwargs = {"vcd": vcd} if vcd is not None else {}
-        if engine == "cxxrtl":
-            kwargs["multipliers"] = "table" if view == "table" else "rtl"
+        if design_view == "cell":
+            kwargs["cells"] = view
             if view == "circuit" and acc.verilog_sources:
                 kwargs["verilog_sources"] = acc.verilog_sources
         eng, own = make_engine(engine, acc, **kwargs), True

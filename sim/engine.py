@@ -66,6 +66,7 @@ from amaranth.hdl import Const, Shape, Value
 from amaranth.lib import stream, wiring
 
 from axsa.errors import InputError, ToolError
+from axsa.formats import from_codes, to_codes, value_range
 
 __all__ = [
     "ENGINES",
@@ -73,6 +74,7 @@ __all__ = [
     "PlainPort",
     "SimulationTimeout",
     "StreamPort",
+    "engine_class",
     "ints_to_words",
     "make_engine",
     "n_words",
@@ -216,17 +218,16 @@ def pack_fields(values, width: int, *, signed: bool) -> np.ndarray:
     if vals.dtype.kind not in "iub":
         raise InputError(f"pack_fields wants integers, got dtype {vals.dtype}")
     vals = vals.astype(np.int64)
-    lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, (1 << width) - 1)
+    lo, hi = value_range(width, signed)
     bad = (vals < lo) | (vals > hi)
     if bad.any():
         r, j = np.argwhere(bad)[0]
         raise InputError(f"value {int(vals[r, j])} (row {r}, field {j}) does not fit a "
                          f"{'signed' if signed else 'unsigned'} {width}-bit field")
     n, k = vals.shape
-    mask = np.uint64((1 << width) - 1)
     words = np.zeros((n, n_words(k * width)), dtype=np.uint64)
     for j in range(k):  # loop over fields (a handful), vectorised over rows
-        v = vals[:, j].view(np.uint64) & mask
+        v = to_codes(vals[:, j], width).view(np.uint64)
         offset = j * width
         w, sh = divmod(offset, 32)
         words[:, w] |= (v << np.uint64(sh)) & np.uint64(0xFFFFFFFF)
@@ -253,9 +254,7 @@ def unpack_fields(words, count: int, width: int, *, signed: bool) -> np.ndarray:
         if sh + width > 32:
             v |= w64[:, w + 1] << np.uint64(32 - sh)
         out[:, j] = (v & mask).astype(np.int64)
-    if signed:
-        out -= (out >> (width - 1)) << width
-    return out
+    return from_codes(out, width, signed)
 
 
 def ints_to_words(values: Sequence[int], width: int, what: str = "value") -> np.ndarray:
@@ -264,7 +263,7 @@ def ints_to_words(values: Sequence[int], width: int, what: str = "value") -> np.
     A value outside ``-2**(width-1) .. 2**width-1`` is an InputError naming `what`."""
     nw = n_words(width)
     out = np.zeros((len(values), nw), dtype=np.uint32)
-    lo, hi = -(1 << (width - 1)) if width else 0, (1 << width) - 1
+    lo, hi = value_range(width, True)[0] if width else 0, value_range(width, False)[1]
     for r, v in enumerate(values):
         v = int(v)
         if not lo <= v <= hi:
@@ -364,6 +363,14 @@ class Engine(abc.ABC):
     """
 
     name = "engine"
+    #: the simulation view (`axsa.rtl.cells.SIM_VIEWS`) a design built for it defaults to
+    default_view = "circuit"
+
+    @classmethod
+    def design_view(cls, view: str, multiplier) -> str:
+        """The RTL view (`axsa.rtl.cells.VIEWS`) in which this engine simulates
+        simulation view `view` of `multiplier`; the base: the view itself."""
+        return view
 
     def __init__(self, component: wiring.Component):
         self.component = component
@@ -497,24 +504,27 @@ class Engine(abc.ABC):
             port = self._port(name, True)
             value = int(value)
             shape = port.shape
-            lo = -(1 << (shape.width - 1)) if shape.signed else 0
-            hi = (1 << (shape.width - (1 if shape.signed else 0))) - 1
+            lo, hi = value_range(shape.width, shape.signed)
             if not lo <= value <= hi:
                 raise InputError(f"input {name!r}: value {value} does not fit "
                                  f"{'signed' if shape.signed else 'unsigned'}"
                                  f"({shape.width})")
-            raw = value & ((1 << shape.width) - 1)
-            self._set_input(port, raw)
+            self._set_input(port, to_codes(value, shape.width))
             self._inputs[name] = value
         return _Job(fs, ds, int(max_cycles))
 
 
-def make_engine(name: str, component: wiring.Component, **kwargs) -> Engine:
-    """Build engine `name` (``"pysim"`` or ``"cxxrtl"``) for `component`."""
+def engine_class(name: str) -> type[Engine]:
+    """The `Engine` subclass called `name` (``"pysim"`` or ``"cxxrtl"``)."""
     import importlib
 
     target = ENGINES.get(name)
     if target is None:
         raise InputError(f"unknown engine {name!r} (known: {', '.join(ENGINES)})")
     module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)(component, **kwargs)
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_engine(name: str, component: wiring.Component, **kwargs) -> Engine:
+    """Build engine `name` (``"pysim"`` or ``"cxxrtl"``) for `component`."""
+    return engine_class(name)(component, **kwargs)

@@ -18,6 +18,7 @@ from pathlib import Path
 from amaranth.hdl import ClockDomain, Const, Elaboratable, Fragment, Instance, Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
+from axsa.rtl.cells import CELL_PREFIX
 
 from axsa.errors import InputError
 
@@ -46,6 +47,11 @@ def _reject_instances(fragment, path=("top",)) -> None:
     # Amaranth's simulator leaves the outputs of an Instance at 0 without a word.
     for sub, name, _ in fragment.subfragments:
         sub_path = (*path, str(name))
+        if isinstance(sub, Instance) and sub.type.startswith(CELL_PREFIX):
+            raise InputError(
+                f"pysim cannot simulate the multiplier cell {sub.type!r} at "
+                f"{'.'.join(sub_path)}: build the design in the circuit or table view, "
+                "or use the cxxrtl engine")
         if isinstance(sub, Instance):
             raise InputError(
                 f"pysim cannot simulate the Verilog instance {sub.type!r} at "

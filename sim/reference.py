@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from axsa.errors import InputError
+from axsa.formats import to_codes, value_range
 
-__all__ = ["check_operands", "reference_gemm", "requantize", "requant_range"]
+__all__ = ["check_operands", "reference_gemm", "requantize"]
 
 #: elements of the (rows, k, cols) gather block; bounds the reference's memory (~32 MB)
 BLOCK_ELEMENTS = 1 << 22
@@ -73,8 +74,8 @@ def reference_gemm(A, B, table, fmt) -> np.ndarray:
     if table.shape != want:
         raise InputError(f"product table has shape {table.shape}, the format {fmt} "
                          f"needs {want}")
-    ac = A & (want[0] - 1)
-    bc = B & (want[1] - 1)
+    ac = to_codes(A, fmt.a_width)
+    bc = to_codes(B, fmt.b_width)
     M, K = A.shape
     N = B.shape[1]
     out = np.zeros((M, N), dtype=np.int64)
@@ -86,11 +87,6 @@ def reference_gemm(A, B, table, fmt) -> np.ndarray:
             prods = table[a_blk[:, k0:k0 + kb, None], bc[None, k0:k0 + kb, :]]
             out[i0:i0 + rows] += prods.sum(axis=1)
     return out
-
-
-def requant_range(bits: int, signed: bool) -> tuple[int, int]:
-    """Inclusive (min, max) of the requantized output: `bits` wide, signed or not."""
-    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
 
 
 def requantize(acc, m, s, bits: int, signed: bool) -> np.ndarray:
@@ -116,18 +112,11 @@ def requantize(acc, m, s, bits: int, signed: bool) -> np.ndarray:
     acc = np.asarray(acc)
     if acc.dtype.kind not in "iu":
         raise InputError(f"accumulators have dtype {acc.dtype}: expected integers")
+    from axsa.rtl.requantizer import check_requant
+    check_requant(m, s, bits, max_bits=64)
     m = np.asarray(m, dtype=np.int64)
     s = np.asarray(s, dtype=np.int64)
-    if (m < -(1 << 31)).any() or (m >= 1 << 31).any():
-        bad = m[(m < -(1 << 31)) | (m >= 1 << 31)].flat[0]
-        raise InputError(f"requantization multiplier m = {bad} is outside the signed "
-                         "32-bit range")
-    if (s < 1).any() or (s > 62).any():
-        bad = s[(s < 1) | (s > 62)].flat[0]
-        raise InputError(f"requantization shift s = {bad} is outside 1..62")
-    if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 64:
-        raise InputError(f"requantization output width bits = {bits} is outside 1..64")
-    lo, hi = requant_range(int(bits), bool(signed))
+    lo, hi = value_range(int(bits), bool(signed))
     acc = acc.astype(np.int64)
     big = int(np.abs(acc).max(initial=0)) * int(np.abs(m).max(initial=0)) + (1 << 61)
     if big < 1 << 63:

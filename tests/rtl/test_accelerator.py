@@ -10,6 +10,7 @@ from axsa.sim.driver import Requant, run_gemm
 from axsa.sim.engine import unpack_fields
 from axsa.sim.pysim_engine import PysimEngine
 from axsa.sim.reference import reference_gemm, requantize
+from streams import feeder, get_all, put, random_idle
 
 
 def test_random_stalls_and_backpressure_lose_nothing():
@@ -22,52 +23,35 @@ def test_random_stalls_and_backpressure_lose_nothing():
     rng = np.random.default_rng(3)
     A = rng.integers(-8, 8, (T, R, K))
     B = rng.integers(-8, 8, (T, K, C))
-    a_beats = [A[t][:, k] for t in range(T) for k in range(K)]
-    b_beats = [B[t][k, :] for t in range(T) for k in range(K)]
+    a_beats = [[int(v) for v in A[t][:, k]] for t in range(T) for k in range(K)]
+    b_beats = [[int(v) for v in B[t][k, :]] for t in range(T) for k in range(K)]
+    commands = []
     rows = []
     accepted_while_blocked = []
 
-    async def bench(ctx):
-        ia = ib = ic = 0
-        for cycle in range(5000):
-            if cycle == 300:  # consumer blocked so far: commands stop at the credit limit
-                accepted_while_blocked.append(ic)
-            if len(rows) == T * R:
-                break
-            cv = ic < T and rng.random() < 0.6
-            av = ia < len(a_beats) and rng.random() < 0.7
-            bv = ib < len(b_beats) and rng.random() < 0.7
-            ready = cycle >= 300 and rng.random() < 0.3
-            ctx.set(dut.cmd.valid, int(cv))
-            if cv:
-                ctx.set(dut.cmd.payload.k_minus_1, K - 1)
-            ctx.set(dut.a.valid, int(av))
-            if av:
-                for r in range(R):
-                    ctx.set(dut.a.payload[r], int(a_beats[ia][r]))
-            ctx.set(dut.b.valid, int(bv))
-            if bv:
-                for c in range(C):
-                    ctx.set(dut.b.payload[c], int(b_beats[ib][c]))
-            ctx.set(dut.result.ready, int(ready))
-            took_c = cv and ctx.get(dut.cmd.ready)
-            took_a = av and ctx.get(dut.a.ready)
-            took_b = bv and ctx.get(dut.b.ready)
-            if ready and ctx.get(dut.result.valid):
-                rows.append([ctx.get(dut.result.payload[c]) for c in range(C)])
+    async def commands_in(ctx):
+        for _ in range(T):
+            await put(ctx, dut.cmd, {"k_minus_1": K - 1})
+            commands.append(1)
+            for _ in range(random_idle(rng, 0.4)()):
+                await ctx.tick()
+
+    async def results_out(ctx):
+        for _ in range(300):  # consumer blocked so far: commands stop at the credit limit
             await ctx.tick()
-            ic += took_c
-            ia += took_a
-            ib += took_b
+        accepted_while_blocked.append(len(commands))
+        await get_all(ctx, dut.result, T * R, idle=random_idle(rng, 0.7), into=rows)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
-    sim.add_testbench(bench)
+    sim.add_testbench(commands_in)
+    sim.add_testbench(feeder(dut.a, a_beats, idle=random_idle(rng, 0.3)))
+    sim.add_testbench(feeder(dut.b, b_beats, idle=random_idle(rng, 0.3)))
+    sim.add_testbench(results_out)
     sim.run()
     assert accepted_while_blocked == [dut.max_tiles]
-    assert len(rows) == T * R
     expect = [row for t in range(T) for row in (A[t] @ B[t]).tolist()]
-    assert rows == expect
+    assert [list(r) for r in rows] == expect
 
 
 def test_requantization_is_bit_exact_per_column():
@@ -107,12 +91,15 @@ def test_mode_register_selects_the_mode():
 def test_result_width_and_layout():
     mult = parse_spec("exact@u8")
     acc = Accelerator(mult, 2, 4, max_k=100)
-    acc._MustUse__silence = True  # inspected, not simulated
     # 100 * 255 * 255 = 6,502,500 < 2^23: 23 bits + sign
     assert acc.acc_width == 24
     assert len(acc.result.payload.as_value()) == 4 * 24
     words = np.array([[0xFFFFFF, 0, 0]], dtype=np.uint32)  # element 0 = -1
     assert unpack_fields(words, 4, 24, signed=True).tolist() == [[-1, 0, 0, 0]]
+    # the widest sum the design is sized for comes out whole
+    res = run_gemm(np.full((2, 100), 255), np.full((100, 4), 255), mult,
+                   engine=PysimEngine(acc))
+    assert res.C.tolist() == [[6_502_500] * 4] * 2
 
 
 @pytest.mark.parametrize("kwargs, needle", [

@@ -11,7 +11,7 @@ from axsa.sim.reference import reference_gemm
 def run_array(mult, R, C, tiles, schedule, mode=0):
     """Drive `tiles` ((A (R,K), B (K,C)) pairs); schedule[t] = cycles each step of tile t
     is presented at (cycle numbers from 0). Returns {cycle: (first, last, row)} of the
-    output rows and the cycle of each tile's last step."""
+    output rows (the `out` stream) and the cycle of each tile's last step."""
     dut = SystolicArray(mult, R, C, acc_width=24)
     steps = {}
     lasts = []
@@ -30,18 +30,12 @@ def run_array(mult, R, C, tiles, schedule, mode=0):
         for cyc in range(end):
             if cyc in steps:
                 a, b, first, last = steps[cyc]
-                for r in range(R):
-                    ctx.set(dut.a[r], int(a[r]))
-                for c in range(C):
-                    ctx.set(dut.b[c], int(b[c]))
-                ctx.set(dut.valid, 1)
-                ctx.set(dut.first, int(first))
-                ctx.set(dut.last, int(last))
-            else:
-                ctx.set(dut.valid, 0)
-            if ctx.get(dut.out_valid):
-                row = [ctx.get(dut.out_row[c]) for c in range(C)]
-                seen[cyc] = (ctx.get(dut.out_first), ctx.get(dut.out_last), row)
+                ctx.set(dut.step.payload, {"a": [int(x) for x in a], "b": [int(x) for x in b],
+                                           "first": int(first), "last": int(last)})
+            ctx.set(dut.step.valid, int(cyc in steps))
+            if ctx.get(dut.out.valid):
+                out = ctx.get(dut.out.payload)
+                seen[cyc] = (out.first, out.last, list(out.row))
             await ctx.tick()
 
     sim = Simulator(dut)

@@ -122,14 +122,25 @@ def test_pe_forwards_and_parks_the_result():
 
 
 def test_views_give_the_same_products():
-    # "word" (a*b) only for exact multipliers; "port" takes the product from outside
-    exact, approx = parse_spec("exact@s4"), parse_spec("drum(k=2)@s4")
-    with pytest.raises(ValueError, match="not exact"):
-        Mac(approx, 8, view="word")
-    with pytest.raises(ValueError, match="view must be"):
+    # "table": a*b for exact multipliers; a non-exact one takes its product from `p_in`
+    exact = parse_spec("exact@s4")
+    with pytest.raises(ValueError, match="view must be one of circuit, table, cell"):
         Mac(exact, 8, view="fast")
+    with pytest.raises(ValueError, match="acc_width must be an integer 2..64, not 1"):
+        Mac(exact, 1)
     a, b = [-8, 7, -8, 3], [-8, -8, 7, 5]
     ones, zeros = [1] * 4, [1, 0, 0, 0]
-    assert run_mac(exact, 8, a, b, zeros, ones, view="word").tolist() == [64, 8, -48, -33]
+    assert run_mac(exact, 8, a, b, zeros, ones, view="table").tolist() == [64, 8, -48, -33]
     assert run_mac(exact, 8, a, b, zeros, ones).tolist() == [64, 8, -48, -33]
 
+
+def test_rejected_construction_leaves_no_unused_elaboratable(recwarn):
+    # the arguments are checked before the component exists: nothing is left behind.
+    # (Amaranth warns about unused elaboratables once anything has been elaborated.)
+    import gc
+    run_mac(parse_spec("exact@s2"), 4, [1], [1], [1], [1])
+    for _ in range(3):
+        with pytest.raises(ValueError):
+            Pe(parse_spec("exact@s4"), 0)
+    gc.collect()
+    assert not [w for w in recwarn if "never used" in str(w.message)]

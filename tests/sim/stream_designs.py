@@ -6,6 +6,7 @@ import numpy as np
 from amaranth.hdl import Cat, Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+from axsa.rtl.cells import MultiplierCell, product
 
 LFSR_INIT = 0xA5
 
@@ -79,11 +80,13 @@ class StreamMultiplier(wiring.Component):
     """One multiplier between a stream of operand pairs and a stream of products.
 
     Payload in: ``a`` at bit 0 (a_width bits, the operand's code), then ``b``.
-    Out: the product, registered (one cycle latency, one pair per cycle).
+    Out: the product, registered (one cycle latency, one pair per cycle). `view` as for
+    `axsa.rtl.mac.Mac` (circuit or cell; the cell view lists its cell in `cells`).
     """
 
-    def __init__(self, multiplier):
-        self.multiplier = multiplier
+    def __init__(self, multiplier, view="circuit"):
+        self.multiplier, self.view = multiplier, view
+        self.cells = (MultiplierCell(multiplier),) if view == "cell" else ()
         ports = {
             "i": In(stream.Signature(data.StructLayout(
                 {"a": multiplier.a_shape, "b": multiplier.b_shape}))),
@@ -95,13 +98,11 @@ class StreamMultiplier(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mul = mul = self.multiplier.elaboratable()
-        m.d.comb += [mul.a.eq(self.i.payload.a), mul.b.eq(self.i.payload.b)]
-        if self.multiplier.modes > 1:
-            m.d.comb += mul.mode.eq(self.mode)
+        mode = self.mode if self.multiplier.modes > 1 else None
+        p = product(m, self.multiplier, self.view, self.i.payload.a, self.i.payload.b, mode)
         m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
         with m.If(self.i.ready):
-            m.d.sync += [self.o.valid.eq(self.i.valid), self.o.payload.eq(mul.p)]
+            m.d.sync += [self.o.valid.eq(self.i.valid), self.o.payload.eq(p)]
         return m
 
 

@@ -155,7 +155,7 @@ def test_multiplier_rtl_exhaustive(spec):
     # the multiplier's own gate-level RTL, compiled, against its table, every pair
     mult = parse_spec(spec)
     a, b = every_pair(mult)
-    engine = CxxrtlEngine(StreamMultiplier(mult), multipliers="rtl")
+    engine = CxxrtlEngine(StreamMultiplier(mult, "cell"), cells="circuit")
     out, cycles = engine.run_streams(feeds={"i": pair_payloads(mult, a, b)},
                                      drains={"o": len(a)}, max_cycles=10**6)
     assert np.array_equal(products(mult, out["o"]), mult.model_table()[a, b])
@@ -165,8 +165,8 @@ def test_multiplier_rtl_exhaustive(spec):
 def test_configurable_multiplier_every_mode_rtl_and_table():
     mult = parse_spec("cfgtrunc(k=0/2/4/6)@s8")
     a, b = every_pair(mult)
-    engines = [CxxrtlEngine(StreamMultiplier(mult), multipliers=kind)
-               for kind in ("rtl", "table")]
+    engines = [CxxrtlEngine(StreamMultiplier(mult, "cell"), cells=kind)
+               for kind in ("circuit", "table")]
     tables = []
     for mode in range(mult.modes):
         got = [products(mult, e.run_streams(feeds={"i": pair_payloads(mult, a, b)},
@@ -185,18 +185,23 @@ def test_table_mode_substitutes_and_shares_the_library():
     drum, trunc = parse_spec("drum(k=4)@s8"), parse_spec("trunc(k=4)@s8")
     assert drum.p_shape == trunc.p_shape and not np.array_equal(drum.model_table(),
                                                                 trunc.model_table())
-    e_drum = CxxrtlEngine(StreamMultiplier(drum))
-    e_trunc = CxxrtlEngine(StreamMultiplier(trunc))
+    e_drum = CxxrtlEngine(StreamMultiplier(drum, "cell"))
+    e_trunc = CxxrtlEngine(StreamMultiplier(trunc, "cell"))
     assert e_trunc.library == e_drum.library and e_trunc.cache_hit
     il = (e_drum.library.parent / "design.il").read_text()
-    assert "cell \\axsamul0" in il and "$and" not in il  # no partial-product gates left
+    assert "cell \\axsamuls8p16s " in il and "$and" not in il  # no partial-product gates
     a, b = every_pair(drum)
     for mult, engine in ((drum, e_drum), (trunc, e_trunc)):
         out, _ = engine.run_streams(feeds={"i": pair_payloads(mult, a, b)},
                                     drains={"o": len(a)})
         assert np.array_equal(products(mult, out["o"]), mult.model_table()[a, b])
-    rtl = CxxrtlEngine(StreamMultiplier(drum), multipliers="rtl")
-    assert rtl.library != e_drum.library
+    circuit = CxxrtlEngine(StreamMultiplier(drum, "cell"), cells="circuit")
+    assert circuit.library != e_drum.library
+    # a design that does not list the cells it instantiates is refused
+    undeclared = StreamMultiplier(drum, "cell")
+    undeclared.cells = ()
+    with pytest.raises(InputError, match=r"cells \['axsamuls8p16s'\] that its `cells`"):
+        CxxrtlEngine(undeclared)
 
 
 @pytest.mark.parametrize("spec", ["mitchell(t=2)@s6x4", "exact@s2"])
@@ -208,7 +213,7 @@ def test_multiplier_random_pairs_pysim_and_rtl(spec):
     feeds = {"i": pair_payloads(mult, a, b)}
     results = [e.run_streams(feeds=feeds, drains={"o": 300})
                for e in (PysimEngine(StreamMultiplier(mult)),
-                         CxxrtlEngine(StreamMultiplier(mult), multipliers="rtl"))]
+                         CxxrtlEngine(StreamMultiplier(mult, "cell"), cells="circuit"))]
     (out_p, cyc_p), (out_c, cyc_c) = results
     assert np.array_equal(out_p["o"], out_c["o"]) and cyc_p == cyc_c == 301
     assert np.array_equal(products(mult, out_c["o"]), mult.model_table()[a, b])
@@ -217,9 +222,9 @@ def test_multiplier_random_pairs_pysim_and_rtl(spec):
 def test_imported_verilog_multiplier(tmp_path):
     mult, table = imported_lsb0(tmp_path)  # u4 product with its lowest bit cleared
     a, b = every_pair(mult)
-    # the Verilog itself (rtl), and its table (no Verilog needed)
-    for kw in ({"multipliers": "rtl", "verilog_sources": mult.verilog_sources}, {}):
-        engine = CxxrtlEngine(StreamMultiplier(mult), **kw)
+    # the Verilog itself (circuit), and its table (no Verilog needed)
+    for kw in ({"cells": "circuit", "verilog_sources": mult.verilog_sources}, {}):
+        engine = CxxrtlEngine(StreamMultiplier(mult, "cell"), **kw)
         out, _ = engine.run_streams(feeds={"i": pair_payloads(mult, a, b)},
                                     drains={"o": 256})
         assert np.array_equal(products(mult, out["o"]), table[a, b])
@@ -227,10 +232,9 @@ def test_imported_verilog_multiplier(tmp_path):
     with pytest.raises(InputError, match="pysim cannot simulate the Verilog instance 'lsb0'"):
         PysimEngine(StreamMultiplier(mult))
     with pytest.raises(InputError, match="nosuch.v"):
-        CxxrtlEngine(StreamMultiplier(mult), multipliers="rtl",
-                     verilog_sources=[tmp_path / "nosuch.v"])
-    with pytest.raises(InputError, match="multipliers='gates'"):
-        CxxrtlEngine(engine.component, multipliers="gates")
+        CxxrtlEngine(StreamMultiplier(mult), verilog_sources=[tmp_path / "nosuch.v"])
+    with pytest.raises(InputError, match="cells='gates'"):
+        CxxrtlEngine(engine.component, cells="gates")
 
 
 def test_missing_compiler_is_a_tool_error(monkeypatch):

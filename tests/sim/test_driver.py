@@ -119,24 +119,24 @@ def test_emulate_equals_reference(spec, mode):
 
 # -- cxxrtl -------------------------------------------------------------------------------
 
-# (spec, mode, R, C, multipliers): "rtl" simulates the family's gates, "table" the
-# engine's product-table black boxes
-CXXRTL_SPECS = [("exact@s8", 0, 2, 2, "rtl"), ("drum(k=3)@u4", 0, 3, 5, "table"),
-                ("cfgtrunc(k=0/2)@s2", 1, 2, 3, "rtl"), ("mitchell@s8", 0, 4, 4, "table")]
+# (spec, mode, R, C, cells): the multiplier cells filled with the family's circuit (its
+# gates) or with the engine's product-table black boxes
+CXXRTL_SPECS = [("exact@s8", 0, 2, 2, "circuit"), ("drum(k=3)@u4", 0, 3, 5, "table"),
+                ("cfgtrunc(k=0/2)@s2", 1, 2, 3, "circuit"), ("mitchell@s8", 0, 4, 4, "table")]
 
 
 @functools.cache
-def cxxrtl_engine(spec, R, C, multipliers):
+def cxxrtl_engine(spec, R, C, cells):
     from axsa.sim.cxxrtl import CxxrtlEngine
-    return CxxrtlEngine(Accelerator(parse_spec(spec), R, C, max_k=128),
-                        multipliers=multipliers)
+    return CxxrtlEngine(Accelerator(parse_spec(spec), R, C, max_k=128, view="cell"),
+                        cells=cells)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec, mode, R, C, multipliers", CXXRTL_SPECS)
-def test_cxxrtl_equals_reference(spec, mode, R, C, multipliers):
+@pytest.mark.parametrize("spec, mode, R, C, cells", CXXRTL_SPECS)
+def test_cxxrtl_equals_reference(spec, mode, R, C, cells):
     mult = parse_spec(spec)
-    eng = cxxrtl_engine(spec, R, C, multipliers)
+    eng = cxxrtl_engine(spec, R, C, cells)
     table = mult.model_table(mode)
     cases = [((1, 1, 1), "random"), ((7, 13, 5), "random"), ((37, 53, 19), "random"),
              ((37, 53, 19), "min"), ((8, 128, 8), "max"), ((9, 11, 13), "minmax")]

@@ -249,3 +249,11 @@ def test_make_engine_rejects_unknown_engine():
     with pytest.raises(InputError, match="unknown engine 'verilator'"):
         make_engine("verilator", None)
     assert isinstance(make_engine("pysim", StreamMac()), PysimEngine)
+
+
+def test_pysim_refuses_multiplier_cells():
+    # a design in the cell view needs a compiled engine to fill its cells
+    mult = parse_spec("drum(k=3)@s6")
+    with pytest.raises(InputError, match=r"pysim cannot simulate the multiplier cell "
+                                         r"'axsamuls6p\d+s' .*circuit or table view"):
+        PysimEngine(StreamMultiplier(mult, "cell"))
