@@ -70,6 +70,8 @@ class SearchJob:
             raise InputError(f"unknown search method {self.method!r} "
                              f"(methods: {', '.join(METHODS)})")
         check_budgets(self.budget, self.accuracy_budget)
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1:
+            raise InputError(f"-j must be a positive integer, not {self.jobs!r}")
         if self.finetune_top < 0:
             raise InputError(f"--finetune-top must be 0 or more, not {self.finetune_top}")
 

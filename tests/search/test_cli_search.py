@@ -1,0 +1,163 @@
+"""`axsa search` end to end on the built-in ts model, as a user runs it (subprocesses, a
+real SQLite store, the real cost model), with a small candidate set and budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+CANDS = "trunc(k=8)@s8,cfgtrunc@s8#3"
+KEYS = {"method", "budget", "evaluations", "seed", "hypervolume", "reference_point",
+        "pareto", "chosen", "computed", "files"}
+
+
+def axsa(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "axsa.cli", *args], capture_output=True,
+                          text=True, env=os.environ | (env or {}), **kw)
+
+
+def _search(db, out, *extra):
+    return axsa("search", "--model", "ts", "--candidates", CANDS, "--db", str(db),
+                "--out", str(out), "--json", *extra)
+
+
+def _evals(db) -> set[str]:
+    con = sqlite3.connect(db)
+    try:
+        return {k for (k,) in con.execute(
+            "SELECT key_hash FROM results WHERE kind = 'search-eval'")}
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory):
+    """One search of budget 8 into a store; its costs and evaluations are reused."""
+    d = tmp_path_factory.mktemp("search")
+    run = _search(d / "r.sqlite", d / "out", "--budget", "8")
+    assert run.returncode == 0, run.stderr
+    return d, json.loads(run.stdout)
+
+
+def test_search_json_files_and_chosen_assignment(warm, tmp_path):
+    d, data = warm
+    assert KEYS <= set(data)
+    assert data["method"] == "mcts" and data["budget"] == 8 and data["evaluations"] == 8
+    assert data["reference_point"] == [0.02, 1.0]
+    assert "Traceback" not in json.dumps(data)
+    for p in data["pareto"]:
+        assert set(p["assignment"]) == set(data["pareto"][0]["assignment"])  # every GEMM
+        assert {"delta", "energy_ratio", "pe_energy_ratio", "metric"} <= set(p)
+        assert set(p["metric"]) == {"val", "test", "test_delta"}
+    ratios = [p["energy_ratio"] for p in data["pareto"]]
+    assert ratios == sorted(ratios, reverse=True)          # a front: less loss, more energy
+    for name in ("front.json", "front.csv", "front.png", "assignment.json"):
+        assert (d / "out" / name).stat().st_size > 0
+    chosen = data["chosen"]
+    assert chosen is not None and chosen["delta"] <= 0.02 and chosen["energy_ratio"] < 1
+    # The assignment file is what `axsa eval --assign` takes, and eval measures on the
+    # test split exactly the figure the search reported for it.
+    ev = axsa("eval", "--model", "ts", "--assign", str(d / "out" / "assignment.json"),
+              "--json")
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["approx"]["rmse"] == chosen["metric"]["test"]["rmse"]
+
+
+def test_a_repeated_search_is_answered_from_the_store(warm, tmp_path):
+    d, data = warm
+    db = tmp_path / "r.sqlite"
+    shutil.copy(d / "r.sqlite", db)
+    again = _search(db, tmp_path / "out", "--budget", "8")
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout)
+    assert second["computed"] == 0
+    assert second["pareto"] == data["pareto"] and second["hypervolume"] == data["hypervolume"]
+
+
+def test_a_killed_search_resumes_without_reevaluating(warm, tmp_path):
+    d, _ = warm
+    db = tmp_path / "r.sqlite"
+    shutil.copy(d / "r.sqlite", db)          # warm costs; 8 evaluations of budget 20 known
+    before = _evals(db)
+    proc = subprocess.Popen([sys.executable, "-m", "axsa.cli", "search", "--model", "ts",
+                             "--candidates", CANDS, "--db", str(db), "--out",
+                             str(tmp_path / "o1"), "--budget", "20"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(600):                     # until it has recorded something new
+        if proc.poll() is not None or len(_evals(db)) >= len(before) + 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    mid = _evals(db)
+    assert len(mid) > len(before)
+    rerun = _search(db, tmp_path / "o2", "--budget", "20")
+    assert rerun.returncode == 0, rerun.stderr
+    data = json.loads(rerun.stdout)
+    after = _evals(db)
+    # nothing evaluated twice: the rerun computed exactly what was missing
+    assert data["computed"] == len(after) - len(mid)
+    # and the result is that of one uninterrupted run
+    fresh_db = tmp_path / "fresh.sqlite"
+    shutil.copy(d / "r.sqlite", fresh_db)
+    fresh = json.loads(_search(fresh_db, tmp_path / "o3", "--budget", "20").stdout)
+    assert fresh["pareto"] == data["pareto"] and _evals(fresh_db) == after
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_same_search(warm, tmp_path):
+    d, data = warm
+    db = tmp_path / "r.sqlite"
+    shutil.copy(d / "r.sqlite", db)
+    run = _search(db, tmp_path / "out", "--budget", "12", "-j", "2")
+    assert run.returncode == 0, run.stderr
+    par = json.loads(run.stdout)
+    serial_db = tmp_path / "s.sqlite"
+    shutil.copy(d / "r.sqlite", serial_db)
+    serial = json.loads(_search(serial_db, tmp_path / "o2", "--budget", "12").stdout)
+    assert par["computed"] == serial["computed"] > 0
+    assert par["pareto"] == serial["pareto"]
+
+
+@pytest.mark.slow
+def test_search_on_a_real_dask_cluster(warm, tmp_path):
+    from dask.distributed import LocalCluster
+    d, _ = warm
+    db = tmp_path / "r.sqlite"
+    shutil.copy(d / "r.sqlite", db)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        run = _search(db, tmp_path / "out", "--budget", "11", "--dask",
+                      cluster.scheduler_address)
+    assert run.returncode == 0, run.stderr
+    dist = json.loads(run.stdout)
+    serial_db = tmp_path / "s.sqlite"
+    shutil.copy(d / "r.sqlite", serial_db)
+    serial = json.loads(_search(serial_db, tmp_path / "o2", "--budget", "11").stdout)
+    assert dist["computed"] == serial["computed"] > 0
+    assert dist["pareto"] == serial["pareto"]
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--budget", "0"], "budget"),
+    (["--accuracy-budget", "1.5"], "1.5"),
+    (["--accuracy-budget", "nan"], "nan"),
+    (["--candidates", "nope@s8"], "'nope'"),
+    (["--candidates", "cfgtrunc@s8#9"], "mode 9"),
+    (["--candidates", "drum(k=4)@u8"], "drum(k=4)@u8"),
+    (["--finetune-top", "-1"], "-1"),
+    (["-j", "0"], "0"),
+])
+def test_bad_arguments_exit_2_naming_the_value(args, named, tmp_path):
+    run = axsa("search", "--model", "ts", "--db", str(tmp_path / "r.sqlite"),
+               "--out", str(tmp_path / "out"), *args)
+    assert run.returncode == 2, run.stderr
+    assert named in run.stderr and "Traceback" not in run.stderr
