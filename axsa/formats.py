@@ -3,8 +3,9 @@ accumulator width a reduction needs.
 
 Every part (RTL, models, simulation, synthesis) asks this module instead of re-deriving
 the rules, so they cannot drift apart. It knows numpy only (no Amaranth, no torch), and
-its conversions work unchanged on Python ints, numpy arrays and torch tensors, since they
-use only ``&``, ``^`` and ``-``.
+imports it only when a table of codes is asked for, so the CLI can read the constants at
+start-up for free; its conversions work unchanged on Python ints, numpy arrays and torch
+tensors, since they use only ``&``, ``^`` and ``-``.
 
 A *code* is an operand's bit pattern read as an unsigned integer, 0..2^w-1 (two's
 complement for signed operands); product tables are indexed by codes (DESIGN.md).
@@ -15,10 +16,12 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from axsa.errors import InputError, SpecError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "DEFAULT_ACC_WIDTH", "DEFAULT_MAX_REDUCTION", "MAX_WIDTH", "MIN_WIDTH", "Format",
@@ -65,6 +68,7 @@ def from_codes(codes, width: int, is_signed: bool):
 
 def code_values(width: int, is_signed: bool) -> np.ndarray:
     """int64 array: the value of every code 0..2^width-1."""
+    import numpy as np
     return from_codes(np.arange(1 << width, dtype=np.int64), width, is_signed)
 
 
@@ -73,7 +77,7 @@ def acc_width_for_range(lo: int, hi: int, max_reduction: int) -> int:
 
     That is every value in ``[min(0, max_reduction * lo), max(0, max_reduction * hi)]``.
     """
-    if isinstance(max_reduction, bool) or not isinstance(max_reduction, (int, np.integer)) \
+    if isinstance(max_reduction, bool) or not hasattr(max_reduction, "__index__") \
             or max_reduction < 1:
         raise InputError(f"max_reduction must be a positive integer, not {max_reduction!r}")
     lo_sum, hi_sum = min(0, int(max_reduction) * lo), max(0, int(max_reduction) * hi)
