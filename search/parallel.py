@@ -46,8 +46,12 @@ def score(ckpt: str | None, kind: str, assignment: dict, split: str) -> dict:
 
 
 def _init_worker() -> None:
-    # One thread per worker: the workers are the parallelism.
+    # Die with the parent (a killed search leaves no worker behind); one thread per
+    # worker: the workers are the parallelism.
     import torch
+
+    from axsa.processes import die_with_parent
+    die_with_parent()
     torch.set_num_threads(1)
 
 

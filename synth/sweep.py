@@ -16,7 +16,7 @@ that format (and reported).
 
 Local workers die with their parent: they are spawned children of the sweep process,
 and on Linux each asks the kernel for SIGKILL when that parent dies
-(`axsa.synth.yosys.die_with_parent`). An interrupted sweep (SIGINT, or SIGTERM, which
+(`axsa.processes.die_with_parent`). An interrupted sweep (SIGINT, or SIGTERM, which
 `axsa sweep` turns into the same) cancels what has not started and terminates its
 workers; every result recorded before stays in the store.
 """
@@ -170,7 +170,7 @@ def run(requests: list[Request], store, *, streams: dict | None = None, jobs: in
 
 
 def _worker_init() -> None:
-    from .yosys import die_with_parent
+    from axsa.processes import die_with_parent
     die_with_parent()
     parent = multiprocessing.parent_process()
     if parent is not None and not parent.is_alive():

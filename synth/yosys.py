@@ -38,13 +38,13 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from axsa import native, toolchain
 from axsa.errors import InputError, ToolError
+from axsa.processes import die_with_parent
 
 #: ABC gate sets by name: "simple" is Yosys's two-input library plus MUX, "cmos2" the
 #: NAND/NOR/NOT library the generic target maps to.
@@ -308,7 +308,7 @@ def _start(var: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     exe = toolchain.tool(var)
     try:
         return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True,
-                              errors="replace", preexec_fn=_die_with_parent)
+                              errors="replace", preexec_fn=die_with_parent)
     except OSError as exc:
         raise toolchain.missing(var, f"{exe} cannot be run ({exc.strerror})") from None
 
@@ -344,34 +344,3 @@ def _run_nextpnr(work: Path, var: str, args: list[str]) -> None:
             else ""
         name = toolchain.TOOLS.get(var, var)
         raise ToolError(f"{name} failed:\n" + "\n".join(tool_errors(log + "\n" + proc.stderr)))
-
-
-# -- workers die with their parent ---------------------------------------------------------
-
-def _load_prctl():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        return None
-
-
-_PRCTL = _load_prctl()
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """On Linux: have the kernel send SIGKILL to this process when its parent dies
-    (``prctl(PR_SET_PDEATHSIG)``). A no-op elsewhere."""
-    if _PRCTL is not None:
-        import signal
-        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-
-
-def _die_with_parent() -> None:
-    # preexec_fn of every tool process: only the pre-loaded prctl call (no imports,
-    # no allocation worth mentioning) runs between fork and exec
-    if _PRCTL is not None:
-        _PRCTL(PR_SET_PDEATHSIG, 9, 0, 0, 0)

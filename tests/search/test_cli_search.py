@@ -112,38 +112,31 @@ def test_a_killed_search_resumes_without_reevaluating(warm, tmp_path):
     assert fresh["pareto"] == data["pareto"] and _evals(fresh_db) == after
 
 
+def _same_as_serial(warm, tmp_path, budget: str, *extra) -> None:
+    """A search with `extra` options gives the front of a serial one, from equal stores."""
+    d, _ = warm
+    runs = []
+    for name, opts in (("par", extra), ("serial", ())):
+        db = tmp_path / f"{name}.sqlite"
+        shutil.copy(d / "r.sqlite", db)
+        run = _search(db, tmp_path / name, "--budget", budget, *opts)
+        assert run.returncode == 0, run.stderr
+        runs.append(json.loads(run.stdout))
+    assert runs[0]["computed"] == runs[1]["computed"] > 0
+    assert runs[0]["pareto"] == runs[1]["pareto"]
+
+
 @pytest.mark.slow
 def test_two_workers_give_the_same_search(warm, tmp_path):
-    d, data = warm
-    db = tmp_path / "r.sqlite"
-    shutil.copy(d / "r.sqlite", db)
-    run = _search(db, tmp_path / "out", "--budget", "12", "-j", "2")
-    assert run.returncode == 0, run.stderr
-    par = json.loads(run.stdout)
-    serial_db = tmp_path / "s.sqlite"
-    shutil.copy(d / "r.sqlite", serial_db)
-    serial = json.loads(_search(serial_db, tmp_path / "o2", "--budget", "12").stdout)
-    assert par["computed"] == serial["computed"] > 0
-    assert par["pareto"] == serial["pareto"]
+    _same_as_serial(warm, tmp_path, "12", "-j", "2")
 
 
 @pytest.mark.slow
 def test_search_on_a_real_dask_cluster(warm, tmp_path):
     from dask.distributed import LocalCluster
-    d, _ = warm
-    db = tmp_path / "r.sqlite"
-    shutil.copy(d / "r.sqlite", db)
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster:
-        run = _search(db, tmp_path / "out", "--budget", "11", "--dask",
-                      cluster.scheduler_address)
-    assert run.returncode == 0, run.stderr
-    dist = json.loads(run.stdout)
-    serial_db = tmp_path / "s.sqlite"
-    shutil.copy(d / "r.sqlite", serial_db)
-    serial = json.loads(_search(serial_db, tmp_path / "o2", "--budget", "11").stdout)
-    assert dist["computed"] == serial["computed"] > 0
-    assert dist["pareto"] == serial["pareto"]
+        _same_as_serial(warm, tmp_path, "11", "--dask", cluster.scheduler_address)
 
 
 @pytest.mark.parametrize("args, named", [

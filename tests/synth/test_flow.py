@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from axsa.rtl.multipliers import parse_spec
 from axsa.synth import yosys
 from axsa.synth.netlist import product_table, table_from_netlist
 from axsa.synth.targets import Unit, generic_run, synth_ice40
+from test_sweep import _synth_rows
 
 
 def axsa(*args, env=None, **kw):
@@ -184,18 +184,7 @@ def _running(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"  # a zombie has ended (init reaps it later)
 
 
-def _rows(db: Path) -> list[tuple]:
-    if not db.exists():
-        return []
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-        try:
-            return con.execute("SELECT key_hash, created FROM results WHERE kind = 'synth'"
-                               " ORDER BY id").fetchall()
-        finally:
-            con.close()
-    except sqlite3.OperationalError:  # tables not created yet
-        return []
+_rows = _synth_rows   # the sweep tests' reader of the store's synth rows
 
 
 SWEEP_TOTAL = 2 * (10 + 1)  # trunc k = 0..9 and exact, at u5 and s5

@@ -107,7 +107,7 @@ def test_serial_sweep_records_every_design(serial):
     assert not outcome.failures
     assert Store(db).count("synth") == 10
     assert seen[0] == (0, 10) and seen[-1] == (10, 10)
-    exact = {r["spec"]: r for r in outcome.results if r["spec"].startswith("exact")}
+    exact = {r["spec"]: r for r in outcome.results if r["family"] == "exact"}
     assert exact["exact@u3"]["energy_ratio"] == 1.0 and exact["exact@u3"]["mae"] == 0
     trunc = next(r for r in outcome.results if r["spec"] == "trunc(k=3)@u3")
     assert trunc["energy_ratio"] < 1.0 and trunc["mae"] > 0
