@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+from proctools import descendants, wait_gone
 
 CANDS = "trunc(k=8)@s8,cfgtrunc@s8#3"
 KEYS = {"method", "budget", "evaluations", "seed", "hypervolume", "reference_point",
@@ -110,6 +111,37 @@ def test_a_killed_search_resumes_without_reevaluating(warm, tmp_path):
     shutil.copy(d / "r.sqlite", fresh_db)
     fresh = json.loads(_search(fresh_db, tmp_path / "o3", "--budget", "20").stdout)
     assert fresh["pareto"] == data["pareto"] and _evals(fresh_db) == after
+
+
+def test_a_killed_parallel_search_leaves_no_worker(warm, tmp_path):
+    d, _ = warm
+    db = tmp_path / "r.sqlite"
+    shutil.copy(d / "r.sqlite", db)
+    before = _evals(db)
+    proc = subprocess.Popen([sys.executable, "-m", "axsa.cli", "search", "--model", "ts",
+                             "--candidates", CANDS, "--db", str(db), "--out",
+                             str(tmp_path / "o"), "--budget", "40", "-j", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    seen: set[int] = set()
+    try:
+        for _ in range(1200):            # until its two workers have recorded something
+            assert proc.poll() is None, "the search ended before it could be killed"
+            seen |= descendants(proc.pid)
+            if len(seen) >= 2 and len(_evals(db)) > len(before):
+                break
+            time.sleep(0.1)
+        seen |= descendants(proc.pid)
+        assert len(seen) >= 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        survivors = wait_gone(seen)
+        assert not survivors, f"workers outlived the killed search: {sorted(survivors)}"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # clean up after a failure
+        except ProcessLookupError:
+            pass
 
 
 def _same_as_serial(warm, tmp_path, budget: str, *extra) -> None:

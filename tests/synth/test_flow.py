@@ -17,6 +17,8 @@ from axsa.rtl.multipliers import parse_spec
 from axsa.synth import yosys
 from axsa.synth.netlist import product_table, table_from_netlist
 from axsa.synth.targets import Unit, generic_run, synth_ice40
+from proctools import descendants as _descendants
+from proctools import wait_gone as _wait_gone
 from test_sweep import _synth_rows
 
 
@@ -155,35 +157,6 @@ def test_no_yosys_is_one_message_naming_the_tool(tmp_path, kind):
 
 # -- sweep workers die with their parent -------------------------------------------------------
 
-def _ppids() -> dict[int, int]:
-    out = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            out[int(d.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
-    return out
-
-
-def _descendants(pid: int) -> set[int]:
-    ppids = _ppids()
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {p for p, pp in ppids.items() if pp in frontier} - found
-        found |= frontier
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"  # a zombie has ended (init reaps it later)
-
-
 _rows = _synth_rows   # the sweep tests' reader of the store's synth rows
 
 
@@ -214,13 +187,6 @@ def _start_and_interrupt(tmp_path: Path, sig: int):
     seen |= _descendants(proc.pid)
     os.kill(proc.pid, sig)
     return proc, seen
-
-
-def _wait_gone(pids: set[int]) -> set[int]:
-    deadline = time.monotonic() + 120
-    while any(_running(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return {p for p in pids if _running(p)}
 
 
 def _resume_and_check(tmp_path: Path, before: list[tuple]) -> None:
