@@ -103,7 +103,8 @@ def resolve_assignment(model, entries: Mapping, source: str = "assignment") -> A
                          f"this model has: {', '.join(names)}")
     bits = model.config.bits
     tables, specs, mults = {}, {}, {}
-    built: dict[tuple, tuple[ProductTable, str, object]] = {}   # one table per distinct (spec, mode)
+    # one table per distinct (spec, mode)
+    built: dict[tuple, tuple[ProductTable, str, object]] = {}
     for name, entry in entries.items():
         who = f"{source}: GEMM {name!r}"
         spec, mode = _entry(entry, who)
