@@ -43,7 +43,7 @@ from axsa.errors import InputError
 from axsa.formats import DEFAULT_MAX_REDUCTION
 
 from .cycles import tile_count
-from .driver import Requant, build_accelerator, run_gemm_batch
+from .driver import Requant, run_gemm_batch
 
 __all__ = ["DEFAULT_ENERGY_OPS", "AcceleratorBackend", "DesignCache", "GemmEnergy",
            "GemmStats", "pe_streams"]
@@ -99,12 +99,9 @@ class DesignCache:
                     raise InputError(f"{mult.spec} is imported Verilog, which pysim cannot "
                                      "simulate: use the cxxrtl engine or the table view")
                 design_view = self.engine_cls.design_view(self.view, mult)
-            acc = build_accelerator(mult, self.rows, self.cols, max_k=self.max_k,
-                                    view=design_view)
-            if acc.acc_width != acc_width:
-                from axsa.rtl.accelerator import Accelerator
-                acc = Accelerator(mult, self.rows, self.cols, max_k=self.max_k,
-                                  acc_width=acc_width, view=design_view)
+            from axsa.rtl.accelerator import Accelerator
+            acc = Accelerator(mult, self.rows, self.cols, max_k=self.max_k,
+                              acc_width=acc_width, view=design_view)
             kwargs = {}
             if design_view == "cell":
                 kwargs["cells"] = self.view
