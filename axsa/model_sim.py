@@ -3,9 +3,11 @@
 The wiring of `axsa sim model` (and of any library user): the model's GEMM hook
 (`axsa.models.gemm`) gets the numpy backend of `axsa.sim.network`, which runs each GEMM on
 the RTL of its multiplier; the non-linear integer ops stay on the host in the model's own
-integer code. Every GEMM result is checked against the hook's own bit-exact GEMM, and the
-model's outputs against a separate emulated pass (the same assignment through product
-tables), whose metric is reported beside the RTL's.
+integer code. The model's outputs are checked against a separate emulated pass (the same
+assignment through product tables), whose metric is reported beside the RTL's; a pass
+whose outputs differ runs again with every GEMM checked against the hook's own
+bit-exact GEMM, to name the first differing GEMM, sample and element (``check_gemms``
+checks every GEMM of every pass).
 
 >>> from axsa.models.train import load_checkpoint
 >>> from axsa.sim.network import DesignCache
@@ -24,10 +26,6 @@ from axsa.errors import ToolError
 
 __all__ = ["RtlMismatch", "exact_energy_reference", "simulate_model", "split_head"]
 
-#: samples per forward pass (the Linear GEMMs stack their tokens: 128 x 24 rows for ts)
-DEFAULT_BATCH = 128
-
-
 class RtlMismatch(ToolError):
     """The RTL's result differs from the integer reference (exit 1)."""
 
@@ -41,8 +39,9 @@ def split_head(split, n: int | None):
     return replace(split, x=split.x[:n], y=split.y[:n], offset=off)
 
 
-def simulate_model(model, split, entries: Mapping | None, designs, batch: int = DEFAULT_BATCH,
-                   energy: bool = True, energy_ops: int | None = None,
+def simulate_model(model, split, entries: Mapping | None, designs, batch: int | None = None,
+                   check_gemms: bool = False, energy: bool = True,
+                   energy_ops: int | None = None,
                    progress: Callable[[int, int], None] | None = None,
                    source: str = "assignment") -> dict:
     """Run `split` through `model` with every GEMM on the RTL; the report (see below).
@@ -58,14 +57,21 @@ def simulate_model(model, split, entries: Mapping | None, designs, batch: int = 
         None or empty: every GEMM exact.
     designs : axsa.sim.network.DesignCache
         Engine, array size and the designs, reused across calls.
-    batch : int
-        Samples per forward pass (their tokens are the rows of each Linear GEMM).
+    batch : int, optional
+        Samples per forward pass (their tokens are the rows of each Linear GEMM);
+        default all of them: one engine run per GEMM (and its emulation check), so the
+        array is full and no emulation kernel is tuned for a repeated shape.
+    check_gemms : bool
+        Compare every GEMM's RTL result with the hook's own bit-exact GEMM (else the
+        model's outputs are compared with the emulated pass, and only a forward pass
+        whose outputs differ is run again GEMM by GEMM to find the first difference).
     energy : bool
         Price the PE operand streams (`AcceleratorBackend.energy`).
     energy_ops : int, optional
         Operations priced per GEMM (default `axsa.sim.network.DEFAULT_ENERGY_OPS`).
     progress : callable, optional
-        ``progress(samples_done, samples)``.
+        ``progress(runs_done, runs, gemm name)`` after every GEMM run on the RTL
+        (``runs`` = GEMMs x forward passes).
 
     Returns
     -------
@@ -102,27 +108,34 @@ def simulate_model(model, split, entries: Mapping | None, designs, batch: int = 
     try:
         hook.assign(resolved.tables)
         t0 = time.perf_counter()
-        emulated = predict(model, split.x, "integer")
+        batch = n if batch is None else batch
+        emulated = predict(model, split.x, "integer", batch=batch)
         emulate_s = time.perf_counter() - t0
         exact = exact_multiplier(f"s{model.config.bits}")
-        backend = AcceleratorBackend(resolved.multipliers, exact, designs)
-        hook.backend, hook.check = backend, True
+        runs = len(model.gemm_names()) * -(-n // batch)
+        done = iter(range(1, runs + 1))
+        report = (lambda name, _st: progress(next(done), runs, name)) if progress else None
+        backend = AcceleratorBackend(resolved.multipliers, exact, designs, progress=report)
+        hook.backend = backend
         model.set_mode("integer").eval()
         outs = []
         build0 = designs.build_s
         t0 = time.perf_counter()
         with torch.no_grad():
             for i in range(0, n, batch):
+                xb = split.x[i:i + batch]
                 try:
-                    outs.append(model(split.x[i:i + batch]))
+                    hook.check = check_gemms
+                    outs.append(model(xb))
+                    if not check_gemms and not torch.equal(outs[-1], emulated[i:i + batch]):
+                        hook.check = True     # locate it: the batch again, GEMM by GEMM
+                        model(xb)
                 except GemmMismatch as exc:
                     raise RtlMismatch(
                         f"the RTL differs from the integer reference in GEMM {exc.gemm!r}, "
                         f"sample {i + exc.sample}, element {exc.element}: {exc.got} instead "
                         f"of {exc.want} ({backend.multiplier(exc.gemm)[0].spec}, "
                         f"{designs.name})") from None
-                if progress is not None:
-                    progress(min(n, i + batch), n)
         build_s = designs.build_s - build0
         wall_s = time.perf_counter() - t0 - build_s
     finally:

@@ -49,7 +49,7 @@ __all__ = ["DEFAULT_ENERGY_OPS", "AcceleratorBackend", "DesignCache", "GemmEnerg
            "GemmStats", "pe_streams"]
 
 #: operations priced per GEMM by `AcceleratorBackend.energy` (more: evenly spaced tiles)
-DEFAULT_ENERGY_OPS = 1 << 22
+DEFAULT_ENERGY_OPS = 1 << 18
 #: operations per netlist evaluation (bounds memory: nets x ops / 8 bytes)
 _CHUNK_OPS = 1 << 19
 
@@ -292,6 +292,9 @@ class AcceleratorBackend:
             a, b, clr, ops = self._streams(runs, max_ops)
             figures = []
             for m, md in ((mult, mode), (exact, 0)):
+                if m.spec == exact.spec and figures:     # an exact GEMM: priced once
+                    figures.append(figures[0])
+                    continue
                 key = (m.spec, self.acc_width)
                 if key not in nets:
                     nets[key] = _netlists(m, self.acc_width)

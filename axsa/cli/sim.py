@@ -34,18 +34,22 @@ def sim():
               show_default=True,
               help="Multipliers simulated by their product tables or their gates (same "
                    "results; gates are much slower to compile and run).")
-@click.option("--batch", type=click.IntRange(1), default=128, show_default=True,
-              help="Samples per forward pass (their tokens fill the Linear GEMMs' rows).")
+@click.option("--batch", type=click.IntRange(1), default=None,
+              help="Samples per forward pass (default: all; their tokens fill the rows "
+                   "of each Linear GEMM).")
+@click.option("--check-gemms", is_flag=True,
+              help="Check every GEMM's RTL result against the bit-exact reference (by "
+                   "default the outputs are, and a differing pass is rerun GEMM by GEMM).")
 @click.option("--energy/--no-energy", default=True, show_default=True,
               help="Price the operand streams each PE saw (multiplier and MAC energy).")
 @click.option("--energy-ops", type=click.IntRange(2), default=None,
               help="Operations priced per GEMM (more: evenly spaced whole tiles); "
-                   "default 4194304.")
+                   "default 262144.")
 @click.option("--vcd", type=click.Path(dir_okay=False),
               help="Write a waveform of the run (one file per design).")
 @json_option
-def model(kind, ckpt, mult, assign, engine, rows, cols, samples, view, batch, energy,
-          energy_ops, vcd, as_json):
+def model(kind, ckpt, mult, assign, engine, rows, cols, samples, view, batch, check_gemms,
+          energy, energy_ops, vcd, as_json):
     """Run test samples through the model with every GEMM on the accelerator RTL.
 
     Each Linear (all samples' tokens stacked into its rows) and the attention products
@@ -75,14 +79,15 @@ def model(kind, ckpt, mult, assign, engine, rows, cols, samples, view, batch, en
     ds = T.load_data(model_.kind, source, model_)
     split = split_head(ds.test, samples)
     with progress_bar() as bar, DesignCache(engine, rows, cols, view=view, vcd=vcd) as designs:
-        task = bar.add_task(f"{model_.kind} on the {rows}x{cols} RTL ({engine})",
-                            total=len(split.x))
+        task = bar.add_task(f"{len(split.x)} samples of {model_.kind}, GEMMs on the "
+                            f"{rows}x{cols} RTL ({engine})", total=None)
 
-        def progress(done, total):
-            bar.update(task, completed=done)
+        def progress(done, total, name):
+            bar.update(task, completed=done, total=total)
             if not bar.console.is_terminal:
-                click.echo(f"{done}/{total} samples", err=True)
-        report = simulate_model(model_, split, entries, designs, batch=batch, energy=energy,
+                click.echo(f"GEMM {done}/{total} done ({name})", err=True)
+        report = simulate_model(model_, split, entries, designs, batch=batch,
+                                check_gemms=check_gemms, energy=energy,
                                 energy_ops=energy_ops, progress=progress, source=where)
     emit(report, as_json, _human)
     if not report["bit_exact"]:

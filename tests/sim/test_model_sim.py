@@ -110,7 +110,7 @@ def test_model_bit_exact_cxxrtl(cxx, models, kind, entries):
     model, ds = models[kind]
     n = 3
     rep = simulate_model(model, split_head(ds.test, n), entries, cxx, batch=2,
-                         energy=entries is not None)
+                         check_gemms=True, energy=entries is not None)
     _check_report(rep, model, ds, n, entries, 4, 3)
     if entries is None:
         assert rep["energy"] is None
@@ -129,7 +129,8 @@ def test_model_bit_exact_cxxrtl(cxx, models, kind, entries):
 def test_model_bit_exact_pysim(models, kind):
     model, ds = models[kind]
     with DesignCache("pysim", 3, 2) as designs:
-        rep = simulate_model(model, split_head(ds.test, 1), MIXED, designs, energy=False)
+        rep = simulate_model(model, split_head(ds.test, 1), MIXED, designs, check_gemms=True,
+                             energy=False)
     _check_report(rep, model, ds, 1, MIXED, 3, 2)
 
 
@@ -260,7 +261,7 @@ def test_cli_sim_model_json(cxx):
         assert key in rep
     assert rep["bit_exact"] is True and rep["samples"] == 1
     assert {g["spec"] for g in rep["gemms"]} == {"drum(k=3)@s8"}
-    assert "1/1 samples" in proc.stderr
+    assert "GEMM 10/10 done (head)" in proc.stderr
     for args, word in ((["--mult", "nope@s8"], "nope"), (["--rows", "0"], "rows"),
                        (["--mult", "exact@u8"], "signed")):
         p = subprocess.run(cmd[:5] + ["--samples", "1"] + args, capture_output=True,
