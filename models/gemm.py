@@ -13,12 +13,13 @@ activation and ``b`` the transposed weight. The hook
   accelerator RTL through `axsa.sim.network`, or anything else that multiplies).
 
 Backends. ``hook.backend = backend`` (None: the hook multiplies itself) is called in
-integer mode as ``backend(name, a, b, stage)`` with int64 numpy operands ``a`` ``(G, M,
-K)`` and ``b`` ``(G, K, N)`` or ``(1, K, N)``. A GEMM whose ``b`` has no batch dimensions
-(a Linear's weight) arrives with every sample's tokens stacked into the rows of one
-``(1, M, K)`` matrix, so one GEMM fills an array; the attention products arrive per sample
-and head (``G`` = samples x heads). ``stage`` is None (the backend returns the exact
-accumulators ``(G, M, N)``; the layer adds its bias and requantizes on the host) or an
+integer mode as ``backend(name, a, b, stage)`` with int64 numpy operands. A GEMM whose
+``b`` has no batch dimensions (a Linear's weight) arrives as one GEMM, ``a`` ``(M, K)``
+with every sample's tokens stacked into its rows, ``b`` ``(K, N)``, so one GEMM fills an
+array; the attention products arrive as ``G`` = samples x heads GEMMs, ``a`` ``(G, M, K)``
+and ``b`` ``(G, K, N)``. The result has ``a``'s leading shape: ``(M, N)`` or ``(G, M,
+N)``. ``stage`` is None (the backend returns the exact accumulators; the layer adds its
+bias and requantizes on the host) or an
 :class:`OutputStage` (the backend returns the requantized codes: where the layer's
 arithmetic after the GEMM is exactly the accelerator output stage's
 ``clamp((acc * m + 2^(s-1)) >> s)``, i.e. the attention products, which have no bias).
@@ -105,7 +106,7 @@ class OutputStage:
             self.qmin, self.qmax)
 
 
-#: ``backend(name, a, b, stage) -> numpy int64 (G, M, N)`` (module docstring)
+#: ``backend(name, a, b, stage) -> numpy int64 (M, N) or (G, M, N)`` (module docstring)
 GemmBackend = Callable[[str, np.ndarray, np.ndarray, "OutputStage | None"], np.ndarray]
 
 
@@ -231,11 +232,11 @@ class GemmHook:
         return out if stage is None else stage.apply(out)
 
     def _backend_gemm(self, name, a, b, bshape, stage) -> torch.Tensor:
-        """The GEMM on the backend: operands as (G, M, K) and (G or 1, K, N) numpy."""
+        """The GEMM on the backend: (M, K) @ (K, N) or (G, M, K) @ (G, K, N) in numpy."""
         M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
         if b.dim() == 2:     # a weight: every sample's tokens are rows of one GEMM
-            an = a.reshape(1, -1, K).numpy()
-            bn = b.reshape(1, K, N).numpy()
+            an = a.reshape(-1, K).numpy()
+            bn = b.numpy()
         else:
             an = a.expand(*bshape, M, K).reshape(-1, M, K).numpy()
             bn = b.expand(*bshape, K, N).reshape(-1, K, N).numpy()

@@ -9,7 +9,8 @@ the operand streams each processing element saw, in the array's order.
 
 >>> designs = DesignCache("cxxrtl", rows=16, cols=16)
 >>> backend = AcceleratorBackend({"layers.0.ffn.fc1": (drum4, 0)}, exact, designs)
->>> backend("layers.0.ffn.fc1", A, B, None)        # (G, M, K) @ (G or 1, K, N) -> (G, M, N)
+>>> backend("layers.0.ffn.fc1", A, B, None)        # (M, K) @ (K, N) -> (M, N)
+>>> backend("layers.0.attn.qk", Q, KT, stage)      # (G, M, K) @ (G, K, N) -> (G, M, N)
 >>> backend.stats["layers.0.ffn.fc1"].cycles
 
 Designs. One `Accelerator` per multiplier and array shape, built once by a `DesignCache`
@@ -245,7 +246,13 @@ class AcceleratorBackend:
         return self.multipliers.get(name, (self.default, 0))
 
     def __call__(self, name: str, a: np.ndarray, b: np.ndarray, stage=None) -> np.ndarray:
-        """``a[g] @ b[g]`` on the RTL: accumulators, or `stage`'s requantized codes."""
+        """``a @ b`` ((M, K) @ (K, N): one GEMM) or ``a[g] @ b[g]`` ((G, M, K) @ (G, K,
+        N): G GEMMs of one shape, run back to back) on the RTL: the accumulators, or
+        `stage`'s requantized codes (an `axsa.models.gemm.OutputStage`: ``m``, ``s``,
+        ``bits``, ``signed``)."""
+        single = a.ndim == 2
+        if single:
+            a, b = a[None], b[None]
         mult, mode = self.multiplier(name)
         eng = self.designs.engine(mult, self.acc_width)
         requant = None
@@ -258,9 +265,9 @@ class AcceleratorBackend:
         st = self.stats.get(name)
         if st is None:
             st = self.stats[name] = GemmStats(name, mult.spec, mode, [0, 0, K, N])
-        if b.shape[0] == 1 and G == 1:
+        if single:
             st.shape[0] = 1
-            st.shape[1] += M        # rows of the stacked samples
+            st.shape[1] += M        # rows: the stacked samples' tokens
         else:
             st.shape[0] += G
             st.shape[1] = M
@@ -275,7 +282,7 @@ class AcceleratorBackend:
                                                         b.astype(np.int16)))
         if self.progress is not None:
             self.progress(name, st)
-        return res.C
+        return res.C[0] if single else res.C
 
     # -- energy ---------------------------------------------------------------------------
 
@@ -292,7 +299,7 @@ class AcceleratorBackend:
             a, b, clr, ops = self._streams(runs, max_ops)
             figures = []
             for m, md in ((mult, mode), (exact, 0)):
-                if m.spec == exact.spec and figures:     # an exact GEMM: priced once
+                if mult.spec == exact.spec and figures:  # an exact GEMM: priced once
                     figures.append(figures[0])
                     continue
                 key = (m.spec, self.acc_width)

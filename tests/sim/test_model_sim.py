@@ -63,7 +63,7 @@ def _cycles(G, M, K, N, R, C):
     return K + (T_ - 1) * max(K, R, C) + R + C + 7
 
 
-def _check_report(rep, model, ds, n, entries, R, C):
+def _check_report(rep, model, ds, n, entries, R, C, batches):
     split = split_head(ds.test, n)
     assert rep["bit_exact"] is True and rep["mismatch"] is None
     assert rep["samples"] == n
@@ -79,10 +79,12 @@ def _check_report(rep, model, ds, n, entries, R, C):
         G, M, K, N = shapes[g["name"]]
         assert g["shape"] == [G, M, K, N]
         assert g["macs"] == G * M * K * N
-        runs = g["runs"]
-        per_run = G // runs if G > 1 else G
-        rows = M // runs if G == 1 else M
-        assert g["cycles"] == g["predicted_cycles"] == runs * _cycles(per_run, rows, K, N, R, C)
+        assert g["runs"] == len(batches)
+        # one run per forward pass: a Linear's rows are its samples' tokens, an attention
+        # product runs samples x heads GEMMs
+        want = sum(_cycles(1, M * b // n, K, N, R, C) if G == 1 else
+                   _cycles(G * b // n, M, K, N, R, C) for b in batches)
+        assert g["cycles"] == g["predicted_cycles"] == want
         entry = (entries or {}).get(g["name"])
         spec = entry if isinstance(entry, str) else (entry or {}).get("spec", "exact@s8")
         assert g["spec"] == parse_spec(spec).spec
@@ -111,7 +113,7 @@ def test_model_bit_exact_cxxrtl(cxx, models, kind, entries):
     n = 3
     rep = simulate_model(model, split_head(ds.test, n), entries, cxx, batch=2,
                          check_gemms=True, energy=entries is not None)
-    _check_report(rep, model, ds, n, entries, 4, 3)
+    _check_report(rep, model, ds, n, entries, 4, 3, [2, 1])
     if entries is None:
         assert rep["energy"] is None
     else:
@@ -131,7 +133,7 @@ def test_model_bit_exact_pysim(models, kind):
     with DesignCache("pysim", 3, 2) as designs:
         rep = simulate_model(model, split_head(ds.test, 1), MIXED, designs, check_gemms=True,
                              energy=False)
-    _check_report(rep, model, ds, 1, MIXED, 3, 2)
+    _check_report(rep, model, ds, 1, MIXED, 3, 2, [1])
 
 
 def test_mismatch_names_gemm_sample_element(cxx, models):
@@ -222,8 +224,8 @@ def test_energy_known_answer():
         B_ = rng.integers(-128 // scale, 128 // scale, (1, 40, 5)) * scale
         with DesignCache("pysim", 2, 2) as designs:
             backend = AcceleratorBackend({"g": (trunc, 0)}, exact, designs)
-            C = backend("g", A_, B_, None)
-            assert np.array_equal(C[0], run_emulate(A_[0], B_[0], trunc))
+            C = backend("g", A_[0], B_[0], None)
+            assert np.array_equal(C, run_emulate(A_[0], B_[0], trunc))
             e = backend.energy()["g"]
         sa, sb, clr = _loop_streams(A_, B_, 2, 2)
         assert e.ops == e.priced_ops == sa.size == 2 * 2 * 3 * 3 * 40
@@ -264,6 +266,6 @@ def test_cli_sim_model_json(cxx):
     assert "GEMM 10/10 done (head)" in proc.stderr
     for args, word in ((["--mult", "nope@s8"], "nope"), (["--rows", "0"], "rows"),
                        (["--mult", "exact@u8"], "signed")):
-        p = subprocess.run(cmd[:5] + ["--samples", "1"] + args, capture_output=True,
+        p = subprocess.run(cmd[:7] + ["--samples", "1"] + args, capture_output=True,
                            text=True)
         assert p.returncode == 2 and word in p.stderr, p.stderr
