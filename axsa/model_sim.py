@@ -81,7 +81,9 @@ def simulate_model(model, split, entries: Mapping | None, designs, batch: int | 
         ``utilization``, ``macs``, ``energy``, ``energy_ratio`` (multipliers, pJ per
         inference, ratio to the exact multiplier on the same streams), ``pe_energy``,
         ``pe_energy_ratio`` (whole MACs), ``wall_s`` (the RTL pass, host ops included,
-        design builds excluded), ``mac_per_s``, ``emulate_s``, ``build_s``, ``energy_s``,
+        design builds excluded), ``mac_per_s``, ``cpu_s`` (process CPU of the RTL
+        pass, builds included when there were any), ``emulate_s``, ``build_s``,
+        ``energy_s``,
         ``engine``, ``array``, and ``gemms``: per GEMM the same keys plus ``name``,
         ``spec``, ``mode``, ``shape``.
 
@@ -120,7 +122,7 @@ def simulate_model(model, split, entries: Mapping | None, designs, batch: int | 
         model.set_mode("integer").eval()
         outs = []
         build0 = designs.build_s
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with torch.no_grad():
             for i in range(0, n, batch):
                 xb = split.x[i:i + batch]
@@ -138,6 +140,7 @@ def simulate_model(model, split, entries: Mapping | None, designs, batch: int | 
                         f"{designs.name})") from None
         build_s = designs.build_s - build0
         wall_s = time.perf_counter() - t0 - build_s
+        cpu_s = time.process_time() - c0
     finally:
         hook.backend, hook.check = None, False
         hook.tables = saved
@@ -173,7 +176,8 @@ def simulate_model(model, split, entries: Mapping | None, designs, batch: int | 
         "metric": {"name": metric_name, "value": metrics_of(kind, split, out)[metric_name]},
         "emulated_metric": {"name": metric_name,
                             "value": metrics_of(kind, split, emulated)[metric_name]},
-        **total, "emulate_s": emulate_s, "build_s": build_s, "energy_s": energy_s,
+        **total, "cpu_s": cpu_s, "emulate_s": emulate_s, "build_s": build_s,
+        "energy_s": energy_s,
         "vcd": designs.vcd_files, "mismatch": mismatch, "gemms": gemms,
     }
 

@@ -70,6 +70,8 @@ def main() -> int:
                   f"{rep['macs'] / 1e6:.1f} M useful MACs, "
                   f"{rep['mac_per_s'] / 1e6:.1f} M MAC/s, utilization "
                   f"{100 * rep['utilization']:.1f}%")
+            print(f"  RTL pass CPU    {rep['cpu_s']:.2f} s of this process "
+                  f"({rep['macs'] / rep['cpu_s'] / 1e6:.1f} M MAC per CPU second)")
             print(f"  cycles          {rep['cycles']} (model: {rep['predicted_cycles']})")
             print(f"  emulated pass   {rep['emulate_s']:.2f} s "
                   f"({rep['wall_s'] / max(rep['emulate_s'], 1e-9):.1f}x faster than the RTL)")
@@ -80,7 +82,7 @@ def main() -> int:
                       f"(ratio {rep['energy_ratio']:.3f}), whole MACs "
                       f"{rep['pe_energy']:.1f} pJ ({rep['pe_energy_ratio']:.3f}); "
                       f"pricing took {rep['energy_s']:.1f} s")
-            print(f"  process CPU     {cpu:.1f} s; load average {load[0]:.2f} "
+            print(f"  process CPU     {cpu:.1f} s in all; load average {load[0]:.2f} "
                   f"{load[1]:.2f} {load[2]:.2f}")
             print("  per GEMM: name, cycles, utilization, wall s, M MAC/s")
             for g in rep["gemms"]:
