@@ -99,7 +99,7 @@ def gemm_table(rep: dict) -> str:
              f"{rep['emulated_metric']['value']:.4f}), bit-exact {rep['bit_exact']}", "",
              "| GEMM | G,M,K,N | cycles | model | utilization | energy pJ/inference | "
              "ratio to exact | PE ratio |", "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for g in rep["gemms"] + [dict(rep, name="total", shape=["", "", "", ""])]:
+    for g in rep["gemms"] + [dict(rep, name="total", shape=[])]:
         lines.append(f"| {g['name']} | {','.join(map(str, g['shape']))} | {g['cycles']} | "
                      f"{g['predicted_cycles']} | {100 * g['utilization']:.1f}% | "
                      f"{g['energy']:.1f} | {g['energy_ratio']:.3f} | "

@@ -269,3 +269,18 @@ def test_cli_sim_model_json(cxx):
         p = subprocess.run(cmd[:7] + ["--samples", "1"] + args, capture_output=True,
                            text=True)
         assert p.returncode == 2 and word in p.stderr, p.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["ts", "vit"])
+def test_whole_test_split_metric_equals_emulation(cxx, models, kind):
+    # the RTL's RMSE / top-1 over the whole test split, approximate assignment, equals
+    # the models' own integer evaluation of that assignment exactly
+    model, ds = models[kind]
+    rep = simulate_model(model, ds.test, MIXED, cxx, energy=False)
+    tables = A.resolve_assignment(model, MIXED).tables
+    ev = T.evaluate(model, ds, tables)["approx"]
+    name = "rmse" if kind == "ts" else "top1"
+    assert rep["bit_exact"] and rep["samples"] == len(ds.test.x)
+    assert rep["metric"]["value"] == rep["emulated_metric"]["value"] == ev[name]
+    assert rep["cycles"] == rep["predicted_cycles"]
