@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from axsa.errors import InputError
@@ -39,10 +39,13 @@ class Assignment:
     specs : dict[str, str]
         The multiplier per GEMM name as shown to users: its spec, plus ``" mode m"`` for
         a mode-configurable multiplier.
+    multipliers : dict[str, tuple[Multiplier, int]]
+        ``(multiplier, mode)`` per GEMM name (what the accelerator RTL is built from).
     """
 
     tables: dict[str, ProductTable]
     specs: dict[str, str]
+    multipliers: dict[str, tuple] = field(default_factory=dict)
 
 
 def read_assignment(path: str | Path) -> dict:
@@ -99,8 +102,9 @@ def resolve_assignment(model, entries: Mapping, source: str = "assignment") -> A
         raise InputError(f"{source} names unknown GEMM(s) {', '.join(map(repr, unknown))}; "
                          f"this model has: {', '.join(names)}")
     bits = model.config.bits
-    tables, specs = {}, {}
-    built: dict[tuple, tuple[ProductTable, str]] = {}   # one table per distinct (spec, mode)
+    tables, specs, mults = {}, {}, {}
+    # one table per distinct (spec, mode)
+    built: dict[tuple, tuple[ProductTable, str, object]] = {}
     for name, entry in entries.items():
         who = f"{source}: GEMM {name!r}"
         spec, mode = _entry(entry, who)
@@ -109,9 +113,10 @@ def resolve_assignment(model, entries: Mapping, source: str = "assignment") -> A
             mult = _multiplier(spec, who)
             _check(mult, mode, bits, who)
             shown = mult.spec if mult.modes == 1 else f"{mult.spec} mode {mode}"
-            built[key] = ProductTable.from_multiplier(mult, mode), shown
-        tables[name], specs[name] = built[key]
-    return Assignment(tables, specs)
+            built[key] = ProductTable.from_multiplier(mult, mode), shown, mult
+        tables[name], specs[name], mult = built[key]
+        mults[name] = (mult, mode)
+    return Assignment(tables, specs, mults)
 
 
 def _entry(entry, who: str):

@@ -7,7 +7,25 @@ activation and ``b`` the transposed weight. The hook
 
 * multiplies exactly (table ``None`` or an exact table) or through a product table
   (:class:`axsa.models.approx.ProductTable`, ``lut[a_code, b_code]``), per GEMM name;
-* records, when asked, each GEMM's integer operands and shapes (for the energy model).
+* records, when asked, each GEMM's integer operands and shapes (for the energy model);
+* hands, when a backend is set (:attr:`GemmHook.backend`), every GEMM of the integer
+  forward pass to it instead: numpy integer operands in, numpy integers out (the
+  accelerator RTL through `axsa.sim.network`, or anything else that multiplies).
+
+Backends. ``hook.backend = backend`` (None: the hook multiplies itself) is called in
+integer mode as ``backend(name, a, b, stage)`` with int64 numpy operands. A GEMM whose
+``b`` has no batch dimensions (a Linear's weight) arrives as one GEMM, ``a`` ``(M, K)``
+with every sample's tokens stacked into its rows, ``b`` ``(K, N)``, so one GEMM fills an
+array; the attention products arrive as ``G`` = samples x heads GEMMs, ``a`` ``(G, M, K)``
+and ``b`` ``(G, K, N)``. The result has ``a``'s leading shape: ``(M, N)`` or ``(G, M,
+N)``. ``stage`` is None (the backend returns the exact accumulators; the layer adds its
+bias and requantizes on the host) or an
+:class:`OutputStage` (the backend returns the requantized codes: where the layer's
+arithmetic after the GEMM is exactly the accelerator output stage's
+``clamp((acc * m + 2^(s-1)) >> s)``, i.e. the attention products, which have no bias).
+With ``hook.check = True`` every backend result is compared with the hook's own GEMM
+(exact or through the assigned table, then the stage in torch): the first difference
+raises :class:`GemmMismatch` naming the GEMM, the sample and the element.
 
 GEMM names are stable dotted paths (``layers.0.attn.q``, ``layers.0.attn.qk``, ``head``);
 ``model.gemm_names()`` lists them, ``axsa eval --list-gemms`` prints them.
@@ -34,12 +52,76 @@ Operand streams (:meth:`GemmHook.save_streams`) are written one ``.npz`` per GEM
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from axsa.errors import InputError
+from axsa.errors import InputError, ToolError
+
+__all__ = ["GemmBackend", "GemmHook", "GemmMismatch", "OutputStage"]
+
+
+@dataclass(frozen=True)
+class OutputStage:
+    """The requantization of a GEMM's accumulators: ``clamp((acc * m + 2^(s-1)) >> s)``
+    into ``qmin..qmax`` (DESIGN.md), with ``(m, s) = fixed_point(ratio)``.
+
+    Attributes
+    ----------
+    m, s : numpy.ndarray of int64
+        Multiplier and shift: shape ``()`` (per tensor) or ``(N,)`` (per output column).
+    qmin, qmax : int
+        Output range: ``-2^(bits-1) .. 2^(bits-1)-1`` (signed) or ``0 .. 2^bits-1``.
+    """
+
+    m: np.ndarray
+    s: np.ndarray
+    qmin: int
+    qmax: int
+
+    @classmethod
+    def of(cls, ratio, qmin: int, qmax: int) -> OutputStage:
+        """The stage of a requantization ``ratio`` (what `quant.requantize_ste` uses)."""
+        from .quant import fixed_point
+        m, s = fixed_point(ratio)
+        return cls(m.numpy().astype(np.int64), s.numpy().astype(np.int64), int(qmin),
+                   int(qmax))
+
+    @property
+    def signed(self) -> bool:
+        return self.qmin < 0
+
+    @property
+    def bits(self) -> int:
+        """Output width of the range (the output stage's ``bits``)."""
+        return int(self.qmax).bit_length() + (1 if self.signed else 0)
+
+    def apply(self, acc: torch.Tensor) -> torch.Tensor:
+        """The stage on int64 accumulators (the integer path of `quant.requantize_ste`)."""
+        from .quant import _shift_round
+        return _shift_round(acc, torch.from_numpy(self.m), torch.from_numpy(self.s)).clamp(
+            self.qmin, self.qmax)
+
+
+#: ``backend(name, a, b, stage) -> numpy int64 (M, N) or (G, M, N)`` (module docstring)
+GemmBackend = Callable[[str, np.ndarray, np.ndarray, "OutputStage | None"], np.ndarray]
+
+
+class GemmMismatch(ToolError):
+    """A backend's GEMM result differs from the hook's own (bit-exact) one.
+
+    Attributes: ``gemm`` (name), ``sample`` (index along the batch's first axis),
+    ``element`` (the rest of the output index), ``got``, ``want``.
+    """
+
+    def __init__(self, gemm: str, sample: int, element: tuple, got: int, want: int):
+        self.gemm, self.sample, self.element, self.got, self.want = \
+            gemm, sample, element, got, want
+        super().__init__(f"GEMM {gemm!r} differs from the integer reference: sample "
+                         f"{sample}, element {element}: {got} instead of {want}")
 
 
 class GemmHook:
@@ -55,9 +137,17 @@ class GemmHook:
         Gradient of approximate GEMMs in fake-quant mode (see `axsa.models.approx.autograd`).
     shapes : dict[str, tuple]
         ``(G, M, K, N)`` of the last call of each GEMM.
+    backend : GemmBackend or None
+        Multiplies every GEMM of the integer forward pass instead of the hook (module
+        docstring); its own multipliers, not `tables`, then apply.
+    check : bool
+        Compare every backend result with the hook's own GEMM (GemmMismatch on the first
+        difference).
     """
 
     def __init__(self):
+        self.backend: GemmBackend | None = None
+        self.check = False
         self.names: list[str] = []
         self.tables: dict = {}
         self.grad = "ste"
@@ -125,15 +215,46 @@ class GemmHook:
     # -- the GEMM -----------------------------------------------------------------------
 
     def __call__(self, name: str, a: torch.Tensor, b: torch.Tensor,
-                 integer: bool) -> torch.Tensor:
+                 integer: bool, stage: OutputStage | None = None) -> torch.Tensor:
         """``a @ b`` on integer codes: exact, or through ``name``'s product table.
 
         ``integer``: int64 in, int64 out. Otherwise (fake-quant) float tensors holding
         codes in and out, with gradients (straight-through, or the table's gradient).
+        ``stage`` (integer mode): return ``stage.apply`` of the accumulators, the
+        requantized codes (a backend does it in its own output stage).
         """
         bshape = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         g = int(np.prod(bshape)) if bshape else 1
         self.shapes[name] = (g, a.shape[-2], a.shape[-1], b.shape[-1])
+        if integer and self.backend is not None:
+            return self._backend_gemm(name, a, b, bshape, stage)
+        out = self._gemm(name, a, b, integer, bshape, g)
+        return out if stage is None else stage.apply(out)
+
+    def _backend_gemm(self, name, a, b, bshape, stage) -> torch.Tensor:
+        """The GEMM on the backend: (M, K) @ (K, N) or (G, M, K) @ (G, K, N) in numpy."""
+        M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
+        if b.dim() == 2:     # a weight: every sample's tokens are rows of one GEMM
+            an = a.reshape(-1, K).numpy()
+            bn = b.numpy()
+        else:
+            an = a.expand(*bshape, M, K).reshape(-1, M, K).numpy()
+            bn = b.expand(*bshape, K, N).reshape(-1, K, N).numpy()
+        out = np.asarray(self.backend(name, an.astype(np.int64, copy=False),
+                                      bn.astype(np.int64, copy=False), stage))
+        result = torch.from_numpy(out.astype(np.int64, copy=False)).reshape(
+            *a.shape[:-2] if b.dim() == 2 else bshape, M, N)
+        if self.check:
+            g = int(np.prod(bshape)) if bshape else 1
+            ref = self._gemm(name, a, b, True, bshape, g)
+            ref = ref if stage is None else stage.apply(ref)
+            diff = result != ref
+            if bool(diff.any()):
+                idx = tuple(int(i) for i in torch.nonzero(diff)[0])
+                raise GemmMismatch(name, idx[0], idx[1:], int(result[idx]), int(ref[idx]))
+        return result
+
+    def _gemm(self, name, a, b, integer, bshape, g) -> torch.Tensor:
         if self.recording:
             aa = a.detach().to(torch.int64).expand(*bshape, *a.shape[-2:])
             bb = b.detach().to(torch.int64).expand(*bshape, *b.shape[-2:])

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ops
-from .gemm import GemmHook
+from .gemm import GemmHook, OutputStage
 from .quant import (
     Quantizer,
     check_exact_float,
@@ -264,22 +264,40 @@ class QAttention(QModule):
         integer = self.rt.integer
         (q, sq), (k, sk), (v, sv) = self.q(x), self.k(x), self.v(x)
         q, k, v = self._split(q), self._split(k), self._split(v)
-        acc = self.rt.hook(self.qk_name, q, k.transpose(-1, -2), integer)
         s_acc = sq * sk / math.sqrt(self.dh)
-        s_sc = self._observe(self.sq, lambda: acc.to(torch.float64) * s_acc)
-        scores = requantize_ste(acc, s_acc / s_sc, self.sq.qmin, self.sq.qmax, integer)
+        if self._in_output_stage():
+            # a backend requantizes in its output stage (the same arithmetic): scales
+            # are frozen in integer mode, so the stage is known before the GEMM
+            s_sc = self._observe(self.sq, None)
+            scores = self.rt.hook(self.qk_name, q, k.transpose(-1, -2), integer,
+                                  OutputStage.of(s_acc / s_sc, self.sq.qmin, self.sq.qmax))
+        else:
+            acc = self.rt.hook(self.qk_name, q, k.transpose(-1, -2), integer)
+            s_sc = self._observe(self.sq, lambda: acc.to(torch.float64) * s_acc)
+            scores = requantize_ste(acc, s_acc / s_sc, self.sq.qmin, self.sq.qmax, integer)
         probs = ops.softmax(scores, s_sc, self.rt.bits, integer)
         p = qrange(self.rt.bits, True)[1]
-        acc = self.rt.hook(self.av_name, probs, v, integer)
         s_acc = sv / p
-        s_att = self._observe(self.aq, lambda: acc.to(torch.float64) * s_acc)
+        if self._in_output_stage():
+            s_att = self._observe(self.aq, None)
+            att = self.rt.hook(self.av_name, probs, v, integer,
+                               OutputStage.of(s_acc / s_att, self.aq.qmin, self.aq.qmax))
+        else:
+            acc = self.rt.hook(self.av_name, probs, v, integer)
+            s_att = self._observe(self.aq, lambda: acc.to(torch.float64) * s_acc)
+            att = None
         if self._exporting():
             sm, ss = fixed_point(sq * sk / math.sqrt(self.dh) / s_sc)
             am, as_ = fixed_point(s_acc / s_att)
             self._record(scores_m=sm, scores_s=ss, exp_table=ops.exp_table(s_sc),
                          av_m=am, av_s=as_, scale_scores=s_sc, scale_out=s_att)
-        att = requantize_ste(acc, s_acc / s_att, self.aq.qmin, self.aq.qmax, integer)
+        if att is None:
+            att = requantize_ste(acc, s_acc / s_att, self.aq.qmin, self.aq.qmax, integer)
         return self.out((self._merge(att), s_att))
+
+    def _in_output_stage(self) -> bool:
+        """Integer mode with a GEMM backend: hand it the attention requantizations."""
+        return self.rt.integer and self.rt.hook.backend is not None
 
 
 class EncoderLayer(QModule):

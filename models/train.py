@@ -231,8 +231,12 @@ def predict(model: QuantModel, x: torch.Tensor, mode: str, batch: int = 512) -> 
 
 def metrics(model: QuantModel, split, mode: str) -> dict:
     """RMSE and MAE in the series' units (ts) or top-1 accuracy in [0, 1] (vit)."""
-    out = predict(model, split.x, mode)
-    if model.kind == "ts":
+    return metrics_of(model.kind, split, predict(model, split.x, mode))
+
+
+def metrics_of(kind: str, split, out: torch.Tensor) -> dict:
+    """`metrics` of model outputs `out` for `split` (e.g. outputs computed elsewhere)."""
+    if kind == "ts":
         err = (split.to_units(out) - split.to_units(split.y)).to(torch.float64)
         return {"rmse": float(err.pow(2).mean().sqrt()), "mae": float(err.abs().mean())}
     return {"top1": float((out.argmax(-1) == split.y).to(torch.float64).mean())}

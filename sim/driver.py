@@ -30,7 +30,8 @@ from axsa.formats import DEFAULT_MAX_REDUCTION
 from .cycles import predict_cycles, utilization
 from .reference import check_operands, reference_gemm, requantize
 
-__all__ = ["GemmResult", "Requant", "build_accelerator", "emulate_gemm", "run_gemm"]
+__all__ = ["BatchResult", "GemmResult", "Requant", "build_accelerator", "emulate_gemm",
+           "predict_batch_cycles", "run_gemm", "run_gemm_batch"]
 
 #: longest K a design built here is sized for, unless told
 DEFAULT_MAX_K = DEFAULT_MAX_REDUCTION
@@ -254,7 +255,7 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
     from axsa.rtl.cells import SIM_VIEWS
     from axsa.rtl.mac import acc_width_for
 
-    from .engine import Engine, engine_class, make_engine, pack_fields
+    from .engine import Engine, engine_class, make_engine
     if isinstance(engine, Engine):
         acc = engine.component
         if not isinstance(acc, Accelerator):
@@ -295,41 +296,153 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
         eng, own = make_engine(engine, acc, **kwargs), True
         build_s = time.perf_counter() - t_build
     try:
-        R, Cc = acc.rows, acc.cols
-        mt, nt = -(-M // R), -(-N // Cc)
-        fmt = mult.fmt
-        Ap = np.zeros((mt * R, K), dtype=np.int64)
-        Ap[:M] = A
-        Bp = np.zeros((K, nt * Cc), dtype=np.int64)
-        Bp[:, :N] = B
-        # beat k of tile (i, j): A[i*R:(i+1)*R, k] and B[k, j*C:(j+1)*C]
-        a_panel = pack_fields(Ap.reshape(mt, R, K).transpose(0, 2, 1).reshape(mt * K, R),
-                              fmt.a_width, signed=fmt.signed)
-        b_panel = pack_fields(Bp.reshape(K, nt, Cc).transpose(1, 0, 2).reshape(nt * K, Cc),
-                              fmt.b_width, signed=fmt.signed)
-        a_words = np.broadcast_to(a_panel.reshape(mt, 1, K, -1), (mt, nt, K, a_panel.shape[1]))
-        b_words = np.broadcast_to(b_panel.reshape(1, nt, K, -1), (mt, nt, K, b_panel.shape[1]))
-        a_words = np.ascontiguousarray(a_words.reshape(-1, a_panel.shape[1]))
-        b_words = np.ascontiguousarray(b_words.reshape(-1, b_panel.shape[1]))
-        m_cols = s_cols = None
-        if requant is not None:
-            m_cols, s_cols = requant.per_column(N)
-            m_cols = np.concatenate([m_cols, np.zeros(nt * Cc - N, np.int64)])
-            s_cols = np.concatenate([s_cols, np.ones(nt * Cc - N, np.int64)])
-        cmd = _command_words(acc, nt, K, requant, m_cols, s_cols)
-        cmd_words = np.ascontiguousarray(np.tile(cmd, (mt, 1)))
-        predicted = predict_cycles(M, K, N, R, Cc)
+        predicted = predict_cycles(M, K, N, acc.rows, acc.cols)
+        feeds, n_rows = _tile_feeds(acc, A[None], B[None], requant)
         inputs = {"mode": mode} if mult.modes > 1 else {}
-        outputs, cycles = eng.run_streams(
-            feeds={"cmd": cmd_words, "a": a_words, "b": b_words},
-            drains={"result": mt * nt * R}, inputs=inputs,
-            max_cycles=2 * predicted + 1000)
-        rows_out = _unpack_rows(outputs["result"], Cc, acc.acc_width)
-        C = rows_out.reshape(mt, nt, R, Cc).transpose(0, 2, 1, 3).reshape(mt * R, nt * Cc)
-        C = np.ascontiguousarray(C[:M, :N])
+        outputs, cycles = eng.run_streams(feeds=feeds, drains={"result": n_rows},
+                                          inputs=inputs, max_cycles=2 * predicted + 1000)
+        C = _gather_tiles(acc, outputs["result"], 1, M, N)[0]
     finally:
         if own:
             eng.close()
-    return GemmResult(C, int(cycles), predicted, utilization(M, K, N, R, Cc, cycles), macs,
+    util = utilization(M, K, N, acc.rows, acc.cols, cycles)
+    return GemmResult(C, int(cycles), predicted, util, macs,
                       time.perf_counter() - t0 - build_s, getattr(eng, "name", str(engine)),
                       build_s)
+
+
+def _tile_feeds(acc, A: np.ndarray, B: np.ndarray, requant: Requant | None):
+    """Feeds of G GEMMs ``A[g] @ B[g]`` run back to back on accelerator `acc`: tiles in
+    (g, row block, column block) order. A (G, M, K), B (G or 1, K, N) int64 values.
+    Returns (feeds, result rows)."""
+    from .engine import pack_fields
+    R, Cc = acc.rows, acc.cols
+    G, M, K = A.shape
+    N = B.shape[2]
+    mt, nt = -(-M // R), -(-N // Cc)
+    fmt = acc.multiplier.fmt
+    Ap = np.zeros((G, mt * R, K), dtype=np.int64)
+    Ap[:, :M] = A
+    Bp = np.zeros((B.shape[0], K, nt * Cc), dtype=np.int64)
+    Bp[:, :, :N] = B
+    # beat k of tile (g, i, j): A[g, i*R:(i+1)*R, k] and B[g, k, j*C:(j+1)*C]
+    a_panel = pack_fields(Ap.reshape(G, mt, R, K).transpose(0, 1, 3, 2).reshape(-1, R),
+                          fmt.a_width, signed=fmt.signed)
+    b_panel = pack_fields(Bp.reshape(-1, K, nt, Cc).transpose(0, 2, 1, 3).reshape(-1, Cc),
+                          fmt.b_width, signed=fmt.signed)
+    wa, wb = a_panel.shape[1], b_panel.shape[1]
+    a_words = np.broadcast_to(a_panel.reshape(G, mt, 1, K, wa), (G, mt, nt, K, wa))
+    b_words = np.broadcast_to(b_panel.reshape(-1, 1, nt, K, wb), (G, mt, nt, K, wb))
+    m_cols = s_cols = None
+    if requant is not None:
+        m_cols, s_cols = requant.per_column(N)
+        m_cols = np.concatenate([m_cols, np.zeros(nt * Cc - N, np.int64)])
+        s_cols = np.concatenate([s_cols, np.ones(nt * Cc - N, np.int64)])
+    cmd = _command_words(acc, nt, K, requant, m_cols, s_cols)
+    feeds = {"cmd": np.ascontiguousarray(np.tile(cmd, (G * mt, 1))),
+             "a": np.ascontiguousarray(a_words.reshape(-1, wa)),
+             "b": np.ascontiguousarray(b_words.reshape(-1, wb))}
+    return feeds, G * mt * nt * R
+
+
+def _gather_tiles(acc, words: np.ndarray, G: int, M: int, N: int) -> np.ndarray:
+    """Result rows of `_tile_feeds`' tiles -> (G, M, N) int64."""
+    R, Cc = acc.rows, acc.cols
+    mt, nt = -(-M // R), -(-N // Cc)
+    rows_out = _unpack_rows(words, Cc, acc.acc_width)
+    C = rows_out.reshape(G, mt, nt, R, Cc).transpose(0, 1, 3, 2, 4).reshape(
+        G, mt * R, nt * Cc)
+    return np.ascontiguousarray(C[:, :M, :N])
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Outcome of `run_gemm_batch`: G GEMMs of one shape in one engine run.
+
+    Attributes
+    ----------
+    C : numpy.ndarray of int64, shape (G, M, N)
+    cycles, predicted_cycles : int
+        Clock edges of the whole run, and the cycle model's figure for its
+        ``G ceil(M/R) ceil(N/C)`` tiles (`predict_batch_cycles`).
+    macs : int
+        Useful MACs, G M K N.
+    wall_s : float
+    """
+
+    C: np.ndarray = field(repr=False)
+    cycles: int
+    predicted_cycles: int
+    macs: int
+    wall_s: float
+
+
+def predict_batch_cycles(G: int, M: int, K: int, N: int, rows: int, cols: int) -> int:
+    """Cycles of G M x K x N GEMMs run back to back (`run_gemm_batch`): the cycle model
+    of one GEMM with all their ``G ceil(M/R) ceil(N/C)`` tiles."""
+    return predict_cycles(G * -(-M // rows) * rows, K, N, rows, cols)
+
+
+def run_gemm_batch(A, B, engine, mode: int = 0,
+                   requant: Requant | None = None) -> BatchResult:
+    """``A[g] @ B[g]`` for every g on an engine built around an `Accelerator`, in one run.
+
+    The tiles of all G GEMMs follow each other in the command stream (no idle cycles in
+    between, each tile with its own command), so many small GEMMs of one shape (the
+    attention products of every sample and head) keep the array as busy as one large
+    one. Results are bit-exact with `run_gemm` on each GEMM.
+
+    Parameters
+    ----------
+    A : array_like of int, shape (G, M, K)
+    B : array_like of int, shape (G, K, N) or (1, K, N) (one B for every g)
+        Operand values in the multiplier's format (checked).
+    engine : Engine
+        Running an `Accelerator` (its multiplier and array size apply).
+    mode : int
+        Multiplier mode for the whole run (a mode-configurable multiplier switches modes
+        between runs, without a new design).
+    requant : Requant, optional
+        Requantize in the output stage (the same parameters for every g).
+    """
+    from axsa.rtl.accelerator import Accelerator
+
+    from .engine import Engine
+    t0 = time.perf_counter()
+    if not isinstance(engine, Engine) or not isinstance(engine.component, Accelerator):
+        raise InputError("run_gemm_batch needs an engine built around an Accelerator")
+    acc = engine.component
+    mult = acc.multiplier
+    mult._check_mode(mode)
+    A = np.asarray(A)
+    B = np.asarray(B)
+    if A.ndim != 3 or B.ndim != 3 or A.shape[2] != B.shape[1] \
+            or B.shape[0] not in (1, A.shape[0]) or 0 in A.shape or 0 in B.shape:
+        raise InputError(f"batched operands of shapes {A.shape} and {B.shape} do not "
+                         "chain: expected (G, M, K) and (G or 1, K, N)")
+    for name, x, (lo, hi) in (("A", A, mult.fmt.a_range()), ("B", B, mult.fmt.b_range())):
+        if x.dtype.kind not in "iub":
+            raise InputError(f"operand {name} has dtype {x.dtype}: GEMM operands must be "
+                             "integer arrays")
+        bad = (x < lo) | (x > hi)
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InputError(f"operand {name}{list(idx)} = {int(x[idx])} is outside the "
+                             f"{mult.fmt} range {lo}..{hi}")
+    G, M, K = A.shape
+    N = B.shape[2]
+    if K > acc.max_k:
+        raise InputError(f"K = {K} exceeds the design's max_k = {acc.max_k}")
+    if requant is not None:
+        requant.per_column(N)
+        if requant.bits > acc.acc_width - (0 if requant.signed else 1):
+            raise InputError(f"requantization bits = {requant.bits} does not fit the "
+                             f"{acc.acc_width}-bit result elements")
+    predicted = predict_batch_cycles(G, M, K, N, acc.rows, acc.cols)
+    feeds, n_rows = _tile_feeds(acc, A.astype(np.int64, copy=False),
+                                B.astype(np.int64, copy=False), requant)
+    inputs = {"mode": mode} if mult.modes > 1 else {}
+    outputs, cycles = engine.run_streams(feeds=feeds, drains={"result": n_rows},
+                                         inputs=inputs, max_cycles=2 * predicted + 1000)
+    C = _gather_tiles(acc, outputs["result"], G, M, N)
+    return BatchResult(C, int(cycles), predicted, G * M * K * N, time.perf_counter() - t0)

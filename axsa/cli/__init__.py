@@ -34,6 +34,7 @@ COMMANDS = {
     "eval": "axsa.cli.model:eval_",
     "finetune": "axsa.cli.model:finetune",
     "search": "axsa.cli.search:search",
+    "sim": "axsa.cli.sim:sim",
 }
 
 
