@@ -14,16 +14,20 @@
 4. Hardware: one of the model's GEMMs runs through the accelerator RTL (systolic array
    built from the chosen multiplier's gates) compiled with CXXRTL; the result is checked
    bit for bit against the emulation, and the cycle count against the cycle model.
-5. The whole model on the hardware: the co2 forecaster's test split with every GEMM on
-   the accelerator RTL (`axsa sim model`, the chosen multiplier everywhere), bit-exact
+5. Search: MCTS assigns one multiplier per GEMM (the chosen one, two truncations and
+   two modes of the configurable truncation), lowest multiplier energy per inference
+   within 2% accuracy loss on the validation split (`axsa search`, a small budget);
+   the front as search/front.json/.csv/.png and the chosen assignment.json.
+6. The whole model on the hardware: the co2 forecaster's test split with every GEMM on
+   the accelerator RTL (`axsa sim model --assign` the search's assignment), bit-exact
    against the integer reference; the per-GEMM table (cycles, utilization, energy) and
-   energy_per_gemm.png (energy per GEMM, all-exact vs the chosen multiplier).
+   energy_per_gemm.png (energy per GEMM, all-exact vs the assignment).
 
 The chosen multiplier is the one with the fewest gates among designs whose mred is at
 most --max-mred. Everything goes through the `axsa` command line with --json, as a user
 would run it. Output in --out (default ./demo-out/).
 
-    scripts/demo [--out DIR] [--format s8] [--max-mred 0.03] [--rows 4 --cols 4]
+    scripts/demo [--out DIR] [--format s8] [--max-mred 0.03] [--rows 4 --cols 4] [--budget 24]
 """
 
 from __future__ import annotations
@@ -140,6 +144,7 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=4)
     ap.add_argument("--cols", type=int, default=4)
     ap.add_argument("--gemm", default="layers.0.ffn.fc1", help="model GEMM to run on the RTL")
+    ap.add_argument("--budget", type=int, default=24, help="assignments the search evaluates")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -147,7 +152,8 @@ def main() -> int:
           "netlists, check against the models, measure error", file=sys.stderr)
     rows = characterize(args.format, args.out)
     print((args.out / "library.md").read_text())
-    exact = next(r for r in rows if r["spec"].startswith("exact@"))
+    from axsa.rtl.multipliers import parse_spec
+    exact = next(r for r in rows if parse_spec(r["spec"]).family == "exact")
     candidates = [r for r in rows if 0 < r["mred"] <= args.max_mred]
     if not candidates:
         raise SystemExit(f"no approximate design within mred {args.max_mred}")
@@ -195,14 +201,38 @@ def main() -> int:
     if not same or sim["cycles"] != sim["predicted_cycles"]:
         raise SystemExit("the RTL disagrees with the reference")
 
-    print(f"[5] the whole co2 forecaster on a {args.rows}x{args.cols} array of {chosen}, "
+    search_out = args.out / "search"
+    cands = ",".join(dict.fromkeys([chosen, "trunc(k=8)@s8", "trunc(k=8,comp=1)@s8",
+                                    "cfgtrunc@s8#2", "cfgtrunc@s8#3"]))
+    print(f"[5] search: one multiplier per GEMM from {cands}, MCTS, budget "
+          f"{args.budget}", file=sys.stderr)
+    found = axsa("search", "--model", "ts", "--candidates", cands, "--budget",
+                 str(args.budget), "--out", str(search_out))
+    print(f"search: {found['evaluations']} assignments evaluated, hypervolume "
+          f"{found['hypervolume']:.4f}; front (validation loss, multiplier energy vs "
+          "all-exact):")
+    for p in found["pareto"]:
+        shown = ", ".join(f"{g}={c}" for g, c in p["approximate"].items()) or "all exact"
+        print(f"  {100 * p['delta']:6.2f}%  {p['energy_ratio']:.3f}  {shown}")
+    if found["chosen"] is not None:
+        assign = ["--assign", str(search_out / "assignment.json")]
+        what = "the search's assignment"
+        c = found["chosen"]
+        print(f"chosen: energy {c['energy_ratio']:.3f} of all-exact at "
+              f"{100 * c['delta']:.2f}% validation / {100 * c['metric']['test_delta']:.2f}% "
+              "test RMSE loss\n")
+    else:
+        assign, what = ["--mult", chosen], chosen
+        print(f"no point within the budget; the RTL step uses {chosen} everywhere\n")
+
+    print(f"[6] the whole co2 forecaster on a {args.rows}x{args.cols} array with {what}, "
           "every GEMM on the RTL (CXXRTL)", file=sys.stderr)
-    rep = axsa("sim", "model", "--model", "ts", "--mult", chosen, "--rows", str(args.rows),
+    rep = axsa("sim", "model", "--model", "ts", *assign, "--rows", str(args.rows),
                "--cols", str(args.cols))
     print(gemm_table(rep))
     if not rep["bit_exact"] or rep["cycles"] != rep["predicted_cycles"]:
         raise SystemExit("the RTL disagrees with the reference")
-    energy_chart(rep, chosen, args.out / "energy_per_gemm.png")
+    energy_chart(rep, what, args.out / "energy_per_gemm.png")
     print(f"\nwrote {args.out}/ (library.md/.csv/.png, streams/, gemm_*.npy, "
           f"energy_per_gemm.png) in {time.perf_counter() - t0:.1f} s")
     return 0
