@@ -1,9 +1,9 @@
-"""One simulation API over two engines: Amaranth pysim and compiled CXXRTL.
+"""One simulation API over three engines: Amaranth pysim, compiled CXXRTL and Verilator.
 
 An engine wraps one top-level `wiring.Component` with a single clock domain (``sync``)
 and runs it stream transaction by stream transaction:
 
->>> from axsa.sim.pysim_engine import PysimEngine        # or axsa.sim.cxxrtl.CxxrtlEngine
+>>> from axsa.sim.pysim_engine import PysimEngine   # or CxxrtlEngine, VerilatorEngine
 >>> engine = PysimEngine(component, vcd=None)
 >>> outputs, cycles = engine.run_streams(
 ...     feeds={"cmd": cmd_words, "a": a_words},          # port name -> payload words
@@ -89,6 +89,7 @@ __all__ = [
 ENGINES = {
     "pysim": "axsa.sim.pysim_engine:PysimEngine",
     "cxxrtl": "axsa.sim.cxxrtl:CxxrtlEngine",
+    "verilator": "axsa.sim.verilator:VerilatorEngine",
 }
 
 
@@ -337,7 +338,7 @@ def _feed_words(data, port: StreamPort) -> np.ndarray:
 
 @dataclass
 class _Job:
-    """One `run_streams` call, normalised (shared by both engines)."""
+    """One `run_streams` call, normalised (shared by every engine)."""
 
     feeds: list[tuple[StreamPort, np.ndarray]]
     drains: list[tuple[StreamPort, int]]
@@ -515,7 +516,7 @@ class Engine(abc.ABC):
 
 
 def engine_class(name: str) -> type[Engine]:
-    """The `Engine` subclass called `name` (``"pysim"`` or ``"cxxrtl"``)."""
+    """The `Engine` subclass called `name` (a key of `ENGINES`)."""
     import importlib
 
     target = ENGINES.get(name)
@@ -526,5 +527,5 @@ def engine_class(name: str) -> type[Engine]:
 
 
 def make_engine(name: str, component: wiring.Component, **kwargs) -> Engine:
-    """Build engine `name` (``"pysim"`` or ``"cxxrtl"``) for `component`."""
+    """Build engine `name` (a key of `ENGINES`) for `component`."""
     return engine_class(name)(component, **kwargs)
