@@ -34,6 +34,7 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from amaranth.hdl import Module
@@ -182,6 +183,79 @@ def driver_run(name, mult, rows, cols, shape, view="table") -> Run:
                gemm_job(mult, shape))
 
 
+def baseline_tree(rev: str) -> Path:
+    """An importable copy of axsa at git revision `rev` of this checkout: its files
+    (``git archive``) under a temporary folder, and a folder ``pkg`` in which ``axsa``
+    and its subpackages sit where the revision's pyproject package-dir maps them."""
+    import io
+    import subprocess
+    import tarfile
+    import tempfile
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    dest = Path(tempfile.mkdtemp(prefix=f"axsa-{rev}-"))
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev], capture_output=True,
+                             check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest / "src", filter="data")
+    mapping = tomllib.loads((dest / "src" / "pyproject.toml").read_text())
+    mapping = mapping["tool"]["setuptools"]["package-dir"]
+    for package in sorted(mapping, key=lambda k: k.count(".")):
+        link = dest / "pkg" / package.replace(".", "/")
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(dest / "src" / mapping[package], target_is_directory=True)
+    return dest / "pkg"
+
+
+class BaselineRun:
+    """A case on CXXRTL with the code of another revision (`baseline_tree`), run in a child
+    process that times one run per request, so it alternates with this process's runs."""
+
+    def __init__(self, kind, rev, tree, case, case_args):
+        import subprocess
+        self.kind, self.engine = kind, f"cxxrtl@{rev}"
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", case, *case_args], env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        ready = json.loads(self.proc.stdout.readline())
+        self.build_s, self.cache_hit = ready["build_s"], ready["cache_hit"]
+        self.walls, self.results = [], []
+
+    def once(self):
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        result = json.loads(self.proc.stdout.readline())
+        self.walls.append(result.pop("wall_s"))
+        self.results.append(result)
+
+    def summary(self) -> dict:
+        self.proc.stdin.close()
+        self.proc.wait()
+        return Run.summary(self)
+
+
+def serve(case: str, args) -> None:
+    """The child of `BaselineRun`: build `case` on CXXRTL, then one timed run per line."""
+    mult = parse_spec(args.spec)
+    R, C = args.rows, args.cols
+    if case == "bare":
+        run = bare_run("cxxrtl", mult, R, C, args.tiles, args.k)
+    else:
+        run = driver_run("cxxrtl", mult, R, C, gemm_shape(args.gemm))
+    print(json.dumps({"build_s": run.build_s, "cache_hit": run.cache_hit}), flush=True)
+    for _ in sys.stdin:
+        run.once()
+        print(json.dumps({**run.results[-1], "wall_s": run.walls[-1]}), flush=True)
+
+
+def gemm_shape(text: str) -> tuple[int, int, int]:
+    M, K, N = (int(v) for v in text.lower().split("x"))
+    return M, K, N
+
+
 def measure(runs: list[Run], repeats: int, log) -> list[dict]:
     """Time every run `repeats` times, alternating the engines within each repeat."""
     for rep in range(repeats):
@@ -196,9 +270,11 @@ def measure(runs: list[Run], repeats: int, log) -> list[dict]:
 def with_ratios(rows: list[dict]) -> list[dict]:
     """Each row's MAC/s over CXXRTL's and pysim's of the same case."""
     by = {r["engine"]: r["mac_per_s"] for r in rows}
+    baseline = next((e for e in by if e.startswith("cxxrtl@")), None)
     for r in rows:
         for base in ("cxxrtl", "pysim"):
             r[f"over_{base}"] = r["mac_per_s"] / by[base] if base in by else None
+        r["over_baseline"] = r["mac_per_s"] / by[baseline] if baseline else None
     return rows
 
 
@@ -221,8 +297,15 @@ def main(argv=None) -> int:
     ap.add_argument("--circuit", action="store_true",
                     help="also time the bare array in the cell view on the compiled engines, "
                          "cells filled with product tables and with the multipliers' circuits")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also time CXXRTL with the code of git revision REV (e.g. main), "
+                         "alternated with the others: 'today's CXXRTL' in the same run")
+    ap.add_argument("--serve", metavar="CASE", help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     args = ap.parse_args(argv)
+    if args.serve:
+        serve(args.serve, args)
+        return 0
 
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     for e in engines:
@@ -232,11 +315,15 @@ def main(argv=None) -> int:
     R, C = args.rows, args.cols
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
     try:
-        M, K, N = (int(v) for v in args.gemm.lower().split("x"))
+        M, K, N = gemm_shape(args.gemm)
     except ValueError:
         ap.error(f"--gemm {args.gemm!r}: expected MxKxN")
+    case_args = [f"--rows={R}", f"--cols={C}", f"--spec={args.spec}", f"--tiles={args.tiles}",
+                 f"--k={args.k}", f"--gemm={args.gemm}"]
+    tree = baseline_tree(args.baseline) if args.baseline else None
     report = {"rows": R, "cols": C, "spec": mult.spec, "repeats": args.repeats,
-              "engines": engines, "load_average": list(os.getloadavg()), "cases": {}}
+              "engines": engines, "baseline": args.baseline,
+              "load_average": list(os.getloadavg()), "cases": {}}
 
     cases = {"bare": lambda e: bare_run(
         e, mult, R, C, args.pysim_tiles if e == "pysim" else args.tiles, args.k)}
@@ -251,6 +338,8 @@ def main(argv=None) -> int:
     for name, make in cases.items():
         log(f"{name}: building {', '.join(engines)} (compiled designs are cached) ...")
         runs = [run for run in (make(e) for e in engines) if run is not None]
+        if tree is not None and name in ("bare", "driver"):
+            runs.insert(0, BaselineRun(runs[0].kind, args.baseline, tree, name, case_args))
         report["cases"][name] = with_ratios(measure(runs, args.repeats, log))
 
     if not args.skip_driver and compiled:
@@ -274,17 +363,21 @@ def main(argv=None) -> int:
 
 
 def targets(rep) -> dict:
-    """Issue 12's targets, None where this run did not measure them."""
-    def best(case, base):
-        rows = rep["cases"].get(case)
-        if not rows or not any(r["engine"] == base for r in rows):
-            return None
-        return max(r[f"over_{base}"] for r in rows if r["engine"] != base)
+    """Issue 12's targets, None where this run did not measure them. "Today's CXXRTL" is
+    the `--baseline` revision's CXXRTL when it ran, else this code's."""
+    def best(case, key):
+        rows = rep["cases"].get(case) or []
+        ratios = [r[key] for r in rows if r.get(key) is not None
+                  and r["engine"] != "pysim" and not r["engine"].startswith("cxxrtl")]
+        return max(ratios) if ratios else None
 
     out = {}
     for case in ("bare", "driver"):
-        over_c, over_p = best(case, "cxxrtl"), best(case, "pysim")
-        out[f"{case}_fastest_ge_3x_cxxrtl"] = None if over_c is None else over_c >= 3
+        rows = rep["cases"].get(case) or []
+        today = "over_baseline" if any(r["engine"].startswith("cxxrtl@") for r in rows) \
+            else "over_cxxrtl"
+        over_c, over_p = best(case, today), best(case, "over_pysim")
+        out[f"{case}_fastest_ge_3x_todays_cxxrtl"] = None if over_c is None else over_c >= 3
         out[f"{case}_fastest_ge_100x_pysim"] = None if over_p is None else over_p >= 100
     util = rep.get("utilization")
     out["utilization_ge_90pct"] = (min(u["utilization"] for u in util) >= 0.9
@@ -302,8 +395,9 @@ def _print(rep) -> None:
     con = Console(width=160)
     t = Table(title=f"simulation speed, {rep['rows']}x{rep['cols']} array, {rep['spec']}, "
                     f"medians of {rep['repeats']} alternated runs")
+    base = f"x cxxrtl@{rep['baseline']}" if rep.get("baseline") else None
     for col in ("run", "engine", "GEMM / tiles", "MACs", "cycles", "wall s", "M MAC/s",
-                "x cxxrtl", "x pysim", "util", "build s", "exact"):
+                *([base] if base else []), "x cxxrtl", "x pysim", "util", "build s", "exact"):
         t.add_column(col, justify="right" if col not in ("run", "engine") else "left")
 
     def ratio(v):
@@ -312,6 +406,7 @@ def _print(rep) -> None:
     def row(r):
         t.add_row(r["kind"], r["engine"], r["what"], f"{r['macs']:,}", f"{r['cycles']:,}",
                   f"{r['wall_s']:.3f}", f"{r['mac_per_s'] / 1e6:.2f}",
+                  *([ratio(r.get("over_baseline"))] if base else []),
                   ratio(r.get("over_cxxrtl")), ratio(r.get("over_pysim")),
                   f"{r['utilization']:.1%}",
                   "" if r["kind"] == "utilization" else
