@@ -182,7 +182,8 @@ class SystolicArray(CheckedComponent):
         # A[r, k] and B[k, c] meet in PE (r, c) r + c cycles after step k entered. The
         # flags of step k reach every PE with r + c = d at the same time: one delay line
         # for the anti-diagonals (flags[d]) instead of flag registers in every PE.
-        # Operands and results are reset-less (only the flags say when they are valid).
+        # The operand skew registers are reset-less (the flags say when an operand is
+        # valid): no reset test in their R(R-1)/2 + C(C-1)/2 registers each cycle.
         def delayed(value, n, name):
             for i in range(n):
                 reg = Signal.like(value, name=f"{name}_d{i + 1}", reset_less=True)
@@ -218,8 +219,7 @@ class SystolicArray(CheckedComponent):
         row_sel = [flags[C + 1 + r][2] for r in range(R)]
         m.d.comb += self.out_next.eq(row_sel[0])
         emit = Cat(*row_sel).any()
-        out = Signal.like(self.out.payload, name="out_row", reset_less=True)
-        m.d.comb += self.out.payload.eq(out)
+        out = self.out.payload
         # only on emitting cycles (an enabled register: simulators skip the mux otherwise)
         with m.If(emit):
             for c in range(C):

@@ -13,7 +13,7 @@ happen within that bound.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, signed
 from amaranth.lib.wiring import In, Out
 
 from axsa.formats import acc_width_for_range
@@ -79,11 +79,6 @@ class Mac(CheckedComponent):
     ``acc <= (clr ? 0 : acc) + a*b`` on every clock edge where ``en`` is high (``en``
     defaults to 1, so an unconnected `en` accumulates every cycle).
 
-    The accumulator is reset-less (`clr` starts every sum; the domain's reset does not
-    touch it): it starts from 0 (its init value) and a reset leaves it as it is. Reset
-    logic in every register of a large array costs simulation speed (a compiled
-    simulator tests the reset in every register each cycle) and gates.
-
     Latency: 1 cycle from `a`/`b` to `acc`. Throughput: one product per cycle.
 
     Parameters
@@ -140,10 +135,8 @@ class Mac(CheckedComponent):
         p = product(m, mult, self.view, self.a, self.b,
                     mode=self.mode if mult.modes > 1 else None,
                     p_in=self.p_in if needs_p_in(mult, self.view) else None)
-        acc = Signal.like(self.acc, name="sum", reset_less=True)
         with m.If(self.en):
-            m.d.sync += acc.eq(Mux(self.clr, 0, acc) + p)
-        m.d.comb += self.acc.eq(acc)
+            m.d.sync += self.acc.eq(Mux(self.clr, 0, self.acc) + p)
         return m
 
 
@@ -158,10 +151,7 @@ class Pe(CheckedComponent):
     accumulator already works on the next tile, so tiles follow each other back to back.
 
     Latency: `a_out`/`b_out`/flags 1 cycle; `result` holds the sum 2 cycles after the
-    `last` step entered. The datapath registers (`a_out`, `b_out`, `result` and the
-    MAC's accumulator) are reset-less: nothing reads them before a valid step has
-    written them (`first` restarts a sum, `capture` writes `result`); the flags are
-    reset. `view` as for `Mac` (the ``"table"`` view of a non-exact
+    `last` step entered. `view` as for `Mac` (the ``"table"`` view of a non-exact
     multiplier adds the `p_in` input: the product of `a_in` and `b_in`, read outside).
 
     With ``shared_flags=True`` the PE does not forward the flags: the array delays them
@@ -208,11 +198,7 @@ class Pe(CheckedComponent):
             m.d.comb += mac.mode.eq(self.mode)
         if needs_p_in(mult, self.view):
             m.d.comb += mac.p_in.eq(self.p_in)
-        a_out = Signal.like(self.a_out, name="a_reg", reset_less=True)
-        b_out = Signal.like(self.b_out, name="b_reg", reset_less=True)
-        result = Signal.like(self.result, name="result_reg", reset_less=True)
-        m.d.sync += [a_out.eq(self.a_in), b_out.eq(self.b_in)]
-        m.d.comb += [self.a_out.eq(a_out), self.b_out.eq(b_out), self.result.eq(result)]
+        m.d.sync += [self.a_out.eq(self.a_in), self.b_out.eq(self.b_in)]
         if self.shared_flags:
             capture = self.capture
         else:
@@ -223,5 +209,5 @@ class Pe(CheckedComponent):
             ]
             capture = self.last_out
         with m.If(capture):
-            m.d.sync += result.eq(mac.acc)
+            m.d.sync += self.result.eq(mac.acc)
         return m
