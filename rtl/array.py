@@ -182,9 +182,11 @@ class SystolicArray(CheckedComponent):
         # A[r, k] and B[k, c] meet in PE (r, c) r + c cycles after step k entered. The
         # flags of step k reach every PE with r + c = d at the same time: one delay line
         # for the anti-diagonals (flags[d]) instead of flag registers in every PE.
+        # The operand skew registers are reset-less (the flags say when an operand is
+        # valid): no reset test in their R(R-1)/2 + C(C-1)/2 registers each cycle.
         def delayed(value, n, name):
             for i in range(n):
-                reg = Signal.like(value, name=f"{name}_d{i + 1}")
+                reg = Signal.like(value, name=f"{name}_d{i + 1}", reset_less=True)
                 m.d.sync += reg.eq(value)
                 value = reg
             return value

@@ -29,15 +29,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from amaranth.hdl import Const
 from amaranth.lib import wiring
 from axsa.rtl.cells import CELL_PREFIX, SIM_VIEWS
 
 from axsa import native, toolchain
 from axsa.errors import InputError, ToolError
 
-from .engine import Engine, PlainPort, StreamPort, _Job, ints_to_words, n_words
+from .engine import CompiledEngine
 
 __all__ = ["CxxrtlEngine", "build", "cache_dir", "runtime_include"]
 
@@ -217,7 +215,7 @@ def _load(lib: Path) -> ctypes.CDLL:
 _CREATE_LOCK = threading.Lock()
 
 
-class CxxrtlEngine(Engine):
+class CxxrtlEngine(CompiledEngine):
     """Compiled CXXRTL engine.
 
     Parameters
@@ -256,14 +254,6 @@ class CxxrtlEngine(Engine):
     """
 
     name = "cxxrtl"
-    default_view = "table"
-
-    @classmethod
-    def design_view(cls, view: str, multiplier) -> str:
-        """``a * b`` (the table view) for exact multipliers under the table view: one
-        library for every exact multiplier of a format, quickest to build; else cells,
-        filled with tables or circuits (``cells=view``)."""
-        return "table" if view == "table" and multiplier.is_exact else "cell"
 
     def __init__(self, component: wiring.Component, vcd: str | os.PathLike | None = None,
                  verilog_sources: Sequence[str | os.PathLike] = (),
@@ -294,59 +284,3 @@ class CxxrtlEngine(Engine):
         combinational logic settles in one pass; more means feedback between parts of the
         design that costs simulation speed."""
         return int(self._dll.axsa_deltas(self._sim))
-
-    def _error(self) -> str:
-        return self._dll.axsa_error(self._sim).decode()
-
-    @staticmethod
-    def _names(port: StreamPort) -> list[bytes]:
-        def name(sig, leaf):
-            return b"" if isinstance(sig, Const) else f"{port.rtl_name}__{leaf}".encode()
-        return [name(port.valid, "valid"), name(port.ready, "ready"),
-                name(port.payload, "payload") if port.width else b""]
-
-    def _run(self, job: _Job):
-        streams = [(p, w) for p, w in job.feeds]
-        outs = [(p, np.zeros((n, n_words(p.width)), dtype=np.uint32)) for p, n in job.drains]
-        n = len(streams) + len(outs)
-        names = [nm for p, _ in streams + outs for nm in self._names(p)]
-        keep = [ctypes.c_char_p(nm) for nm in names]
-        name_arr = (ctypes.c_char_p * len(keep))(*keep)
-        counts = np.array([len(w) for _, w in streams] + [len(w) for _, w in outs],
-                          dtype=np.int64)
-        data_arr = (ctypes.c_void_p * max(n, 1))(*[w.ctypes.data for _, w in streams + outs])
-        done = np.zeros(n, dtype=np.int64)
-        cycles = self._dll.axsa_run(self._sim, len(streams), len(outs), name_arr,
-                                    counts.ctypes.data, data_arr, done.ctypes.data,
-                                    job.max_cycles)
-        if cycles == -2:
-            raise ToolError(f"cxxrtl: {self._error()}")
-        k = len(streams)
-        outputs = {p.name: w[:done[k + i]] for i, (p, w) in enumerate(outs)}
-        accepted = {p.name: int(done[i]) for i, (p, _) in enumerate(streams)}
-        return outputs, int(cycles), accepted
-
-    def _set_input(self, port: PlainPort, value: int) -> None:
-        words = np.ascontiguousarray(ints_to_words([value], port.shape.width)[0])
-        if self._dll.axsa_set(self._sim, port.rtl_name.encode(), words.ctypes.data) != 0:
-            raise ToolError(f"cxxrtl: {self._error()}")
-
-    def _read(self, port: PlainPort) -> int:
-        words = np.zeros(max(1, n_words(port.shape.width)), np.uint32)
-        if self._dll.axsa_get(self._sim, port.rtl_name.encode(), words.ctypes.data) != 0:
-            raise ToolError(f"cxxrtl: {self._error()}")
-        return sum(int(w) << (32 * i) for i, w in enumerate(words))
-
-    def _reset(self) -> None:
-        self._dll.axsa_reset(self._sim)
-        for port in self.ports.values():
-            if port.is_input:
-                self._set_input(port, 0)
-
-    def close(self) -> None:
-        if getattr(self, "_sim", None):
-            self._dll.axsa_destroy(self._sim)
-            self._sim = None
-
-    def __del__(self):
-        self.close()

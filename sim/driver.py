@@ -11,8 +11,9 @@ block each), and reads R result rows. All packing is numpy-vectorised over tiles
 beats (one Python step per distinct command only), so the host stays well ahead of the
 compiled engine.
 
-Engines: ``"pysim"``, ``"cxxrtl"`` (names for `axsa.sim.engine.make_engine`), an `Engine`
-already built around an `Accelerator`, or ``"emulate"``: no RTL, the product-table GEMM
+Engines: ``"pysim"``, ``"cxxrtl"``, ``"verilator"`` (names for
+`axsa.sim.engine.make_engine`), an `Engine` already built around an `Accelerator`, or
+``"emulate"``: no RTL, the product-table GEMM
 (`reference_gemm`, or the ``emulator`` the caller passes: `axsa gemm` passes the models'
 fast one, `axsa.models.approx.emulate_gemm`; `sim` itself knows no torch).
 """
@@ -205,7 +206,7 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
     B : array_like of int, shape (K, N)
         Operand values in the multiplier's format.
     mult : str or Multiplier
-    engine : {"pysim", "cxxrtl", "emulate"} or Engine
+    engine : {"pysim", "cxxrtl", "verilator", "emulate"} or Engine
         An `Engine` built around an `Accelerator` is reused (its array size wins).
     rows, cols : int
         Array size when the engine is built here.
@@ -276,8 +277,9 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
     if isinstance(engine, Engine):
         eng, own = engine, False
     else:
-        if engine not in ("pysim", "cxxrtl"):
-            raise InputError(f"unknown engine {engine!r} (known: emulate, pysim, cxxrtl)")
+        if engine not in ("pysim", "cxxrtl", "verilator"):
+            raise InputError(f"unknown engine {engine!r} "
+                             "(known: emulate, pysim, cxxrtl, verilator)")
         eng_cls = engine_class(engine)
         view = eng_cls.default_view if view is None else view
         if view not in SIM_VIEWS:

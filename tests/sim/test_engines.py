@@ -1,6 +1,7 @@
 """The engine API on the pysim engine: payload words, stream timing, state, VCD, bad input.
 
-The CXXRTL engine runs the same designs in test_cxxrtl.py and must agree to the cycle.
+The compiled engines (CXXRTL, Verilator) run the same designs in test_compiled.py and
+must agree to the cycle.
 """
 
 import numpy as np
@@ -246,8 +247,9 @@ def test_timeout_is_a_tool_error_naming_the_missing_items():
 
 
 def test_make_engine_rejects_unknown_engine():
-    with pytest.raises(InputError, match="unknown engine 'verilator'"):
-        make_engine("verilator", None)
+    with pytest.raises(InputError, match="unknown engine 'icarus' .known: pysim, cxxrtl, "
+                                         "verilator"):
+        make_engine("icarus", None)
     assert isinstance(make_engine("pysim", StreamMac()), PysimEngine)
 
 
