@@ -113,6 +113,25 @@ def test_a_killed_search_resumes_without_reevaluating(warm, tmp_path):
     assert fresh["pareto"] == data["pareto"] and _evals(fresh_db) == after
 
 
+@pytest.mark.slow
+def test_finetune_top_writes_a_checkpoint_eval_agrees_with(warm, tmp_path):
+    d, _ = warm
+    db = tmp_path / "r.sqlite"
+    shutil.copy(d / "r.sqlite", db)
+    run = _search(db, tmp_path / "out", "--budget", "8", "--finetune-top", "1")
+    assert run.returncode == 0, run.stderr
+    tuned = [p for p in json.loads(run.stdout)["pareto"] if "finetuned" in p]
+    assert len(tuned) == 1
+    ft = tuned[0]["finetuned"]
+    assign = tmp_path / "a.json"
+    assign.write_text(json.dumps(tuned[0]["assignment"]))
+    # the fine-tuned checkpoint, evaluated by `axsa eval` with the same assignment,
+    # measures exactly what the search reported for it
+    ev = axsa("eval", "--ckpt", ft["checkpoint"], "--assign", str(assign), "--json")
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["approx"]["rmse"] == ft["test"]["rmse"]
+
+
 def test_a_killed_parallel_search_leaves_no_worker(warm, tmp_path):
     d, _ = warm
     db = tmp_path / "r.sqlite"
