@@ -55,12 +55,16 @@ DEFAULT_ENERGY_OPS = 1 << 18
 _CHUNK_OPS = 1 << 19
 
 
+#: engines that compile the design with its multipliers as cells (tables or circuits)
+COMPILED = ("cxxrtl", "verilator")
+
+
 class DesignCache:
     """One engine per (multiplier, array shape, accumulator width), built on first use.
 
     Parameters
     ----------
-    engine : {"cxxrtl", "pysim"}
+    engine : {"cxxrtl", "verilator", "pysim"}
     rows, cols : int
         Array size R x C.
     max_k : int
@@ -93,7 +97,7 @@ class DesignCache:
         eng = self._engines.get(key)
         if eng is None:
             t0 = time.perf_counter()
-            if self.name == "cxxrtl":
+            if self.name in COMPILED:     # compiled engines: multiplier cells
                 design_view = "cell"
             else:
                 if self.view == "circuit" and getattr(mult, "verilog_sources", None):

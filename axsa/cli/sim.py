@@ -24,7 +24,8 @@ def sim():
 @click.option("--assign", default=None, type=click.Path(dir_okay=False),
               help='JSON file {gemm name: spec} (or {"spec": ..., "mode": m}); GEMMs not '
                    "named multiply exactly.")
-@click.option("--engine", type=click.Choice(["cxxrtl", "pysim"]), default="cxxrtl",
+@click.option("--engine", type=click.Choice(["cxxrtl", "verilator", "pysim"]),
+              default="cxxrtl",
               show_default=True, help="Simulation engine.")
 @click.option("--rows", type=int, default=16, show_default=True, help="Array rows R.")
 @click.option("--cols", type=int, default=16, show_default=True, help="Array columns C.")

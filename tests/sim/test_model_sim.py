@@ -127,6 +127,15 @@ def test_model_bit_exact_cxxrtl(cxx, models, kind, entries):
             assert exact["rmse"] != rep["metric"]["value"]
 
 
+@pytest.mark.parametrize("kind", ["ts", "vit"])
+def test_model_bit_exact_verilator(models, kind):
+    model, ds = models[kind]
+    with DesignCache("verilator", 4, 3) as designs:
+        rep = simulate_model(model, split_head(ds.test, 3), MIXED, designs, batch=2,
+                             check_gemms=True, energy=False)
+    _check_report(rep, model, ds, 3, MIXED, 4, 3, [2, 1])
+
+
 @pytest.mark.parametrize("kind", ["ts", pytest.param("vit", marks=pytest.mark.slow)])
 def test_model_bit_exact_pysim(models, kind):
     model, ds = models[kind]
