@@ -55,18 +55,35 @@ def _epoch_info(rec: dict) -> str:
     return f"loss {rec['loss']:.4f} val top-1 {100 * rec['top1']:.1f}%"
 
 
-def _assignment(model, mult: str | None, assign: str | None):
-    """(tables {gemm: ProductTable}, shown {gemm: spec}) from --mult / --assign, through
-    `axsa.models.assignment` (which checks them against the model)."""
-    if mult is None and assign is None:
-        return None, None
+ckpt_option = click.option("--ckpt", type=click.Path(dir_okay=False), default=None,
+                           help="Checkpoint (default: the demo checkpoint shipped with axsa).")
+mult_option = click.option("--mult", default=None, help="One multiplier spec for every GEMM.")
+assign_option = click.option(
+    "--assign", default=None, type=click.Path(dir_okay=False),
+    help='JSON file {gemm name: spec} (or {"spec": ..., "mode": m}); GEMMs not named '
+         "multiply exactly.")
+
+
+def assignment_entries(model, mult: str | None, assign: str | None):
+    """(entries, source) of --mult / --assign for `axsa.models.assignment`; (None, None)
+    when neither is given."""
     if mult is not None and assign is not None:
         raise InputError("give either --mult or --assign, not both")
     from axsa.models import assignment as A
     if mult is not None:
-        entries, source = A.uniform_assignment(model, mult), "--mult"
-    else:
-        entries, source = A.read_assignment(assign), f"assignment file {assign!r}"
+        return A.uniform_assignment(model, mult), "--mult"
+    if assign is not None:
+        return A.read_assignment(assign), f"assignment file {assign!r}"
+    return None, None
+
+
+def _assignment(model, mult: str | None, assign: str | None):
+    """(tables {gemm: ProductTable}, shown {gemm: spec}) from --mult / --assign, through
+    `axsa.models.assignment` (which checks them against the model)."""
+    entries, source = assignment_entries(model, mult, assign)
+    if entries is None:
+        return None, None
+    from axsa.models import assignment as A
     resolved = A.resolve_assignment(model, entries, source)
     return resolved.tables, resolved.specs
 
@@ -152,12 +169,9 @@ def train(kind, bits, epochs, qat_epochs, seed, d_model, heads, layers, ff, wind
 
 @click.command("eval")
 @model_option
-@click.option("--ckpt", type=click.Path(dir_okay=False), default=None,
-              help="Checkpoint (default: the demo checkpoint shipped with axsa).")
-@click.option("--mult", default=None, help="One multiplier spec for every GEMM.")
-@click.option("--assign", default=None, type=click.Path(dir_okay=False),
-              help='JSON file {gemm name: spec} (or {"spec": ..., "mode": m}); GEMMs not '
-                   "named multiply exactly.")
+@ckpt_option
+@mult_option
+@assign_option
 @click.option("--list-gemms", is_flag=True, help="List the model's GEMMs and exit.")
 @click.option("--record", "record_dir", type=click.Path(file_okay=False), default=None,
               help="Write each GEMM's integer operand streams (<gemm>.npz) to this folder.")

@@ -8,13 +8,13 @@ from pathlib import Path
 import click
 
 from ._common import emit, json_option, progress_bar
+from .model import ckpt_option
 
 
 @click.command()
 @click.option("--model", "kind", type=click.Choice(["ts", "vit"]),
               help="ts: co2 forecaster; vit: tiny ViT on digits.")
-@click.option("--ckpt", type=click.Path(dir_okay=False), default=None,
-              help="Checkpoint (default: the demo checkpoint shipped with axsa).")
+@ckpt_option
 @click.option("--candidates", default=None,
               help="Comma-separated specs, SPEC#MODE for one mode of a configurable "
                    "multiplier (default: about 15 specs over several families and "

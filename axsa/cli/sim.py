@@ -7,7 +7,7 @@ import click
 from axsa.errors import InputError, ToolError
 
 from ._common import emit, json_option, progress_bar
-from .model import MODEL_KINDS
+from .model import MODEL_KINDS, assign_option, assignment_entries, ckpt_option, mult_option
 
 
 @click.group()
@@ -18,12 +18,9 @@ def sim():
 @sim.command("model")
 @click.option("--model", "kind", type=click.Choice(MODEL_KINDS),
               help="ts: co2 forecaster; vit: tiny ViT on digits.")
-@click.option("--ckpt", type=click.Path(dir_okay=False), default=None,
-              help="Checkpoint (default: the demo checkpoint shipped with axsa).")
-@click.option("--mult", default=None, help="One multiplier spec for every GEMM.")
-@click.option("--assign", default=None, type=click.Path(dir_okay=False),
-              help='JSON file {gemm name: spec} (or {"spec": ..., "mode": m}); GEMMs not '
-                   "named multiply exactly.")
+@ckpt_option
+@mult_option
+@assign_option
 @click.option("--engine", type=click.Choice(["cxxrtl", "verilator", "pysim"]),
               default="cxxrtl",
               show_default=True, help="Simulation engine.")
@@ -62,19 +59,14 @@ def model(kind, ckpt, mult, assign, engine, rows, cols, samples, view, batch, ch
     """
     if kind is None and ckpt is None:
         raise InputError("give --model (ts or vit) or --ckpt")
-    if mult is not None and assign is not None:
-        raise InputError("give either --mult or --assign, not both")
     from axsa.model_sim import simulate_model, split_head
     from axsa.models import assignment as A
     from axsa.models import train as T
     from axsa.sim.network import DesignCache
 
     model_, source, _ = T.load_checkpoint(ckpt, kind)
-    if mult is not None:
-        entries, where = A.uniform_assignment(model_, mult), "--mult"
-    elif assign is not None:
-        entries, where = A.read_assignment(assign), f"assignment file {assign!r}"
-    else:
+    entries, where = assignment_entries(model_, mult, assign)
+    if entries is None:
         entries, where = {}, "assignment"
     A.resolve_assignment(model_, entries, where)         # bad input before any build
     ds = T.load_data(model_.kind, source, model_)
