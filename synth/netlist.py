@@ -132,6 +132,7 @@ class GateNetlist:
         driver = {c.output: c for c in cells}
         level: dict[int, int] = {}
         order = []
+        open_: set[int] = set()  # outputs of the cells on the DFS path
         for start in cells:  # iterative DFS, so deep netlists don't hit the recursion limit
             if start.output in level:
                 continue
@@ -141,10 +142,16 @@ class GateNetlist:
                 if cell.output in level:
                     continue
                 if expanded:
+                    open_.discard(cell.output)
                     level[cell.output] = 1 + max(
                         (level.get(n, 0) for n in cell.inputs.values()), default=0)
                     order.append(cell)
                     continue
+                if cell.output in open_:
+                    raise ToolError(f"netlist {self.top} has a combinational loop through "
+                                    f"{self._loop_names(cell, driver, open_)}: the gate "
+                                    "evaluator needs an acyclic netlist")
+                open_.add(cell.output)
                 stack.append((cell, True))
                 for n in cell.inputs.values():
                     d = driver.get(n)
@@ -160,6 +167,22 @@ class GateNetlist:
             levels.append((kind, ins, np.array([c.output for c in group])))
         self.depth = max(level.values(), default=0)
         return order, levels
+
+    def _loop_names(self, cell: Cell, driver: dict, open_: set) -> str:
+        """The cells (and named signals) of the loop through `cell`, for the message."""
+        loop, seen, current = [], set(), cell
+        while current is not None and current.output not in seen:
+            seen.add(current.output)
+            loop.append(current)
+            current = next((driver[n] for n in current.inputs.values()
+                            if n in open_ and n in driver), None)
+        names = {}
+        for name, nets in self.signal_nets.items():
+            for n in nets:
+                names.setdefault(n, name)
+        parts = [c.name + (f" ({names[c.output]})" if c.output in names else "")
+                 for c in loop[:6]]
+        return ", ".join(parts) + (", ..." if len(loop) > 6 else "")
 
     # -- evaluation --------------------------------------------------------------------
     def _words(self, signals: dict[str, np.ndarray]) -> tuple[np.ndarray, int]:

@@ -7,6 +7,8 @@ import pytest
 from axsa.rtl.multipliers import exact_table, parse_spec
 from axsa.synth.netlist import GateNetlist, gate_netlist, product_table
 
+from axsa.errors import ToolError
+
 SAMPLES = ["exact", "booth", "mul", "trunc(k=3)", "trunc(k=5,comp=1)", "bam(h=1,v=3)",
            "perf(i=1,j=2)", "drum(k=2)", "drum(k=3)", "mitchell", "mitchell(t=2)", "roba",
            "kulkarni", "ssm(m=2)", "ssm(m=3)"]
@@ -69,6 +71,18 @@ def test_evaluator_gate_functions():
     expect = (a ^ b) | (np.where(s, b, a) << 1) | ((1 - (a & b)) << 2)
     assert np.array_equal(y, expect)
     assert nl.depth == 2
+
+
+def test_combinational_loop_is_refused_naming_its_cells():
+    # y = NOT(a AND y'), y' = NOT(y): a loop through c0 and c1, beside a loop-free gate
+    data = _net([("$_AND_", {"A": [2], "B": [6], "Y": [5]}),
+                 ("$_NOT_", {"A": [5], "Y": [6]}),
+                 ("$_XOR_", {"A": [2], "B": [3], "Y": [4]})],
+                {"a": {"direction": "input", "bits": [2]}, "b": {"direction": "input", "bits": [3]},
+                 "y": {"direction": "output", "bits": [4, 5]}})
+    with pytest.raises(ToolError, match=r"combinational loop through c\d .*c\d") as err:
+        GateNetlist(data, "t")
+    assert "c2" not in str(err.value)
 
 
 def test_toggle_counts_count_changes_between_consecutive_vectors():
