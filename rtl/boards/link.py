@@ -36,8 +36,8 @@ from amaranth.lib.wiring import In, Out
 from axsa.rtl.component import CheckedComponent
 
 __all__ = ["CTRL_CYCLES", "CTRL_ERROR", "CTRL_IDENTIFY", "CTRL_MODE", "CommandDecoder",
-           "ERR_K", "ERR_MODE", "ERR_OPCODE", "MAGIC", "OP_CYCLES", "OP_IDENTIFY",
-           "OP_MODE", "OP_TILE", "PROTOCOL_VERSION", "REPLY", "ReplyEncoder",
+           "ERR_K", "ERR_MODE", "ERR_OPCODE", "IDENTIFY_FORMAT", "MAGIC", "OP_CYCLES",
+           "OP_IDENTIFY", "OP_MODE", "OP_TILE", "PROTOCOL_VERSION", "REPLY", "ReplyEncoder",
            "crc16_xmodem", "identify_payload", "link_sizes"]
 
 OP_IDENTIFY, OP_TILE, OP_MODE, OP_CYCLES = b"ITMC"
@@ -61,22 +61,30 @@ def _bytes_for(bits: int) -> int:
 
 
 def link_sizes(acc) -> dict:
-    """Bytes on the link of accelerator `acc`'s values: ``cmd`` (a command word),
-    ``a`` and ``b`` (one beat each), ``row`` (one result row)."""
+    """Bytes on the link of an accelerator's values: ``cmd`` (a command word), ``a`` and
+    ``b`` (one beat each), ``row`` (one result row). `acc` is an `Accelerator`, or
+    anything with its ``multiplier``, ``rows``, ``cols``, ``acc_width`` and
+    ``cmd_layout`` (the host's `axsa.board_host.BoardInfo`)."""
+    fmt = acc.multiplier.fmt
     return {"cmd": _bytes_for(acc.cmd_layout.size),
-            "a": _bytes_for(acc.a.payload.shape().size),
-            "b": _bytes_for(acc.b.payload.shape().size),
-            "row": _bytes_for(acc.result_layout.size)}
+            "a": _bytes_for(acc.rows * fmt.a_width),
+            "b": _bytes_for(acc.cols * fmt.b_width),
+            "row": _bytes_for(acc.cols * acc.acc_width)}
+
+
+#: `identify_payload`'s fixed part after the magic (`struct` format)
+IDENTIFY_FORMAT = "<BHHIBBIHB"
 
 
 def identify_payload(acc, clk_freq: float, divisor: int) -> bytes:
     """The ``i`` reply's payload: magic ``AXSA``, protocol version (1 byte), rows, cols
-    (2 bytes each), max_k (4), acc_width (1), clock frequency in Hz (4), baud divisor (2),
-    the multiplier spec's length (1) and the spec (ASCII)."""
+    (2 bytes each), max_k (4), acc_width (1), tiles in flight at most
+    (`Accelerator.max_tiles`, 1), clock frequency in Hz (4), baud divisor (2), the
+    multiplier spec's length (1) and the spec (ASCII)."""
     spec = acc.multiplier.spec.encode("ascii")
-    return (MAGIC + struct.pack("<BHHIBIHB", PROTOCOL_VERSION, acc.rows, acc.cols,
-                                acc.max_k, acc.acc_width, round(clk_freq), divisor,
-                                len(spec)) + spec)
+    return (MAGIC + struct.pack(IDENTIFY_FORMAT, PROTOCOL_VERSION, acc.rows, acc.cols,
+                                acc.max_k, acc.acc_width, acc.max_tiles, round(clk_freq),
+                                divisor, len(spec)) + spec)
 
 
 def crc16_xmodem(data_bytes: bytes, crc: int = 0) -> int:

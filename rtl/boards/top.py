@@ -29,7 +29,7 @@ from axsa.rtl.queue import Queue
 from .link import CYCLE_BITS, CommandDecoder, ReplyEncoder, identify_payload
 from .uart import UartRx, UartTx, check_divisor
 
-__all__ = ["BOARD_DEFAULTS", "BoardTop", "DEFAULT_BOARD_MAX_K", "board_top_for"]
+__all__ = ["BOARD_DEFAULTS", "BoardTop", "DEFAULT_BOARD_MAX_K", "board_config", "board_top_for"]
 
 #: longest reduction per tile of a board top unless told (a longer K is split on the host)
 DEFAULT_BOARD_MAX_K = 1024
@@ -159,11 +159,11 @@ class BoardTop(wiring.Component):
         return m
 
 
-def board_top_for(board: str, *, rows: int | None = None, cols: int | None = None,
-                  mult=None, **kwargs) -> BoardTop:
-    """The `BoardTop` of board `board`'s default configuration (`BOARD_DEFAULTS`), with
-    `rows`, `cols`, `mult` (spec or Multiplier) and the other `BoardTop` keywords
-    overriding it."""
+def board_config(board: str, *, rows: int | None = None, cols: int | None = None,
+                 mult=None) -> dict:
+    """Board `board`'s default configuration (`BOARD_DEFAULTS`) with `rows`, `cols` and
+    `mult` (spec or Multiplier) overriding it: ``multiplier`` (parsed), ``rows``,
+    ``cols``, ``clk_freq``. An unknown board is an InputError naming the known ones."""
     from axsa.rtl.multipliers import parse_spec
 
     from axsa.errors import InputError
@@ -172,8 +172,16 @@ def board_top_for(board: str, *, rows: int | None = None, cols: int | None = Non
         raise InputError(f"unknown board {board!r} (known: {', '.join(BOARD_DEFAULTS)})")
     conf = BOARD_DEFAULTS[board]
     mult = conf["mult"] if mult is None else mult
-    if isinstance(mult, str):
-        mult = parse_spec(mult)
+    return {"multiplier": parse_spec(mult) if isinstance(mult, str) else mult,
+            "rows": conf["rows"] if rows is None else rows,
+            "cols": conf["cols"] if cols is None else cols,
+            "clk_freq": conf["clk_freq"]}
+
+
+def board_top_for(board: str, *, rows: int | None = None, cols: int | None = None,
+                  mult=None, **kwargs) -> BoardTop:
+    """The `BoardTop` of `board_config` (the board's defaults, overridden by `rows`,
+    `cols`, `mult`), with the other `BoardTop` keywords in `kwargs`."""
+    conf = board_config(board, rows=rows, cols=cols, mult=mult)
     kwargs.setdefault("clk_freq", conf["clk_freq"])
-    return BoardTop(mult, conf["rows"] if rows is None else rows,
-                    conf["cols"] if cols is None else cols, **kwargs)
+    return BoardTop(conf["multiplier"], conf["rows"], conf["cols"], **kwargs)

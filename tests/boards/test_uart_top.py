@@ -81,7 +81,7 @@ def test_identify_at_the_pins(top):
     spec = b"exact@s4"
     acc_width = top.accelerator.acc_width
     payload = (b"AXSA" + bytes([1]) + (2).to_bytes(2, "little") * 2
-               + (8).to_bytes(4, "little") + bytes([acc_width])
+               + (8).to_bytes(4, "little") + bytes([acc_width, top.accelerator.max_tiles])
                + (1_000_000).to_bytes(4, "little") + (DIVISOR).to_bytes(2, "little")
                + bytes([len(spec)]) + spec)
     expected = _expected_frame(b"i", payload)
