@@ -68,6 +68,9 @@ class SimulatedBoard:
         dll.axsa_uart_reset.argtypes, dll.axsa_uart_reset.restype = [vp], None
         dll.axsa_uart_run.argtypes = [vp, ctypes.c_char_p, i64, vp, i64, vp, i64, i64]
         dll.axsa_uart_run.restype = i64
+        if hasattr(dll, "axsa_set_table"):
+            dll.axsa_set_table.argtypes = [ctypes.c_int, vp]
+            dll.axsa_set_table.restype = None
         self._dll = dll
         self._tables = [cell.lookup_table() for cell in design.tables]
         with cxxrtl._CREATE_LOCK:
