@@ -112,16 +112,19 @@ class BoardLink:
         it).
     timeout : float
         Seconds of silence from the board before a read is given up (ToolError).
+    identify : bool
+        Ask the board what it is on opening (default; `run_board_gemm` needs `info`).
 
     Attributes
     ----------
-    info : BoardInfo
+    info : BoardInfo or None
         The board's identify reply, read on opening.
     bytes_sent, bytes_received : int
         Totals on the line since opening.
     """
 
-    def __init__(self, port: str, baud: int = 115200, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, port: str, baud: int = 115200, timeout: float = DEFAULT_TIMEOUT,
+                 identify: bool = True):
         import serial
 
         self.port, self.timeout = port, timeout
@@ -133,7 +136,7 @@ class BoardLink:
                              "plugged in, or `axsa board-sim` running?)") from None
         try:
             self._serial.reset_input_buffer()  # whatever an earlier session left behind
-            self.info = self.identify()
+            self.info = self.identify() if identify else None
         except BaseException:
             self.close()
             raise

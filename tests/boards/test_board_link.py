@@ -210,11 +210,7 @@ def test_bad_reply_checksum_is_named():
     master, path = open_pty()
     os.set_blocking(master, True)
     try:
-        import serial
-        port = serial.Serial(path, timeout=5)
-        link = BoardLink.__new__(BoardLink)  # no identify: the test plays the board
-        link.port, link.timeout, link._serial = path, 5, port
-        link.bytes_sent = link.bytes_received = 0
+        link = BoardLink(path, timeout=5, identify=False)  # the test plays the board
         body = b"c\x08\x00" + (1234).to_bytes(8, "little")
         good = body + crc16_xmodem(body).to_bytes(2, "little")
         os.write(master, good)
