@@ -66,7 +66,7 @@ class SimulatedBoard:
         dll.axsa_uart_create.argtypes, dll.axsa_uart_create.restype = [i64], vp
         dll.axsa_uart_destroy.argtypes, dll.axsa_uart_destroy.restype = [vp], None
         dll.axsa_uart_reset.argtypes, dll.axsa_uart_reset.restype = [vp], None
-        dll.axsa_uart_run.argtypes = [vp, ctypes.c_char_p, i64, vp, i64, vp, i64, i64]
+        dll.axsa_uart_run.argtypes = [vp, ctypes.c_char_p, i64, vp, vp, i64, vp, i64, i64]
         dll.axsa_uart_run.restype = i64
         if hasattr(dll, "axsa_set_table"):
             dll.axsa_set_table.argtypes = [ctypes.c_int, vp]
@@ -80,28 +80,31 @@ class SimulatedBoard:
         if not self._board:
             raise ToolError("the compiled board top has no clk, rx or tx port")
         self._out = np.zeros(1 << 16, dtype=np.uint8)
-        self._n_out = np.zeros(1, dtype=np.int64)
+        self._counts = np.zeros(2, dtype=np.int64)  # bytes begun of the input, of output
         self.cycles = 0
         # silence after which the board has nothing more to say: longer than any reply's
         # start takes (a tile's last rows leave the array R + C + ~20 cycles after its
         # last beat), in cycles
         self.quiet_cycles = 4096 + 40 * top.divisor + 4 * (top.rows + top.cols)
 
-    def exchange(self, data: bytes = b"", max_cycles: int = 1 << 18) -> tuple[bytes, bool]:
+    def exchange(self, data: bytes = b"",
+                 max_cycles: int = 1 << 18) -> tuple[int, bytes, bool]:
         """Send `data` to the board and run it for at most `max_cycles` cycles.
 
-        Returns the bytes it sent back and whether it went quiet (all of `data` sent
-        and the line idle for `quiet_cycles`): then it has nothing more to say until it
-        is sent more.
+        Returns how many bytes of `data` went onto the line (the rest is for the next
+        call), the bytes the board sent back, and whether it went quiet (all of `data`
+        sent and the line idle for `quiet_cycles`): then it has nothing more to say
+        until it is sent more.
         """
         if not self._board:
             raise ToolError("the simulated board is closed")
-        ran = self._dll.axsa_uart_run(self._board, data, len(data), self._out.ctypes.data,
-                                      len(self._out), self._n_out.ctypes.data,
-                                      max_cycles, self.quiet_cycles)
+        counts = self._counts
+        ran = self._dll.axsa_uart_run(self._board, data, len(data), counts.ctypes.data,
+                                      self._out.ctypes.data, len(self._out),
+                                      counts[1:].ctypes.data, max_cycles, self.quiet_cycles)
         self.cycles += ran
-        n = int(self._n_out[0])
-        return self._out[:n].tobytes(), ran < max_cycles and n < len(self._out)
+        taken, n = int(counts[0]), int(counts[1])
+        return taken, self._out[:n].tobytes(), ran < max_cycles and n < len(self._out)
 
     def reset(self) -> None:
         """Back to the power-on state."""
@@ -157,7 +160,8 @@ def serve(board: SimulatedBoard, master: int, stop=None) -> None:
         raise InputError(f"not a file descriptor: {master!r}")
     poller = select.poll()
     connected = busy = False
-    pending = bytearray()
+    pending = bytearray()   # replies the host has not taken yet
+    incoming = bytearray()  # bytes from the host not yet on the board's line
     while stop is None or not stop():
         poller.register(master, select.POLLIN | (select.POLLOUT if pending else 0))
         ev = dict(poller.poll(0 if busy else 100)).get(master, 0)
@@ -166,6 +170,7 @@ def serve(board: SimulatedBoard, master: int, stop=None) -> None:
                 board.reset()
                 connected = busy = False
                 pending.clear()
+                incoming.clear()
             time.sleep(0.05)  # nobody on the line: the master reports hang-up at once
             continue
         if pending and ev & select.POLLOUT:
@@ -176,10 +181,9 @@ def serve(board: SimulatedBoard, master: int, stop=None) -> None:
             except OSError as exc:
                 if exc.errno != errno.EIO:
                     raise
-        data = b""
-        if ev & select.POLLIN:
+        if ev & select.POLLIN and len(incoming) < 1 << 16:
             try:
-                data = os.read(master, 1 << 14)
+                incoming += os.read(master, 1 << 14)
             except BlockingIOError:
                 pass
             except OSError as exc:
@@ -187,7 +191,8 @@ def serve(board: SimulatedBoard, master: int, stop=None) -> None:
                     raise
                 continue  # hung up in between: the next poll says so
             connected = True
-        if data or busy:
-            out, quiet = board.exchange(data)
+        if incoming or busy:
+            taken, out, quiet = board.exchange(bytes(incoming))
+            del incoming[:taken]
             busy = not quiet
             pending += out

@@ -76,12 +76,13 @@ void axsa_uart_reset(void *p) {
 	idle_lines(b);
 }
 
-// Clock the board: send the `n_in` bytes of `in` on rx, store the bytes read off tx in
-// `out` (at most `out_cap`; their count in `*n_out`). Returns after `max_cycles` cycles,
-// when `out` is full, or once every byte is sent and tx has stayed idle (high, no frame
-// begun) for `idle_cycles` cycles. Returns the cycles run.
-int64_t axsa_uart_run(void *p, const uint8_t *in, int64_t n_in, uint8_t *out,
-                      int64_t out_cap, int64_t *n_out, int64_t max_cycles,
+// Clock the board: send the `n_in` bytes of `in` on rx (`*n_in_done`: how many were
+// begun; a frame under way at return goes on in the next call), store the bytes read off
+// tx in `out` (at most `out_cap`; their count in `*n_out`). Returns after `max_cycles`
+// cycles, when `out` is full, or once every byte is sent and tx has stayed idle (high, no
+// frame begun) for `idle_cycles` cycles. Returns the cycles run.
+int64_t axsa_uart_run(void *p, const uint8_t *in, int64_t n_in, int64_t *n_in_done,
+                      uint8_t *out, int64_t out_cap, int64_t *n_out, int64_t max_cycles,
                       int64_t idle_cycles) {
 	Board *b = static_cast<Board *>(p);
 	const int64_t d = b->divisor;
@@ -129,6 +130,7 @@ int64_t axsa_uart_run(void *p, const uint8_t *in, int64_t n_in, uint8_t *out,
 			break;
 	}
 	set_bit(b->clk, false);
+	*n_in_done = next_in;
 	return cycles;
 }
 
