@@ -38,7 +38,7 @@ from axsa.rtl.component import CheckedComponent
 __all__ = ["CTRL_CYCLES", "CTRL_ERROR", "CTRL_IDENTIFY", "CTRL_MODE", "CommandDecoder",
            "ERR_K", "ERR_MODE", "ERR_OPCODE", "IDENTIFY_FORMAT", "MAGIC", "OP_CYCLES",
            "OP_IDENTIFY", "OP_MODE", "OP_TILE", "PROTOCOL_VERSION", "REPLY", "ReplyEncoder",
-           "crc16_xmodem", "identify_payload", "link_sizes"]
+           "check_link", "crc16_xmodem", "identify_payload", "link_sizes"]
 
 OP_IDENTIFY, OP_TILE, OP_MODE, OP_CYCLES = b"ITMC"
 #: reply header byte per reply kind
@@ -70,6 +70,19 @@ def link_sizes(acc) -> dict:
             "a": _bytes_for(acc.rows * fmt.a_width),
             "b": _bytes_for(acc.cols * fmt.b_width),
             "row": _bytes_for(acc.cols * acc.acc_width)}
+
+
+def check_link(multiplier, rows: int, cols: int, acc_width: int) -> None:
+    """ValueError unless a tile's reply fits the 16-bit length field and the
+    multiplier's spec the identify reply (at most 255 bytes of payload)."""
+    tile = rows * _bytes_for(cols * acc_width)
+    if tile > 0xFFFF:
+        raise ValueError(f"a tile reply of {tile} bytes exceeds the 16-bit length field: "
+                         "use fewer rows or columns")
+    room = 255 - len(MAGIC) - struct.calcsize(IDENTIFY_FORMAT)
+    if len(multiplier.spec) > room:
+        raise ValueError(f"multiplier spec {multiplier.spec!r} is longer than the {room} "
+                         "characters the identify reply has room for")
 
 
 #: `identify_payload`'s fixed part after the magic (`struct` format)
@@ -132,7 +145,6 @@ class CommandDecoder(CheckedComponent):
             raise ValueError(f"timeout must be a positive number of cycles, not {timeout!r}")
 
     def __init__(self, acc, timeout: int):
-        self.acc_sig = acc.signature
         self.max_k, self.modes = acc.max_k, acc.multiplier.modes
         self.sizes = link_sizes(acc)
         self.timeout = timeout
@@ -140,8 +152,8 @@ class CommandDecoder(CheckedComponent):
         ports = {
             "i": In(stream.Signature(8)),
             "cmd": Out(stream.Signature(acc.cmd_layout)),
-            "a": Out(acc.signature.members["a"].signature.flip()),
-            "b": Out(acc.signature.members["b"].signature.flip()),
+            "a": Out(stream.Signature(acc.a.payload.shape())),
+            "b": Out(stream.Signature(acc.b.payload.shape())),
             "ctrl": Out(stream.Signature(ctrl_layout)),
             "mode": Out(range(max(2, self.modes))),
             "idle": In(1),
@@ -285,10 +297,7 @@ class ReplyEncoder(CheckedComponent):
 
     @staticmethod
     def check(acc, ident):
-        tile = acc.rows * link_sizes(acc)["row"]
-        if tile > 0xFFFF:
-            raise ValueError(f"a tile reply of {tile} bytes exceeds the 16-bit length "
-                             "field: use fewer rows or columns")
+        check_link(acc.multiplier, acc.rows, acc.cols, acc.acc_width)
         if not 1 <= len(ident) <= 255:
             raise ValueError(f"identify payload of {len(ident)} bytes is outside 1..255")
 

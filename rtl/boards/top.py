@@ -24,9 +24,11 @@ from amaranth.hdl import Module, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from axsa.rtl.accelerator import Accelerator
+from axsa.rtl.component import CheckedComponent
+from axsa.rtl.mac import acc_width_for
 from axsa.rtl.queue import Queue
 
-from .link import CYCLE_BITS, CommandDecoder, ReplyEncoder, identify_payload
+from .link import CYCLE_BITS, CommandDecoder, ReplyEncoder, check_link, identify_payload
 from .uart import UartRx, UartTx, check_divisor
 
 __all__ = ["BOARD_DEFAULTS", "BoardTop", "DEFAULT_BOARD_MAX_K", "board_config", "board_top_for"]
@@ -41,7 +43,7 @@ BOARD_DEFAULTS = {
 }
 
 
-class BoardTop(wiring.Component):
+class BoardTop(CheckedComponent):
     """An `Accelerator` with a UART host link (module docstring).
 
     Parameters
@@ -80,19 +82,31 @@ class BoardTop(wiring.Component):
         The accelerator's, for the compiled simulators.
     """
 
-    def __init__(self, multiplier, rows: int, cols: int, *, clk_freq: float,
-                 baud: int = 115200, max_k: int = DEFAULT_BOARD_MAX_K,
-                 divisor: int | None = None, acc_width: int | None = None,
-                 view: str = "circuit", timeout_s: float = 0.25):
-        if not clk_freq > 0:
+    @staticmethod
+    def check(multiplier, rows, cols, clk_freq, baud, max_k, divisor, acc_width, view,
+              timeout_s):
+        if isinstance(clk_freq, bool) or not isinstance(clk_freq, (int, float)) \
+                or not clk_freq > 0:
             raise ValueError(f"clk_freq must be a positive frequency in Hz, not {clk_freq!r}")
         if divisor is None:
             if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
                 raise ValueError(f"baud must be a positive integer, not {baud!r}")
+            check_divisor(round(clk_freq / baud))
+        else:
+            check_divisor(divisor)
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) \
+                or not timeout_s > 0:
+            raise ValueError(f"timeout_s must be a positive number of seconds, not "
+                             f"{timeout_s!r}")
+        check_link(multiplier, rows, cols, acc_width_for(multiplier, max_k)
+                   if acc_width is None else acc_width)
+
+    def __init__(self, multiplier, rows: int, cols: int, *, clk_freq: float,
+                 baud: int = 115200, max_k: int = DEFAULT_BOARD_MAX_K,
+                 divisor: int | None = None, acc_width: int | None = None,
+                 view: str = "circuit", timeout_s: float = 0.25):
+        if divisor is None:
             divisor = round(clk_freq / baud)
-        check_divisor(divisor)
-        if not timeout_s > 0:
-            raise ValueError(f"timeout_s must be positive, not {timeout_s!r}")
         self.clk_freq, self.divisor = float(clk_freq), divisor
         self.baud = round(clk_freq / divisor)
         self.timeout = max(100 * divisor, round(timeout_s * clk_freq))

@@ -121,3 +121,17 @@ def test_a_tile_at_the_pins(top):
     sent = b"T" + cmd + beats
     cycles = 3 * DIVISOR + 10 * DIVISOR * (len(sent) + len(expected) + 2) + 400
     assert decode_strict(run_pins(top, sent, cycles), DIVISOR) == expected
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"divisor": 3}, "divisor must be an integer >= 4"),
+    ({"baud": 400_000}, "divisor must be an integer >= 4"),   # 1 MHz / 400 kBd: 2 cycles
+    ({"timeout_s": 0}, "timeout_s must be a positive"),
+    ({"clk_freq": -1.0}, "clk_freq must be a positive"),
+    ({"rows": 128, "cols": 256}, "tile reply of 106496 bytes"),
+])
+def test_bad_configurations_fail_at_construction(kwargs, message):
+    args = {"rows": 2, "cols": 2, "clk_freq": 1e6, **kwargs}
+    rows, cols = args.pop("rows"), args.pop("cols")
+    with pytest.raises(ValueError, match=message):
+        BoardTop(parse_spec("exact@s8"), rows, cols, **args)
