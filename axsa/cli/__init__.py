@@ -35,6 +35,8 @@ COMMANDS = {
     "finetune": "axsa.cli.model:finetune",
     "search": "axsa.cli.search:search",
     "sim": "axsa.cli.sim:sim",
+    "run": "axsa.cli.board:run",
+    "board-sim": "axsa.cli.board:board_sim",
 }
 
 

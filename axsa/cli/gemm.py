@@ -27,12 +27,46 @@ def _parse_requant(text: str | None):
     return m, s
 
 
+def gemm_arguments(command):
+    """The GEMM arguments every command running one takes (``axsa gemm``, ``axsa run``):
+    A.npy, B.npy, ``--mode``, ``--out``, ``--requant M,S``, ``--requant-bits``,
+    ``--requant-unsigned``; read them with `read_gemm_arguments`."""
+    decorators = [
+        click.argument("a_path", metavar="A.npy"),
+        click.argument("b_path", metavar="B.npy"),
+        click.option("--mode", type=int, default=0, show_default=True,
+                     help="Multiplier mode (mode-configurable families)."),
+        click.option("--out", "out_path", type=click.Path(dir_okay=False),
+                     help="Write C (int64 .npy) here."),
+        click.option("--requant", "requant_text", metavar="M,S",
+                     help="Requantize the outputs: clamp((acc*M + 2^(S-1)) >> S)."),
+        click.option("--requant-bits", type=int, default=8, show_default=True,
+                     help="Output width of the requantization."),
+        click.option("--requant-unsigned", is_flag=True,
+                     help="Clamp to the unsigned range."),
+    ]
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command
+
+
+def read_gemm_arguments(a_path, b_path, requant_text, requant_bits, requant_unsigned):
+    """(A, B, Requant or None, its JSON description or None) from `gemm_arguments`."""
+    from axsa.sim.driver import Requant
+
+    A = load_npy(a_path, "A")
+    B = load_npy(b_path, "B")
+    rq = _parse_requant(requant_text)
+    if rq is None:
+        return A, B, None, None
+    requant = Requant(rq[0], rq[1], bits=requant_bits, signed=not requant_unsigned)
+    return A, B, requant, {"m": rq[0], "s": rq[1], "bits": requant_bits,
+                           "signed": not requant_unsigned}
+
+
 @click.command()
-@click.argument("a_path", metavar="A.npy")
-@click.argument("b_path", metavar="B.npy")
+@gemm_arguments
 @click.option("--mult", "spec", required=True, help="Multiplier spec, e.g. 'drum(k=4)@s8'.")
-@click.option("--mode", type=int, default=0, show_default=True,
-              help="Multiplier mode (mode-configurable families).")
 @click.option("--engine", type=click.Choice(["emulate", "pysim", "cxxrtl", "verilator"]),
               default="cxxrtl", show_default=True,
               help="emulate: product-table GEMM, no RTL; pysim / cxxrtl / verilator: cycle "
@@ -47,18 +81,11 @@ def _parse_requant(text: str | None):
               help="How multipliers are simulated (same results): circuit = the family's "
                    "gates, table = product tables (much faster). Default: circuit on "
                    "pysim, table on cxxrtl and verilator.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False),
-              help="Write C (int64 .npy) here.")
-@click.option("--requant", "requant_text", metavar="M,S",
-              help="Requantize the outputs: clamp((acc*M + 2^(S-1)) >> S).")
-@click.option("--requant-bits", type=int, default=8, show_default=True,
-              help="Output width of the requantization.")
-@click.option("--requant-unsigned", is_flag=True, help="Clamp to the unsigned range.")
 @click.option("--vcd", type=click.Path(dir_okay=False),
               help="Write a waveform of the run (pysim, cxxrtl or verilator).")
 @json_option
-def gemm(a_path, b_path, spec, mode, engine, rows, cols, max_k, view, out_path, requant_text,
-         requant_bits, requant_unsigned, vcd, as_json):
+def gemm(a_path, b_path, mode, out_path, requant_text, requant_bits, requant_unsigned, spec,
+         engine, rows, cols, max_k, view, vcd, as_json):
     """Multiply A.npy (M x K) by B.npy (K x N) through a multiplier, bit-exact.
 
     Operands are integer arrays in the multiplier's format. Reports the cycles the RTL
@@ -66,14 +93,11 @@ def gemm(a_path, b_path, spec, mode, engine, rows, cols, max_k, view, out_path, 
     """
     import numpy as np
 
-    from axsa.sim.driver import Requant, run_gemm
+    from axsa.sim.driver import run_gemm
 
     mult = parse_spec_arg(spec)
-    A = load_npy(a_path, "A")
-    B = load_npy(b_path, "B")
-    rq = _parse_requant(requant_text)
-    requant = None if rq is None else Requant(rq[0], rq[1], bits=requant_bits,
-                                              signed=not requant_unsigned)
+    A, B, requant, requant_info = read_gemm_arguments(a_path, b_path, requant_text,
+                                                      requant_bits, requant_unsigned)
     if vcd is not None and engine == "emulate":
         raise InputError("--vcd needs a cycle simulation: use --engine pysim, cxxrtl or verilator")
     if engine != "emulate" and np.asarray(A).ndim == 2 and A.shape[1] > max_k:
@@ -106,9 +130,7 @@ def gemm(a_path, b_path, spec, mode, engine, rows, cols, max_k, view, out_path, 
         "cycles": res.cycles, "predicted_cycles": res.predicted_cycles,
         "utilization": res.utilization, "macs": res.macs, "wall_s": res.wall_s,
         "mac_per_s": res.mac_per_s, "build_s": res.build_s, "out": out_path,
-        "requant": None if requant is None else {"m": rq[0], "s": rq[1],
-                                                 "bits": requant_bits,
-                                                 "signed": not requant_unsigned},
+        "requant": requant_info,
     }
 
     def human(d):
