@@ -9,7 +9,7 @@ The protocol is `axsa.rtl.boards.link`'s (docs/boards.md, "Host link"). The boar
 what it is (`BoardLink.info`, from the identify command), so the host needs no
 configuration. A GEMM is tiled exactly as `axsa.sim.driver` tiles it for a simulated
 accelerator (same tile order, command words and operand packing: `sim.driver`'s
-`_tile_feeds` and `_gather_tiles`), a tile's bytes going out as its command word
+`tile_feeds` and `gather_tiles`), a tile's bytes going out as its command word
 followed by its K beat pairs; up to the board's tiles-in-flight limit are sent before
 their replies are read. Every reply's header, length and CRC-16 are checked; a bad one,
 a board that goes silent (timeout) or a port that goes away is a ToolError naming the
@@ -258,10 +258,10 @@ class BoardGemmResult:
 def _tile_bytes(info: BoardInfo, A: np.ndarray, B: np.ndarray, requant) -> np.ndarray:
     """Each tile's bytes on the link: (tiles, 1 + cmd + K (a + b)) uint8."""
     from axsa.rtl.boards.link import OP_TILE, link_sizes
-    from axsa.sim.driver import _tile_feeds
+    from axsa.sim.driver import tile_feeds
 
     sizes = link_sizes(info)
-    feeds, _ = _tile_feeds(info, A[None], B[None], requant)
+    feeds, _ = tile_feeds(info, A[None], B[None], requant)
 
     def as_bytes(words, n):
         return np.ascontiguousarray(words.astype("<u4")).view(np.uint8)[:, :n]
@@ -300,7 +300,7 @@ def run_board_gemm(link: BoardLink, A, B, mode: int = 0, requant=None) -> BoardG
         Requantize on the board (needs K <= max_k).
     """
     from axsa.rtl.boards.link import link_sizes
-    from axsa.sim.driver import _gather_tiles
+    from axsa.sim.driver import gather_tiles
     from axsa.sim.reference import check_operands
 
     info = link.info
@@ -336,7 +336,7 @@ def run_board_gemm(link: BoardLink, A, B, mode: int = 0, requant=None) -> BoardG
             link.send(frame.tobytes())
         while len(replies) < len(frames):
             replies.append(link.reply("tile", reply_len))
-        C += _gather_tiles(info, _rows_to_words(replies, info), 1, M, N)[0]
+        C += gather_tiles(info, _rows_to_words(replies, info), 1, M, N)[0]
         n_tiles += len(frames)
     cycles = link.read_cycles()
     return BoardGemmResult(C, cycles, n_tiles, link.bytes_sent - sent0,

@@ -32,7 +32,7 @@ from .cycles import predict_cycles, utilization
 from .reference import check_operands, reference_gemm, requantize
 
 __all__ = ["BatchResult", "GemmResult", "Requant", "build_accelerator", "emulate_gemm",
-           "predict_batch_cycles", "run_gemm", "run_gemm_batch"]
+           "gather_tiles", "predict_batch_cycles", "run_gemm", "run_gemm_batch", "tile_feeds"]
 
 #: longest K a design built here is sized for, unless told
 DEFAULT_MAX_K = DEFAULT_MAX_REDUCTION
@@ -299,11 +299,11 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
         build_s = time.perf_counter() - t_build
     try:
         predicted = predict_cycles(M, K, N, acc.rows, acc.cols)
-        feeds, n_rows = _tile_feeds(acc, A[None], B[None], requant)
+        feeds, n_rows = tile_feeds(acc, A[None], B[None], requant)
         inputs = {"mode": mode} if mult.modes > 1 else {}
         outputs, cycles = eng.run_streams(feeds=feeds, drains={"result": n_rows},
                                           inputs=inputs, max_cycles=2 * predicted + 1000)
-        C = _gather_tiles(acc, outputs["result"], 1, M, N)[0]
+        C = gather_tiles(acc, outputs["result"], 1, M, N)[0]
     finally:
         if own:
             eng.close()
@@ -313,7 +313,7 @@ def run_gemm(A, B, mult, engine="pysim", rows: int = 4, cols: int = 4, mode: int
                       build_s)
 
 
-def _tile_feeds(acc, A: np.ndarray, B: np.ndarray, requant: Requant | None):
+def tile_feeds(acc, A: np.ndarray, B: np.ndarray, requant: Requant | None):
     """Feeds of G GEMMs ``A[g] @ B[g]`` run back to back on accelerator `acc`: tiles in
     (g, row block, column block) order. A (G, M, K), B (G or 1, K, N) int64 values.
     Returns (feeds, result rows)."""
@@ -347,8 +347,8 @@ def _tile_feeds(acc, A: np.ndarray, B: np.ndarray, requant: Requant | None):
     return feeds, G * mt * nt * R
 
 
-def _gather_tiles(acc, words: np.ndarray, G: int, M: int, N: int) -> np.ndarray:
-    """Result rows of `_tile_feeds`' tiles -> (G, M, N) int64."""
+def gather_tiles(acc, words: np.ndarray, G: int, M: int, N: int) -> np.ndarray:
+    """Result rows of `tile_feeds`' tiles -> (G, M, N) int64."""
     R, Cc = acc.rows, acc.cols
     mt, nt = -(-M // R), -(-N // Cc)
     rows_out = _unpack_rows(words, Cc, acc.acc_width)
@@ -441,10 +441,10 @@ def run_gemm_batch(A, B, engine, mode: int = 0,
             raise InputError(f"requantization bits = {requant.bits} does not fit the "
                              f"{acc.acc_width}-bit result elements")
     predicted = predict_batch_cycles(G, M, K, N, acc.rows, acc.cols)
-    feeds, n_rows = _tile_feeds(acc, A.astype(np.int64, copy=False),
+    feeds, n_rows = tile_feeds(acc, A.astype(np.int64, copy=False),
                                 B.astype(np.int64, copy=False), requant)
     inputs = {"mode": mode} if mult.modes > 1 else {}
     outputs, cycles = engine.run_streams(feeds=feeds, drains={"result": n_rows},
                                          inputs=inputs, max_cycles=2 * predicted + 1000)
-    C = _gather_tiles(acc, outputs["result"], G, M, N)
+    C = gather_tiles(acc, outputs["result"], G, M, N)
     return BatchResult(C, int(cycles), predicted, G * M * K * N, time.perf_counter() - t0)
