@@ -2,7 +2,8 @@
 
 One call of `NativeCall` computes a whole approximate GEMM from the operands' memory:
 value check, codes, the exact low-rank int8 GEMM (AVX512-VNNI where the CPU has it) or
-the plain gather, int64 result. The library is compiled once per machine with the
+the gather (64 lookups per byte permutation with AVX512-VBMI, else the plain loop), int64
+result, on ``torch.get_num_threads()`` threads (OpenMP, passed per call). The library is compiled once per machine with the
 system C++ compiler (``-O3 -march=native``) and cached (`axsa.native`); without a
 compiler (or with one that fails) `available()` is False, one warning on stderr says
 why and how to get a compiler, and `axsa.models.approx` uses its torch engines only (same
@@ -25,8 +26,11 @@ from axsa.errors import ToolError
 
 SOURCE = Path(__file__).with_name("approx_kernels.cc")
 #: bump when the build recipe changes in a way the hashed inputs do not show
-RECIPE = "axsa-approx-1"
-FLAGS = ("-O3", "-march=native", "-fno-strict-aliasing")
+RECIPE = "axsa-approx-2"
+#: -march=native: the cache key holds the CPU model and flags (`axsa.native.build_cached`),
+#: so a cached library only ever runs on the CPU it was built for; -fopenmp: the kernels'
+#: threads (the libgomp torch has loaded already, when it ships one: one thread pool)
+FLAGS = ("-O3", "-march=native", "-fno-strict-aliasing", "-fopenmp")
 
 _i64, _i32, _vp = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
 
@@ -54,7 +58,7 @@ class _Plan(ctypes.Structure):
                 ("a", _Operand), ("b", _Operand), ("engine", _i32), ("ngroups", _i32),
                 ("groups", _vp), ("row", _vp), ("col", _vp), ("lut32", _vp), ("lut64", _vp),
                 ("acc32", _i32), ("row_terms", _Terms), ("col_terms", _Terms),
-                ("planes", _i32)]
+                ("planes", _i32), ("lut_planes", _Terms)]
 
 
 _LIBS: dict[bool, ctypes.CDLL | None] = {}
@@ -83,8 +87,10 @@ def library(generic: bool = False) -> ctypes.CDLL:
                 "approx", [RECIPE, SOURCE.read_text(), native.cxx_version(cxx)], flags,
                 "approx.so", compile_into)
             lib = ctypes.CDLL(str(path))
-            lib.axsa_approx_gemm.argtypes = [_vp, _vp, _vp, _vp]
+            lib.axsa_approx_gemm.argtypes = [_vp, _vp, _vp, _vp, _i32]
             lib.axsa_approx_gemm.restype = _i32
+            lib.axsa_approx_openmp.argtypes = []
+            lib.axsa_approx_openmp.restype = _i32
             lib.axsa_approx_simd.argtypes = []
             lib.axsa_approx_simd.restype = _i32
             _LIBS[generic] = lib
@@ -130,7 +136,7 @@ def table_data(plan) -> dict:
     data = {"keep": []}
     if plan.int8 is not None:
         col = plan.col.numpy().astype(np.int64) + plan.const
-        narrow = table.wa <= 8 and table.wb <= 8   # codes are bytes
+        narrow = narrow_table(table)   # codes are bytes
         groups = (_Group * max(1, len(plan.groups)))()
         for i, grp in enumerate(plan.groups):
             t = grp.f.shape[1]   # digits per code; stored in 1, 2, 4 or 8k bytes
@@ -159,12 +165,33 @@ def table_data(plan) -> dict:
             else _Terms()
         data["col_terms"] = _byte_planes(col, data["keep"]) if narrow else _Terms()
     lut = np.ascontiguousarray(table.table)
+    data["lut_planes"] = _lut_planes(lut, data["keep"]) if narrow_table(table) else _Terms()
     fits = plan.max_abs < 2**31
     lut32 = lut.astype(np.int32) if fits else None
     data["keep"] += [lut, lut32]
     data["lut32"] = lut32.ctypes.data if fits else None
     data["lut64"] = lut.ctypes.data
     return data
+
+
+def narrow_table(table) -> bool:
+    """Whether both codes of `table` are bytes (the SIMD front ends' lookups)."""
+    return table.wa <= 8 and table.wb <= 8
+
+
+def _lut_planes(lut: np.ndarray, keep: list) -> _Terms:
+    """The table as byte planes for the plane gather: lut[a, b] = offset + sum_j 256^j
+    planes[a, j, b], (256, count, 256) uint8 (no planes beyond 4 bytes of span)."""
+    offset = int(lut.min())
+    span = lut - offset
+    count = max(1, (int(span.max()).bit_length() + 7) // 8)
+    if count > 4:
+        return _Terms()
+    planes = np.zeros((256, count, 256), dtype=np.uint8)
+    for j in range(count):
+        planes[:lut.shape[0], j, :lut.shape[1]] = (span >> (8 * j)) & 255
+    keep.append(planes)
+    return _Terms(planes.ctypes.data, count, offset)
 
 
 def _byte_planes(values: np.ndarray, keep: list) -> _Terms:
@@ -204,7 +231,8 @@ class NativeCall:
     operand holds a value outside the table's range or not an integer (the caller then
     finds and names the value). `codes`: the operands hold codes (0..2^w-1), not values;
     `generic`: the library built with the portable loops instead of AVX512-VNNI;
-    `planes`: False keeps the scalar front end where the digit planes would run.
+    `planes`: False keeps the scalar front end where the digit planes would run, and
+    the plain lookup loop where the gather would run on the table's byte planes.
     Raises ValueError when a batch dimension cannot be walked with one stride.
     """
 
@@ -239,6 +267,7 @@ class NativeCall:
             p.engine = 1
             p.lut32, p.lut64 = data["lut32"], data["lut64"]
             p.acc32 = int(data["lut32"] is not None and K * plan.max_abs < 2**31)
+            p.lut_planes = data["lut_planes"] if planes else _Terms()
         self.plan, self.data = p, data
         self.ref = ctypes.addressof(p)
         self.shape = (*batch, M, N)
@@ -248,7 +277,8 @@ class NativeCall:
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
         out = torch.from_numpy(np.empty(self.shape, dtype=np.int64))   # (faster than
-        if self.fn(self.ref, a.data_ptr(), b.data_ptr(), out.data_ptr()):  # torch.empty)
+        if self.fn(self.ref, a.data_ptr(), b.data_ptr(), out.data_ptr(),   # torch.empty)
+                   torch.get_num_threads()):
             return None
         return out
 

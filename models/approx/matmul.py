@@ -67,7 +67,8 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
             if call.contiguous:
                 a, b = a.contiguous(), b.contiguous()
             out = torch.from_numpy(np.empty(call.shape, dtype=np.int64))
-            if not call.fn(call.ref, a.data_ptr(), b.data_ptr(), out.data_ptr()):
+            if not call.fn(call.ref, a.data_ptr(), b.data_ptr(), out.data_ptr(),
+                           torch.get_num_threads()):
                 return out                 # else a bad value: found and named below
     if not isinstance(table, ProductTable):
         raise InputError(f"table must be a ProductTable, got {type(table).__name__}")
