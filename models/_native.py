@@ -3,8 +3,9 @@
 One call of `NativeCall` computes a whole approximate GEMM from the operands' memory:
 value check, codes, the exact low-rank int8 GEMM (AVX512-VNNI where the CPU has it) or
 the gather (64 lookups per byte permutation with AVX512-VBMI, else the plain loop), int64
-result, on ``torch.get_num_threads()`` threads (OpenMP, passed per call). The library is compiled once per machine with the
-system C++ compiler (``-O3 -march=native``) and cached (`axsa.native`); without a
+result, on ``torch.get_num_threads()`` threads (OpenMP, passed per call). The library is
+compiled once per machine with the system C++ compiler (``-O3 -march=native -fopenmp``)
+and cached (`axsa.native`, keyed by the CPU's model and flags); without a
 compiler (or with one that fails) `available()` is False, one warning on stderr says
 why and how to get a compiler, and `axsa.models.approx` uses its torch engines only (same
 results, slower). ``AXSA_NATIVE=0`` disables the kernels (no warning).

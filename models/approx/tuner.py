@@ -1,12 +1,14 @@
-"""Engine choice for ``engine="auto"``: the cost model's pick on the first call with a
-(table, operand shapes) key, the fastest measured engine from the second call on."""
+"""Engine choice for ``engine="auto"``: per class of call (`choices.class_key`), the
+engine fitted once on this machine and stored (`choices`); a class met for the first time
+is fitted on the spot, by timing the engines the cost model finds plausible on the call's
+own operands."""
 
 from __future__ import annotations
 
 import math
 import time
 
-from . import cache
+from . import cache, choices
 from .bag import bag_matmul
 from .costs import batched_costs, estimate
 from .gather import gather_matmul
@@ -30,12 +32,6 @@ ENGINE_FUNCTIONS = {
 }
 
 
-def tune_now(key) -> bool:
-    """Tune on the second call with a (table, shapes) key: one-off GEMMs (tests, the
-    simulator's checks) never pay for it, a model's repeated GEMMs do once."""
-    return cache.count_call(key) == 2
-
-
 def candidates(plan, ca, cb, batch) -> list[str]:
     """Engines worth timing on these operands, cheapest estimate first."""
     costs = estimate(plan, math.prod(ca.shape[:-2]), math.prod(cb.shape[:-2]),
@@ -50,12 +46,36 @@ def candidates(plan, ca, cb, batch) -> list[str]:
     return sorted((e for e, c in costs.items() if c <= TUNE_SPREAD * best), key=costs.get)
 
 
-def tune(key, plan, ca, cb, batch) -> str:
+def choose(key, plan, ca, cb, batch) -> str:
+    """The engine of ``auto`` for a call with key `key` (table, shapes, threads), kept in
+    `cache.TUNED`: its class's stored engine, else the one `fit` finds (and stores)."""
+    cache.count_call(key[:3])
+    cls = choices.class_key(plan, math.prod(ca.shape[:-2]), math.prod(cb.shape[:-2]),
+                            ca.shape[-2], ca.shape[-1], cb.shape[-1])
+    engine = choices.get(cls)
+    if engine is None or not applies(engine, plan):
+        engine = fit(plan, ca, cb, batch)
+        if applies(engine, plan):
+            engine = choices.store(cls, engine)
+    with cache.LOCK:
+        cache.remember(cache.TUNED, key, engine)
+    return engine
+
+
+def applies(engine: str, plan) -> bool:
+    """Whether `engine` can run a GEMM of `plan`'s table (a stored class's engine always
+    can; this guards against a file edited by hand)."""
+    return engine in ENGINE_FUNCTIONS and (plan.int8 is not None or
+                                           engine in ("bag", "gather", "native-gather"))
+
+
+def fit(plan, ca, cb, batch) -> str:
     """Time every plausible engine on these very operands (all are exact, so only the
-    speed differs) and remember the fastest for the key (`cache.TUNED`): the cost
-    model's constants are rough, and on small GEMMs fixed per-call costs decide."""
+    speed differs) and return the fastest: the cost model's constants are rough, and on
+    small GEMMs fixed per-call costs decide. Counted in `cache.FITS`."""
     names = candidates(plan, ca, cb, batch)
     if len(names) > 1:
+        cache.FITS[0] += 1
         times = {}
         for name in names:
             if name.startswith("native"):    # timed as the prepared call later calls make
@@ -72,13 +92,6 @@ def tune(key, plan, ca, cb, batch) -> str:
                 best = min(best, time.perf_counter() - t0)
             times[name] = best
         names = [min(times, key=times.get)]
-    with cache.LOCK:
-        cache.remember(cache.TUNED, key, names[0])
     return names[0]
 
 
-def auto_engine(plan, ca, cb, batch) -> str:
-    """The engine of least estimated cost."""
-    costs = estimate(plan, math.prod(ca.shape[:-2]), math.prod(cb.shape[:-2]),
-                     ca.shape[-2], ca.shape[-1], cb.shape[-1])
-    return min(costs, key=costs.get)
