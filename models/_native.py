@@ -59,7 +59,8 @@ class _Plan(ctypes.Structure):
                 ("a", _Operand), ("b", _Operand), ("engine", _i32), ("ngroups", _i32),
                 ("groups", _vp), ("row", _vp), ("col", _vp), ("lut32", _vp), ("lut64", _vp),
                 ("acc32", _i32), ("row_terms", _Terms), ("col_terms", _Terms),
-                ("planes", _i32), ("lut_planes", _Terms)]
+                ("planes", _i32), ("lut_planes", _Terms),
+                ("lut_planes_t", _Terms)]
 
 
 _LIBS: dict[bool, ctypes.CDLL | None] = {}
@@ -135,9 +136,9 @@ def table_data(plan) -> dict:
     (`Plan.native_data`)."""
     table = plan.table
     data = {"keep": []}
+    narrow = narrow_table(table)   # codes are bytes
     if plan.int8 is not None:
         col = plan.col.numpy().astype(np.int64) + plan.const
-        narrow = narrow_table(table)   # codes are bytes
         groups = (_Group * max(1, len(plan.groups)))()
         for i, grp in enumerate(plan.groups):
             t = grp.f.shape[1]   # digits per code; stored in 1, 2, 4 or 8k bytes
@@ -166,7 +167,8 @@ def table_data(plan) -> dict:
             else _Terms()
         data["col_terms"] = _byte_planes(col, data["keep"]) if narrow else _Terms()
     lut = np.ascontiguousarray(table.table)
-    data["lut_planes"] = _lut_planes(lut, data["keep"]) if narrow_table(table) else _Terms()
+    data["lut_planes"] = _lut_planes(lut, data["keep"]) if narrow else _Terms()
+    data["lut_planes_t"] = _lut_planes(lut.T, data["keep"]) if narrow else _Terms()
     fits = plan.max_abs < 2**31
     lut32 = lut.astype(np.int32) if fits else None
     data["keep"] += [lut, lut32]
@@ -182,7 +184,8 @@ def narrow_table(table) -> bool:
 
 def _lut_planes(lut: np.ndarray, keep: list) -> _Terms:
     """The table as byte planes for the plane gather: lut[a, b] = offset + sum_j 256^j
-    planes[a, j, b], (256, count, 256) uint8 (no planes beyond 4 bytes of span)."""
+    planes[a, j, b], (256, count, 256) uint8 (no planes beyond 4 bytes of span; offset
+    and count are those of lut.T too)."""
     offset = int(lut.min())
     span = lut - offset
     count = max(1, (int(span.max()).bit_length() + 7) // 8)
@@ -268,7 +271,8 @@ class NativeCall:
             p.engine = 1
             p.lut32, p.lut64 = data["lut32"], data["lut64"]
             p.acc32 = int(data["lut32"] is not None and K * plan.max_abs < 2**31)
-            p.lut_planes = data["lut_planes"] if planes else _Terms()
+            if planes:
+                p.lut_planes, p.lut_planes_t = data["lut_planes"], data["lut_planes_t"]
         self.plan, self.data = p, data
         self.ref = ctypes.addressof(p)
         self.shape = (*batch, M, N)

@@ -91,6 +91,8 @@ struct AxsaPlan {
     AxsaTerms lut_planes;   // gather: lut[a, b] = offset + sum_j 256^j planes[(a * count
                             // + j) * 256 + b] (codes of at most 8 bits, count <= 4), or
                             // null planes
+    AxsaTerms lut_planes_t; // the same for the transposed table (planes[(b * count + j) *
+                            // 256 + a], same offset)
 };
 
 int32_t axsa_approx_simd(void) { return AXSA_VNNI + AXSA_VBMI; }
@@ -1019,31 +1021,34 @@ void gather_rows(const L* lut, int64_t nb, const int32_t* ca, int64_t rows, int6
 // ---- the plane gather (AVX512-VBMI) ---------------------------------------------------
 // lut[a, b] = offset + sum_j 256^j P_j[a, b] with bytes P_j. For one code a, row P_j[a, :]
 // is 256 bytes, four registers: two byte permutations and a blend look up 64 of b's codes
-// at once (64 products per plane in ~7 instructions, against one load and one add per
-// product in the plain loop). The bytes are summed over k in 16-bit lanes (even and odd
-// columns apart: an AND and a shift, no shuffles), exact for up to 257 k; every 256 k
-// they go into int64 column sums.
+// at once (64 products per plane in ~6 instructions, against one load and one add per
+// product in the plain loop). The bytes are summed over k in 16-bit lanes, no shuffles:
+// the lanes' 16-bit values (mod 2^16) and their high bytes apart (a shift), whence the
+// low bytes' sums; exact for up to 257 k. Every 256 k they go into int64 sums. The 64 lanes run along a row of the output (64 columns, b's codes
+// selecting in the row of a's code) or, for narrow outputs (N < 128) with many rows,
+// down a column (64 rows' codes of a selecting in the transposed table's row of b's
+// code): the table's registers are then loaded once per 256 products, not per N.
 
 constexpr int64_t kPlaneK = 256;   // k per 16-bit partial sum (256 * 255 < 2^16)
 
+// tot[0 .. 64 NV) += the sums over k of sum_j 256^j P_j[sel[k * step], lanes[k * ld + i]]
+// (i < width: the lanes; planes: (256, P, 256) bytes, P_j of code c at c * P * 256 + j).
 template <int P, int NV>
-void plane_block(const uint8_t* planes, const uint8_t* ca, int64_t K, const uint8_t* cb,
-                 int64_t N, int64_t n0, int64_t nv_cols, int64_t* tot) {
-    // tot[0 .. 64 NV): the column sums of sum_j 256^j P_j for columns n0 ..
-    const __m512i low = _mm512_set1_epi16(0x00FF);
-    __mmask64 cols[NV];
-    for (int v = 0; v < NV; ++v) cols[v] = low_bytes(nv_cols - 64 * v);
+void plane_block(const uint8_t* planes, const uint8_t* sel, int64_t step, int64_t K,
+                 const uint8_t* lanes, int64_t ld, int64_t width, int64_t* tot) {
+    __mmask64 live[NV];
+    for (int v = 0; v < NV; ++v) live[v] = low_bytes(width - 64 * v);
     for (int64_t k0 = 0; k0 < K; k0 += kPlaneK) {
         const int64_t k1 = std::min(K, k0 + kPlaneK);
         __m512i even[NV][P], odd[NV][P];
         for (int v = 0; v < NV; ++v)
             for (int j = 0; j < P; ++j) even[v][j] = odd[v][j] = _mm512_setzero_si512();
         for (int64_t k = k0; k < k1; ++k) {
-            const uint8_t* T = planes + size_t(ca[k]) * (P * 256);
+            const uint8_t* T = planes + size_t(sel[k * step]) * (P * 256);
             __m512i c[NV];
             __mmask64 hi[NV];
             for (int v = 0; v < NV; ++v) {
-                c[v] = _mm512_maskz_loadu_epi8(cols[v], cb + k * N + n0 + 64 * v);
+                c[v] = _mm512_maskz_loadu_epi8(live[v], lanes + k * ld + 64 * v);
                 hi[v] = _mm512_movepi8_mask(c[v]);
             }
             for (int j = 0; j < P; ++j) {
@@ -1055,10 +1060,43 @@ void plane_block(const uint8_t* planes, const uint8_t* ca, int64_t K, const uint
                     const __m512i x = _mm512_mask_blend_epi8(
                         hi[v], _mm512_permutex2var_epi8(t0, c[v], t1),
                         _mm512_permutex2var_epi8(t2, c[v], t3));
-                    even[v][j] = _mm512_add_epi16(even[v][j], _mm512_and_si512(x, low));
+                    even[v][j] = _mm512_add_epi16(even[v][j], x);   // both bytes, mod 2^16
                     odd[v][j] = _mm512_add_epi16(odd[v][j], _mm512_srli_epi16(x, 8));
                 }
             }
+        }
+        for (int v = 0; v < NV; ++v)   // the even bytes' sums: all sums - 256 * odd ones
+            for (int j = 0; j < P; ++j)
+                even[v][j] = _mm512_sub_epi16(even[v][j], _mm512_slli_epi16(odd[v][j], 8));
+        if constexpr (P <= 2) {   // planes weighed in int32 (< 2^16 + 2^24), in order
+            alignas(64) static const int32_t order[32] = {
+                0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+            const __m512i lo_idx = _mm512_load_si512(order);
+            const __m512i hi_idx = _mm512_load_si512(order + 16);
+            for (int v = 0; v < NV; ++v)
+                for (int h = 0; h < 2; ++h) {
+                    auto half = [h](__m512i x) {
+                        return _mm512_cvtepu16_epi32(h ? _mm512_extracti64x4_epi64(x, 1)
+                                                       : _mm512_castsi512_si256(x));
+                    };
+                    __m512i E = half(even[v][0]), O = half(odd[v][0]);
+                    if constexpr (P == 2) {
+                        E = _mm512_add_epi32(E, _mm512_slli_epi32(half(even[v][1]), 8));
+                        O = _mm512_add_epi32(O, _mm512_slli_epi32(half(odd[v][1]), 8));
+                    }
+                    const __m512i cols[2] = {_mm512_permutex2var_epi32(E, lo_idx, O),
+                                             _mm512_permutex2var_epi32(E, hi_idx, O)};
+                    int64_t* t = tot + 64 * v + 32 * h;
+                    for (int q = 0; q < 4; ++q) {
+                        const __m512i c = cols[q / 2];
+                        const __m512i w = _mm512_cvtepi32_epi64(
+                            q % 2 ? _mm512_extracti64x4_epi64(c, 1) : _mm512_castsi512_si256(c));
+                        _mm512_store_si512(t + 8 * q,
+                                           _mm512_add_epi64(_mm512_load_si512(t + 8 * q), w));
+                    }
+                }
+            continue;
         }
         for (int v = 0; v < NV; ++v) {
             alignas(64) uint16_t e[32], o[32];
@@ -1075,25 +1113,46 @@ void plane_block(const uint8_t* planes, const uint8_t* ca, int64_t K, const uint
     }
 }
 
-// The plane gather for rows of u8 codes ca against columns [n_lo, n_hi) of cb (K x N).
+// plane_block with as many vectors as `width` lanes need (at most NV).
+template <int P, int NV>
+void plane_lanes(const uint8_t* planes, const uint8_t* sel, int64_t step, int64_t K,
+                 const uint8_t* lanes, int64_t ld, int64_t width, int64_t* tot) {
+    switch ((width + 63) / 64) {
+        case 1: return plane_block<P, 1>(planes, sel, step, K, lanes, ld, width, tot);
+        case 2: return plane_block<P, 2>(planes, sel, step, K, lanes, ld, width, tot);
+        case 3: return plane_block<P, NV == 4 ? 3 : 2>(planes, sel, step, K, lanes, ld, width,
+                                                       tot);
+        default: return plane_block<P, NV>(planes, sel, step, K, lanes, ld, width, tot);
+    }
+}
+
+// The plane gather for `rows` rows of u8 codes ca (rows x K) against columns [n_lo, n_hi)
+// of cb (K x N), into out (rows x N); `at`: the same codes transposed (K x rows), or
+// null, for lanes down the columns with the transposed table's planes `lpt`.
 template <int P>
-void plane_rows(const AxsaTerms& lp, const uint8_t* ca, int64_t rows, int64_t K,
-                const uint8_t* cb, int64_t N, int64_t n_lo, int64_t n_hi, int64_t* out) {
-    constexpr int NV = P <= 2 ? 4 : 2;   // 64-column vectors per block (registers)
-    alignas(64) int64_t tot[64 * NV];
+void plane_rows(const AxsaTerms& lp, const AxsaTerms& lpt, const uint8_t* ca,
+                const uint8_t* at, int64_t rows, int64_t K, const uint8_t* cb, int64_t N,
+                int64_t n_lo, int64_t n_hi, int64_t* out) {
+    constexpr int NV = P <= 2 ? 4 : 2;   // 64-lane vectors per block (registers)
+    constexpr int64_t L = 64 * NV;
+    alignas(64) int64_t tot[L];
     const int64_t base = K * lp.offset;
-    for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t n0 = n_lo; n0 < n_hi; n0 += 64 * NV) {
-            const int64_t w = std::min<int64_t>(64 * NV, n_hi - n0);
-            for (int64_t i = 0; i < 64 * NV; ++i) tot[i] = base;
-            const uint8_t* codes = ca + r * K;
-            switch ((w + 63) / 64) {   // as many vectors as the block has columns
-                case 1: plane_block<P, 1>(lp.planes, codes, K, cb, N, n0, w, tot); break;
-                case 2: plane_block<P, 2>(lp.planes, codes, K, cb, N, n0, w, tot); break;
-                case 3: plane_block<P, NV == 4 ? 3 : 2>(lp.planes, codes, K, cb, N, n0, w, tot);
-                        break;
-                default: plane_block<P, NV>(lp.planes, codes, K, cb, N, n0, w, tot);
+    if (at) {
+        for (int64_t r0 = 0; r0 < rows; r0 += L) {
+            const int64_t w = std::min(L, rows - r0);
+            for (int64_t n = n_lo; n < n_hi; ++n) {
+                for (int64_t i = 0; i < L; ++i) tot[i] = base;
+                plane_lanes<P, NV>(lpt.planes, cb + n, N, K, at + r0, rows, w, tot);
+                for (int64_t i = 0; i < w; ++i) out[(r0 + i) * N + n] = tot[i];
             }
+        }
+        return;
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t n0 = n_lo; n0 < n_hi; n0 += L) {
+            const int64_t w = std::min(L, n_hi - n0);
+            for (int64_t i = 0; i < L; ++i) tot[i] = base;
+            plane_lanes<P, NV>(lp.planes, ca + r * K, 1, K, cb + n0, N, w, tot);
             std::memcpy(out + r * N + n0, tot, size_t(w) * 8);
         }
     }
@@ -1103,13 +1162,17 @@ void plane_rows(const AxsaTerms& lp, const uint8_t* ca, int64_t rows, int64_t K,
 // Whether the gather runs on the lut's byte planes (CPU, table, shape).
 bool use_lut_planes(const AxsaPlan& p) {
 #if AXSA_VBMI
-    return p.engine == 1 && p.lut_planes.planes && p.lut_planes.count >= 1 &&
-           p.lut_planes.count <= 4 && p.a.width <= 8 && p.b.width <= 8 && p.n >= 8;
+    return p.engine == 1 && p.lut_planes.planes && p.lut_planes_t.planes &&
+           p.lut_planes.count >= 1 && p.lut_planes.count <= 4 && p.a.width <= 8 &&
+           p.b.width <= 8 && p.n >= 8;
 #else
     (void)p;
     return false;
 #endif
 }
+
+// Whether the plane gather's lanes run down the columns (narrow outputs, many rows).
+inline bool lanes_down(const AxsaPlan& p, int64_t rows) { return p.n < 128 && rows >= 128; }
 
 // Gather rows r0 .. r0 + rows of a against columns [n_lo, n_hi): int32 codes cb, or u8
 // codes cb8 for the plane gather.
@@ -1121,15 +1184,24 @@ bool gather_block(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
 #if AXSA_VBMI
     if (cb8) {
         uint8_t* ca = scratch(tls.ca8, size_t(chunk * K));
+        uint8_t* at = nullptr;
         for (int64_t c0 = 0; c0 < rows; c0 += kRowChunk) {
             const int64_t rc = std::min(kRowChunk, rows - c0);
             if (!a_codes(p, a, r0 + c0, rc, ca)) return false;
+            if (lanes_down(p, rc)) {   // a's codes transposed: 64 rows' codes of a k
+                at = scratch(tls.digits_a, size_t(chunk * K));
+                for (int64_t r = 0; r < rc; ++r)
+                    for (int64_t k = 0; k < K; ++k) at[k * rc + r] = ca[r * K + k];
+            } else {
+                at = nullptr;
+            }
             int64_t* o = out + c0 * N;
-            switch (p.lut_planes.count) {
-                case 1: plane_rows<1>(p.lut_planes, ca, rc, K, cb8, N, n_lo, n_hi, o); break;
-                case 2: plane_rows<2>(p.lut_planes, ca, rc, K, cb8, N, n_lo, n_hi, o); break;
-                case 3: plane_rows<3>(p.lut_planes, ca, rc, K, cb8, N, n_lo, n_hi, o); break;
-                default: plane_rows<4>(p.lut_planes, ca, rc, K, cb8, N, n_lo, n_hi, o);
+            const AxsaTerms &lp = p.lut_planes, &lpt = p.lut_planes_t;
+            switch (lp.count) {
+                case 1: plane_rows<1>(lp, lpt, ca, at, rc, K, cb8, N, n_lo, n_hi, o); break;
+                case 2: plane_rows<2>(lp, lpt, ca, at, rc, K, cb8, N, n_lo, n_hi, o); break;
+                case 3: plane_rows<3>(lp, lpt, ca, at, rc, K, cb8, N, n_lo, n_hi, o); break;
+                default: plane_rows<4>(lp, lpt, ca, at, rc, K, cb8, N, n_lo, n_hi, o);
             }
         }
         return true;
@@ -1240,7 +1312,9 @@ int32_t axsa_approx_gemm(const AxsaPlan* plan, const void* a, const void* b, int
             if (!run_block(p, planes, lut_planes, a, r0, rows, cb, cb8, 0, N, out)) return 1;
             continue;
         }
-        const int64_t extent = by_cols ? N : rows, unit = by_cols ? kTileN : kMaxMR;
+        // (the plane gather's blocks: 64 rows)
+        const int64_t extent = by_cols ? N : rows;
+        const int64_t unit = by_cols ? kTileN : p.engine != 0 ? 64 : kMaxMR;
         const int64_t step = (extent + nt * unit - 1) / (nt * unit) * unit;
         const int64_t parts = (extent + step - 1) / step;
         std::atomic<int32_t> err{0};

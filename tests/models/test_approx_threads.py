@@ -58,6 +58,7 @@ def cases(rng, table):
     x, y = vals("a", 140, 90), vals("b", 80, 130)
     return [
         ab((131, 67), (67, 97)),                         # primes: every tile has a tail
+        ab((701, 45), (45, 20)),                         # narrow output, many rows
         (vals("a", 1, 257), vals("b", 257, 311)),        # one row: the columns split
         (vals("a", 4001, 37), vals("b", 37, 1)),         # one column: the rows split
         ab((9, 601), (601, 70)),                         # K > 256: several partial sums
