@@ -23,6 +23,7 @@ after: on a shared machine the N-thread figures are noisy.
     .venv/bin/python scripts/bench_emulation.py --quick                # one shape, smoke
     .venv/bin/python scripts/bench_emulation.py --retune ...           # refit auto first
     .venv/bin/python scripts/bench_emulation.py --ranks                # error ranks
+    .venv/bin/python scripts/bench_emulation.py --fits --threads 1     # fits of a sweep
 """
 
 from __future__ import annotations
@@ -324,6 +325,32 @@ def forward_rows(tabs, threads: list[int], rounds: int, min_time: float,
     return rows
 
 
+def fits_report() -> int:
+    """The engine fits a search's sweep pays in this process: every default search
+    candidate in every GEMM of both built-in models, one GEMM at a time and all at once,
+    integer forward passes at batch 512. Run twice with the same AXSA_CACHE: the second
+    run reads the stored choices and fits nothing."""
+    from axsa.models.train import load_checkpoint, predict
+    from axsa.search.model_eval import default_candidates
+    t0 = time.perf_counter()
+    for kind in ("ts", "vit"):
+        model = load_checkpoint(None, kind)[0]
+        c = model.config
+        gen = torch.Generator().manual_seed(2)
+        x = (torch.randn(512, c.window, c.channels, generator=gen) if kind == "ts"
+             else torch.rand(512, c.image, c.image, generator=gen) * 16)
+        for cand in default_candidates(c.bits):
+            table = ProductTable.from_multiplier(parse_spec(cand.spec), cand.mode)
+            for name in model.hook.names:
+                model.hook.assign({name: table})
+                predict(model, x, "integer")
+            model.hook.assign({name: table for name in model.hook.names})
+            predict(model, x, "integer")
+    print(f"engine fits: {cache.FITS[0]} for {len(cache.CALLS)} (table, shapes) keys, "
+          f"{time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def parse_threads(text: str) -> list[int]:
     try:
         out = [int(t) for t in text.split(",")]
@@ -353,6 +380,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--ranks", action="store_true",
                     help="print the error-table rank of every built-in family and exit")
+    ap.add_argument("--fits", action="store_true",
+                    help="count the engine fits of a search's sweep over both models and exit")
     ap.add_argument("--no-forward", action="store_true",
                     help="skip the whole-forward-pass rows of the two built-in models")
     args = ap.parse_args(argv)
@@ -360,6 +389,9 @@ def main(argv=None) -> int:
         return rank_report(args.json)
     if args.retune:
         retune()
+    if args.fits:
+        torch.set_num_threads(min(args.threads))
+        return fits_report()
     threads = sorted(set(args.threads))
     rounds = args.rounds or (2 if args.quick else 7)
     shapes = SHAPES + model_shapes()
