@@ -19,6 +19,8 @@ from .native import native_call, native_matmul, native_operands
 TUNE_MAX_NS = 20e6
 #: engines estimated this many times slower than the best are not timed
 TUNE_SPREAD = 30.0
+#: rounds of a fit (each plausible engine once per round)
+FIT_ROUNDS = 5
 
 #: every engine on int64 codes: ``fn(ca, cb, batch, plan) -> (*batch, M, N) int64``
 ENGINE_FUNCTIONS = {
@@ -72,25 +74,27 @@ def applies(engine: str, plan) -> bool:
 def fit(plan, ca, cb, batch) -> str:
     """Time every plausible engine on these very operands (all are exact, so only the
     speed differs) and return the fastest: the cost model's constants are rough, and on
-    small GEMMs fixed per-call costs decide. Counted in `cache.FITS`."""
+    small GEMMs fixed per-call costs decide. The engines take turns, `FIT_ROUNDS` rounds,
+    best time of each, so that a burst of load on a shared machine falls on one round of
+    every engine rather than on all of one engine's. Counted in `cache.FITS`."""
     names = candidates(plan, ca, cb, batch)
     if len(names) > 1:
         cache.FITS[0] += 1
-        times = {}
+        fns = {}
         for name in names:
             if name.startswith("native"):    # timed as the prepared call later calls make
                 xa, xb = native_operands(ca, cb, batch)
                 call = native_call(plan, name, xa, xb, batch)
-                fn = lambda *_, call=call, xa=xa, xb=xb: call(xa, xb)   # noqa: E731
+                fns[name] = lambda *_, call=call, xa=xa, xb=xb: call(xa, xb)   # noqa: E731
             else:
-                fn = ENGINE_FUNCTIONS[name]
-            fn(ca, cb, batch, plan)           # warm-up: scratch buffers, caches
-            best = math.inf
-            for _ in range(3):
+                fns[name] = ENGINE_FUNCTIONS[name]
+            fns[name](ca, cb, batch, plan)    # warm-up: scratch buffers, caches
+        times = dict.fromkeys(names, math.inf)
+        for _ in range(FIT_ROUNDS):
+            for name, fn in fns.items():
                 t0 = time.perf_counter()
                 fn(ca, cb, batch, plan)
-                best = min(best, time.perf_counter() - t0)
-            times[name] = best
+                times[name] = min(times[name], time.perf_counter() - t0)
         names = [min(times, key=times.get)]
     return names[0]
 
