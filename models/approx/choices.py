@@ -42,6 +42,8 @@ STORABLE = ("lowrank", "terms", "bag", "gather", "native", "native-gather")
 _LOCK = threading.Lock()
 #: the stored choices by class (loaded on first use), None before
 _CHOICES: dict[str, str] | None = None
+#: the file, once it could not be written (warned once)
+_UNWRITABLE: list[Path] = []
 
 
 def octave(x: int) -> int:
@@ -145,7 +147,7 @@ def _file_lock(file: Path):
 def store(key: str, engine: str) -> str:
     """Store `engine` for class `key` and return the class's engine: the one another
     process stored first, if any (unless re-tuning), else `engine`. A file that cannot
-    be written leaves the choice in this process only (one warning)."""
+    be written leaves the choices in this process only (one warning per process)."""
     global _CHOICES
     file = path()
     with _LOCK:
@@ -158,8 +160,10 @@ def store(key: str, engine: str) -> str:
                 merged = {**on_disk, **_loaded(), key: engine}
                 _write(file, merged)
         except OSError as exc:
-            print(f"warning: cannot store the engine choice in {file} ({exc}); it holds "
-                  "for this process only", file=sys.stderr)
+            if not _UNWRITABLE:
+                print(f"warning: cannot store the engine choices in {file} ({exc}); they "
+                      "hold for this process only", file=sys.stderr)
+                _UNWRITABLE.append(file)
             merged = {**_loaded(), key: engine}
         _CHOICES = merged
     return engine
