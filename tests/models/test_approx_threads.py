@@ -217,3 +217,20 @@ def test_classes_of_calls():
     rand = random_table(2**15).plan
     assert choices.rank_class(rand) == "g"
     assert [choices.octave(x) for x in (0, 1, 2, 3, 4, 7, 8)] == [0, 0, 1, 1, 2, 2, 3]
+
+
+def test_an_unwritable_cache_keeps_the_choices_in_the_process(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    monkeypatch.setenv("AXSA_CACHE", str(blocker))      # no directory can be made in it
+    cache.clear()
+    table = ProductTable.from_multiplier(parse_spec("mitchell@s8"))
+    rng = np.random.default_rng(8)
+    for shape_a, shape_b in (((24, 32), (32, 64)), ((6, 24, 16), (6, 16, 24))):
+        a, b = operands(rng, table, shape_a, shape_b)
+        got = approx_matmul(torch.from_numpy(a), torch.from_numpy(b), table)
+        np.testing.assert_array_equal(got.numpy(), gather_reference(a, b, table.table, 8, 8))
+    err = capsys.readouterr().err
+    assert err.count("warning: cannot store the engine choices") == 1
+    assert "hold for this process only" in err
+    cache.clear()
