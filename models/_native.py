@@ -2,8 +2,10 @@
 
 One call of `NativeCall` computes a whole approximate GEMM from the operands' memory:
 value check, codes, the exact low-rank int8 GEMM (AVX512-VNNI where the CPU has it) or
-the plain gather, int64 result. The library is compiled once per machine with the
-system C++ compiler (``-O3 -march=native``) and cached (`axsa.native`); without a
+the gather (64 lookups per byte permutation with AVX512-VBMI, else the plain loop), int64
+result, on ``torch.get_num_threads()`` threads (OpenMP, passed per call). The library is
+compiled once per machine with the system C++ compiler (``-O3 -march=native -fopenmp``)
+and cached (`axsa.native`, keyed by the CPU's model and flags); without a
 compiler (or with one that fails) `available()` is False, one warning on stderr says
 why and how to get a compiler, and `axsa.models.approx` uses its torch engines only (same
 results, slower). ``AXSA_NATIVE=0`` disables the kernels (no warning).
@@ -25,8 +27,11 @@ from axsa.errors import ToolError
 
 SOURCE = Path(__file__).with_name("approx_kernels.cc")
 #: bump when the build recipe changes in a way the hashed inputs do not show
-RECIPE = "axsa-approx-1"
-FLAGS = ("-O3", "-march=native", "-fno-strict-aliasing")
+RECIPE = "axsa-approx-2"
+#: -march=native: the cache key holds the CPU model and flags (`axsa.native.build_cached`),
+#: so a cached library only ever runs on the CPU it was built for; -fopenmp: the kernels'
+#: threads (the libgomp torch has loaded already, when it ships one: one thread pool)
+FLAGS = ("-O3", "-march=native", "-fno-strict-aliasing", "-fopenmp")
 
 _i64, _i32, _vp = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
 
@@ -54,7 +59,8 @@ class _Plan(ctypes.Structure):
                 ("a", _Operand), ("b", _Operand), ("engine", _i32), ("ngroups", _i32),
                 ("groups", _vp), ("row", _vp), ("col", _vp), ("lut32", _vp), ("lut64", _vp),
                 ("acc32", _i32), ("row_terms", _Terms), ("col_terms", _Terms),
-                ("planes", _i32)]
+                ("planes", _i32), ("lut_planes", _Terms),
+                ("lut_planes_t", _Terms)]
 
 
 _LIBS: dict[bool, ctypes.CDLL | None] = {}
@@ -83,8 +89,10 @@ def library(generic: bool = False) -> ctypes.CDLL:
                 "approx", [RECIPE, SOURCE.read_text(), native.cxx_version(cxx)], flags,
                 "approx.so", compile_into)
             lib = ctypes.CDLL(str(path))
-            lib.axsa_approx_gemm.argtypes = [_vp, _vp, _vp, _vp]
+            lib.axsa_approx_gemm.argtypes = [_vp, _vp, _vp, _vp, _i32]
             lib.axsa_approx_gemm.restype = _i32
+            lib.axsa_approx_openmp.argtypes = []
+            lib.axsa_approx_openmp.restype = _i32
             lib.axsa_approx_simd.argtypes = []
             lib.axsa_approx_simd.restype = _i32
             _LIBS[generic] = lib
@@ -128,9 +136,9 @@ def table_data(plan) -> dict:
     (`Plan.native_data`)."""
     table = plan.table
     data = {"keep": []}
+    narrow = narrow_table(table)   # codes are bytes
     if plan.int8 is not None:
         col = plan.col.numpy().astype(np.int64) + plan.const
-        narrow = table.wa <= 8 and table.wb <= 8   # codes are bytes
         groups = (_Group * max(1, len(plan.groups)))()
         for i, grp in enumerate(plan.groups):
             t = grp.f.shape[1]   # digits per code; stored in 1, 2, 4 or 8k bytes
@@ -159,12 +167,35 @@ def table_data(plan) -> dict:
             else _Terms()
         data["col_terms"] = _byte_planes(col, data["keep"]) if narrow else _Terms()
     lut = np.ascontiguousarray(table.table)
+    data["lut_planes"] = _lut_planes(lut, data["keep"]) if narrow else _Terms()
+    data["lut_planes_t"] = _lut_planes(lut.T, data["keep"]) if narrow else _Terms()
     fits = plan.max_abs < 2**31
     lut32 = lut.astype(np.int32) if fits else None
     data["keep"] += [lut, lut32]
     data["lut32"] = lut32.ctypes.data if fits else None
     data["lut64"] = lut.ctypes.data
     return data
+
+
+def narrow_table(table) -> bool:
+    """Whether both codes of `table` are bytes (the SIMD front ends' lookups)."""
+    return table.wa <= 8 and table.wb <= 8
+
+
+def _lut_planes(lut: np.ndarray, keep: list) -> _Terms:
+    """The table as byte planes for the plane gather: lut[a, b] = offset + sum_j 256^j
+    planes[a, j, b], (256, count, 256) uint8 (no planes beyond 4 bytes of span; offset
+    and count are those of lut.T too)."""
+    offset = int(lut.min())
+    span = lut - offset
+    count = max(1, (int(span.max()).bit_length() + 7) // 8)
+    if count > 4:
+        return _Terms()
+    planes = np.zeros((256, count, 256), dtype=np.uint8)
+    for j in range(count):
+        planes[:lut.shape[0], j, :lut.shape[1]] = (span >> (8 * j)) & 255
+    keep.append(planes)
+    return _Terms(planes.ctypes.data, count, offset)
 
 
 def _byte_planes(values: np.ndarray, keep: list) -> _Terms:
@@ -204,7 +235,8 @@ class NativeCall:
     operand holds a value outside the table's range or not an integer (the caller then
     finds and names the value). `codes`: the operands hold codes (0..2^w-1), not values;
     `generic`: the library built with the portable loops instead of AVX512-VNNI;
-    `planes`: False keeps the scalar front end where the digit planes would run.
+    `planes`: False keeps the scalar front end where the digit planes would run, and
+    the plain lookup loop where the gather would run on the table's byte planes.
     Raises ValueError when a batch dimension cannot be walked with one stride.
     """
 
@@ -239,6 +271,8 @@ class NativeCall:
             p.engine = 1
             p.lut32, p.lut64 = data["lut32"], data["lut64"]
             p.acc32 = int(data["lut32"] is not None and K * plan.max_abs < 2**31)
+            if planes:
+                p.lut_planes, p.lut_planes_t = data["lut_planes"], data["lut_planes_t"]
         self.plan, self.data = p, data
         self.ref = ctypes.addressof(p)
         self.shape = (*batch, M, N)
@@ -248,7 +282,8 @@ class NativeCall:
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
         out = torch.from_numpy(np.empty(self.shape, dtype=np.int64))   # (faster than
-        if self.fn(self.ref, a.data_ptr(), b.data_ptr(), out.data_ptr()):  # torch.empty)
+        if self.fn(self.ref, a.data_ptr(), b.data_ptr(), out.data_ptr(),   # torch.empty)
+                   torch.get_num_threads()):
             return None
         return out
 

@@ -23,10 +23,15 @@
 // (models/_native.py); define AXSA_GENERIC to force the portable loops (the tests build
 // both).
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && \
     defined(__AVX512VL__) && defined(__AVX512VNNI__) && !defined(AXSA_GENERIC)
@@ -83,6 +88,11 @@ struct AxsaPlan {
     int32_t acc32;          // gather: K * max|lut| < 2^31
     AxsaTerms row_terms, col_terms;   // row and col as byte planes (null planes: none)
     int32_t planes;         // 1: the digit-plane front end where the CPU and table allow
+    AxsaTerms lut_planes;   // gather: lut[a, b] = offset + sum_j 256^j planes[(a * count
+                            // + j) * 256 + b] (codes of at most 8 bits, count <= 4), or
+                            // null planes
+    AxsaTerms lut_planes_t; // the same for the transposed table (planes[(b * count + j) *
+                            // 256 + a], same offset)
 };
 
 int32_t axsa_approx_simd(void) { return AXSA_VNNI + AXSA_VBMI; }
@@ -602,7 +612,7 @@ inline __m512i lookup256(__m512i codes, const uint8_t* table) {
 }
 
 inline __mmask64 low_bytes(int64_t n) {
-    return n >= 64 ? ~__mmask64(0) : (__mmask64(1) << n) - 1;
+    return n >= 64 ? ~__mmask64(0) : n <= 0 ? __mmask64(0) : (__mmask64(1) << n) - 1;
 }
 
 // sum_j (v_j << 8 j): the term sums of the byte planes, per 64-bit lane
@@ -862,11 +872,12 @@ inline void store_tile(int64_t* dst, const int32_t* src, bool first, int64_t rs,
         dst[j] = (first ? rs + cs[j] : dst[j]) + scale * int64_t(src[j]);
 }
 
-// Low rank: `rows` rows of a (global rows r0..) against b's codes cb (K x N). Code:
-// int32_t for the scalar front end (digits interleaved), uint8_t for the digit planes.
+// Low rank: `rows` rows of a (global rows r0..) against columns [n_lo, n_hi) of b's
+// codes cb (K x N), into out (rows x N). Code: int32_t for the scalar front end (digits
+// interleaved), uint8_t for the digit planes.
 template <typename Code>
 bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
-                  const Code* cb, int64_t* out) {
+                  const Code* cb, int64_t n_lo, int64_t n_hi, int64_t* out) {
     constexpr bool planes = sizeof(Code) == 1;
     const int64_t K = p.k, N = p.n, Kp = (K + 3) / 4 * 4;
     int64_t* colsum = scratch(tls.colsum, size_t(N));
@@ -879,7 +890,8 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
         ca = scratch(tls.ca, size_t(chunk * K));
     if constexpr (!planes)
         if (p.col && p.ngroups == 0)   // (else summed while the first group's b is packed)
-            for (int64_t k = 0; k < K; ++k) gather_add_i64(p.col, cb + k * N, N, colsum);
+            for (int64_t k = 0; k < K; ++k)
+                gather_add_i64(p.col, cb + k * N + n_lo, n_hi - n_lo, colsum + n_lo);
     int64_t* rowsum = scratch(tls.rowsum, size_t(chunk));
     int32_t* tile = scratch(tls.tile, size_t(kMaxMR * kTileN));
     int64_t max_w = 1;
@@ -887,7 +899,7 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
     const int64_t kp_max = planes ? Kp * max_w : (K * max_w + 3) / 4 * 4;
     int64_t panel = std::max<int64_t>(kTileN, kPanelBytes / std::max<int64_t>(1, kp_max) /
                                                   kTileN * kTileN);
-    panel = std::min(panel, (N + kTileN - 1) / kTileN * kTileN);
+    panel = std::min(panel, (n_hi - n_lo + kTileN - 1) / kTileN * kTileN);
     for (int64_t c0 = 0; c0 < rows; c0 += kRowChunk) {
         const int64_t rc = std::min(kRowChunk, rows - c0);
         if (!a_codes(p, a, r0 + c0, rc, ca)) return false;
@@ -897,7 +909,7 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
                 for (int64_t r = 0; r < rc; ++r)
                     rowsum[r] = p.row ? gather_sum_i64(p.row, ca + r * K, K) : 0;
                 for (int64_t r = 0; r < rc; ++r)
-                    for (int64_t n = 0; n < N; ++n) o[r * N + n] = rowsum[r] + colsum[n];
+                    for (int64_t n = n_lo; n < n_hi; ++n) o[r * N + n] = rowsum[r] + colsum[n];
             }
         for (int gi = 0; gi < p.ngroups; ++gi) {
             AxsaGroup grp = p.groups[gi];
@@ -920,8 +932,8 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
             } else {
                 digits_a(grp, ca, rc, K, kp, da, p.row, gi == 0 ? rowsum : nullptr);
             }
-            for (int64_t n0 = 0; n0 < N; n0 += panel) {
-                const int64_t np = std::min(panel, N - n0);
+            for (int64_t n0 = n_lo; n0 < n_hi; n0 += panel) {
+                const int64_t np = std::min(panel, n_hi - n0);
                 const int64_t np_pad = (np + 7) / 8 * 8;
                 int8_t* pb = scratch(tls.packed_b, size_t(k4n * np_pad * 4));
                 int64_t* cs = p.col && gi == 0 && c0 == 0 ? colsum : nullptr;
@@ -978,10 +990,12 @@ bool use_planes(const AxsaPlan& p) {
 #endif
 }
 
-// Gather: out[r, n] = sum_k lut[ca[r, k], cb[k, n]].
+// Gather: out[r, n] = sum_k lut[ca[r, k], cb[k, n]] for columns [n_lo, n_hi) of b's
+// codes cb (K x N); out has N columns.
 template <typename L, typename Acc>
 void gather_rows(const L* lut, int64_t nb, const int32_t* ca, int64_t rows, int64_t K,
-                 const int32_t* cb, int64_t N, Acc* acc, int64_t* out) {
+                 const int32_t* cb, int64_t N, int64_t n_lo, int64_t n_hi, Acc* acc,
+                 int64_t* out) {
     if (N == 1) {   // a matrix-vector product (a model's output head): one sum per row
         for (int64_t r = 0; r < rows; ++r) {
             const int32_t* codes = ca + r * K;
@@ -991,70 +1005,339 @@ void gather_rows(const L* lut, int64_t nb, const int32_t* ca, int64_t rows, int6
         }
         return;
     }
+    const int64_t nn = n_hi - n_lo;
     for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t n = 0; n < N; ++n) acc[n] = 0;
+        for (int64_t n = 0; n < nn; ++n) acc[n] = 0;
         for (int64_t k = 0; k < K; ++k) {
             const L* row = lut + int64_t(ca[r * K + k]) * nb;
-            const int32_t* idx = cb + k * N;
-            for (int64_t n = 0; n < N; ++n) acc[n] += Acc(row[idx[n]]);
+            const int32_t* idx = cb + k * N + n_lo;
+            for (int64_t n = 0; n < nn; ++n) acc[n] += Acc(row[idx[n]]);
         }
-        for (int64_t n = 0; n < N; ++n) out[r * N + n] = int64_t(acc[n]);
+        for (int64_t n = 0; n < nn; ++n) out[r * N + n_lo + n] = int64_t(acc[n]);
     }
 }
 
+#if AXSA_VBMI
+// ---- the plane gather (AVX512-VBMI) ---------------------------------------------------
+// lut[a, b] = offset + sum_j 256^j P_j[a, b] with bytes P_j. For one code a, row P_j[a, :]
+// is 256 bytes, four registers: two byte permutations and a blend look up 64 of b's codes
+// at once (64 products per plane in ~6 instructions, against one load and one add per
+// product in the plain loop). The bytes are summed over k in 16-bit lanes, no shuffles:
+// the lanes' 16-bit values (mod 2^16) and their high bytes apart (a shift), whence the
+// low bytes' sums; exact for up to 257 k. Every 256 k they go into int64 sums. The 64 lanes run along a row of the output (64 columns, b's codes
+// selecting in the row of a's code) or, for narrow outputs (N < 128) with many rows,
+// down a column (64 rows' codes of a selecting in the transposed table's row of b's
+// code): the table's registers are then loaded once per 256 products, not per N.
+
+constexpr int64_t kPlaneK = 256;   // k per 16-bit partial sum (256 * 255 < 2^16)
+
+// tot[0 .. 64 NV) += the sums over k of sum_j 256^j P_j[sel[k * step], lanes[k * ld + i]]
+// (i < width: the lanes; planes: (256, P, 256) bytes, P_j of code c at c * P * 256 + j).
+template <int P, int NV>
+void plane_block(const uint8_t* planes, const uint8_t* sel, int64_t step, int64_t K,
+                 const uint8_t* lanes, int64_t ld, int64_t width, int64_t* tot) {
+    __mmask64 live[NV];
+    for (int v = 0; v < NV; ++v) live[v] = low_bytes(width - 64 * v);
+    for (int64_t k0 = 0; k0 < K; k0 += kPlaneK) {
+        const int64_t k1 = std::min(K, k0 + kPlaneK);
+        __m512i even[NV][P], odd[NV][P];
+        for (int v = 0; v < NV; ++v)
+            for (int j = 0; j < P; ++j) even[v][j] = odd[v][j] = _mm512_setzero_si512();
+        for (int64_t k = k0; k < k1; ++k) {
+            const uint8_t* T = planes + size_t(sel[k * step]) * (P * 256);
+            __m512i c[NV];
+            __mmask64 hi[NV];
+            for (int v = 0; v < NV; ++v) {
+                c[v] = _mm512_maskz_loadu_epi8(live[v], lanes + k * ld + 64 * v);
+                hi[v] = _mm512_movepi8_mask(c[v]);
+            }
+            for (int j = 0; j < P; ++j) {
+                const __m512i t0 = _mm512_loadu_si512(T + 256 * j);
+                const __m512i t1 = _mm512_loadu_si512(T + 256 * j + 64);
+                const __m512i t2 = _mm512_loadu_si512(T + 256 * j + 128);
+                const __m512i t3 = _mm512_loadu_si512(T + 256 * j + 192);
+                for (int v = 0; v < NV; ++v) {
+                    const __m512i x = _mm512_mask_blend_epi8(
+                        hi[v], _mm512_permutex2var_epi8(t0, c[v], t1),
+                        _mm512_permutex2var_epi8(t2, c[v], t3));
+                    even[v][j] = _mm512_add_epi16(even[v][j], x);   // both bytes, mod 2^16
+                    odd[v][j] = _mm512_add_epi16(odd[v][j], _mm512_srli_epi16(x, 8));
+                }
+            }
+        }
+        for (int v = 0; v < NV; ++v)   // the even bytes' sums: all sums - 256 * odd ones
+            for (int j = 0; j < P; ++j)
+                even[v][j] = _mm512_sub_epi16(even[v][j], _mm512_slli_epi16(odd[v][j], 8));
+        if constexpr (P <= 2) {   // planes weighed in int32 (< 2^16 + 2^24), in order
+            alignas(64) static const int32_t order[32] = {
+                0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+            const __m512i lo_idx = _mm512_load_si512(order);
+            const __m512i hi_idx = _mm512_load_si512(order + 16);
+            for (int v = 0; v < NV; ++v)
+                for (int h = 0; h < 2; ++h) {
+                    auto half = [h](__m512i x) {
+                        return _mm512_cvtepu16_epi32(h ? _mm512_extracti64x4_epi64(x, 1)
+                                                       : _mm512_castsi512_si256(x));
+                    };
+                    __m512i E = half(even[v][0]), O = half(odd[v][0]);
+                    if constexpr (P == 2) {
+                        E = _mm512_add_epi32(E, _mm512_slli_epi32(half(even[v][1]), 8));
+                        O = _mm512_add_epi32(O, _mm512_slli_epi32(half(odd[v][1]), 8));
+                    }
+                    const __m512i cols[2] = {_mm512_permutex2var_epi32(E, lo_idx, O),
+                                             _mm512_permutex2var_epi32(E, hi_idx, O)};
+                    int64_t* t = tot + 64 * v + 32 * h;
+                    for (int q = 0; q < 4; ++q) {
+                        const __m512i c = cols[q / 2];
+                        const __m512i w = _mm512_cvtepi32_epi64(
+                            q % 2 ? _mm512_extracti64x4_epi64(c, 1) : _mm512_castsi512_si256(c));
+                        _mm512_store_si512(t + 8 * q,
+                                           _mm512_add_epi64(_mm512_load_si512(t + 8 * q), w));
+                    }
+                }
+            continue;
+        }
+        for (int v = 0; v < NV; ++v) {
+            alignas(64) uint16_t e[32], o[32];
+            int64_t* t = tot + 64 * v;
+            for (int j = 0; j < P; ++j) {
+                _mm512_store_si512(e, even[v][j]);
+                _mm512_store_si512(o, odd[v][j]);
+                for (int i = 0; i < 32; ++i) {
+                    t[2 * i] += int64_t(e[i]) << (8 * j);
+                    t[2 * i + 1] += int64_t(o[i]) << (8 * j);
+                }
+            }
+        }
+    }
+}
+
+// plane_block with as many vectors as `width` lanes need (at most NV).
+template <int P, int NV>
+void plane_lanes(const uint8_t* planes, const uint8_t* sel, int64_t step, int64_t K,
+                 const uint8_t* lanes, int64_t ld, int64_t width, int64_t* tot) {
+    switch ((width + 63) / 64) {
+        case 1: return plane_block<P, 1>(planes, sel, step, K, lanes, ld, width, tot);
+        case 2: return plane_block<P, 2>(planes, sel, step, K, lanes, ld, width, tot);
+        case 3: return plane_block<P, NV == 4 ? 3 : 2>(planes, sel, step, K, lanes, ld, width,
+                                                       tot);
+        default: return plane_block<P, NV>(planes, sel, step, K, lanes, ld, width, tot);
+    }
+}
+
+// The plane gather for `rows` rows of u8 codes ca (rows x K) against columns [n_lo, n_hi)
+// of cb (K x N), into out (rows x N); `at`: the same codes transposed (K x rows), or
+// null, for lanes down the columns with the transposed table's planes `lpt`.
+template <int P>
+void plane_rows(const AxsaTerms& lp, const AxsaTerms& lpt, const uint8_t* ca,
+                const uint8_t* at, int64_t rows, int64_t K, const uint8_t* cb, int64_t N,
+                int64_t n_lo, int64_t n_hi, int64_t* out) {
+    constexpr int NV = P <= 2 ? 4 : 2;   // 64-lane vectors per block (registers)
+    constexpr int64_t L = 64 * NV;
+    alignas(64) int64_t tot[L];
+    const int64_t base = K * lp.offset;
+    if (at) {
+        for (int64_t r0 = 0; r0 < rows; r0 += L) {
+            const int64_t w = std::min(L, rows - r0);
+            for (int64_t n = n_lo; n < n_hi; ++n) {
+                for (int64_t i = 0; i < L; ++i) tot[i] = base;
+                plane_lanes<P, NV>(lpt.planes, cb + n, N, K, at + r0, rows, w, tot);
+                for (int64_t i = 0; i < w; ++i) out[(r0 + i) * N + n] = tot[i];
+            }
+        }
+        return;
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t n0 = n_lo; n0 < n_hi; n0 += L) {
+            const int64_t w = std::min(L, n_hi - n0);
+            for (int64_t i = 0; i < L; ++i) tot[i] = base;
+            plane_lanes<P, NV>(lp.planes, ca + r * K, 1, K, cb + n0, N, w, tot);
+            std::memcpy(out + r * N + n0, tot, size_t(w) * 8);
+        }
+    }
+}
+#endif
+
+// Whether the gather runs on the lut's byte planes (CPU, table, shape).
+bool use_lut_planes(const AxsaPlan& p) {
+#if AXSA_VBMI
+    return p.engine == 1 && p.lut_planes.planes && p.lut_planes_t.planes &&
+           p.lut_planes.count >= 1 && p.lut_planes.count <= 4 && p.a.width <= 8 &&
+           p.b.width <= 8 && p.n >= 8;
+#else
+    (void)p;
+    return false;
+#endif
+}
+
+// Whether the plane gather's lanes run down the columns (narrow outputs, many rows).
+inline bool lanes_down(const AxsaPlan& p, int64_t rows) { return p.n < 128 && rows >= 128; }
+
+// Gather rows r0 .. r0 + rows of a against columns [n_lo, n_hi): int32 codes cb, or u8
+// codes cb8 for the plane gather.
 bool gather_block(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
-                  const int32_t* cb, int64_t* out) {
+                  const int32_t* cb, const uint8_t* cb8, int64_t n_lo, int64_t n_hi,
+                  int64_t* out) {
     const int64_t K = p.k, N = p.n, nb = int64_t(1) << p.b.width;
-    int32_t* ca = scratch(tls.ca, size_t(std::min(rows, kRowChunk) * K));
+    const int64_t chunk = std::min(rows, kRowChunk);
+#if AXSA_VBMI
+    if (cb8) {
+        uint8_t* ca = scratch(tls.ca8, size_t(chunk * K));
+        uint8_t* at = nullptr;
+        for (int64_t c0 = 0; c0 < rows; c0 += kRowChunk) {
+            const int64_t rc = std::min(kRowChunk, rows - c0);
+            if (!a_codes(p, a, r0 + c0, rc, ca)) return false;
+            if (lanes_down(p, rc)) {   // a's codes transposed: 64 rows' codes of a k
+                at = scratch(tls.digits_a, size_t(chunk * K));
+                for (int64_t r = 0; r < rc; ++r)
+                    for (int64_t k = 0; k < K; ++k) at[k * rc + r] = ca[r * K + k];
+            } else {
+                at = nullptr;
+            }
+            int64_t* o = out + c0 * N;
+            const AxsaTerms &lp = p.lut_planes, &lpt = p.lut_planes_t;
+            switch (lp.count) {
+                case 1: plane_rows<1>(lp, lpt, ca, at, rc, K, cb8, N, n_lo, n_hi, o); break;
+                case 2: plane_rows<2>(lp, lpt, ca, at, rc, K, cb8, N, n_lo, n_hi, o); break;
+                case 3: plane_rows<3>(lp, lpt, ca, at, rc, K, cb8, N, n_lo, n_hi, o); break;
+                default: plane_rows<4>(lp, lpt, ca, at, rc, K, cb8, N, n_lo, n_hi, o);
+            }
+        }
+        return true;
+    }
+#else
+    (void)cb8;
+#endif
+    int32_t* ca = scratch(tls.ca, size_t(chunk * K));
     for (int64_t c0 = 0; c0 < rows; c0 += kRowChunk) {
         const int64_t rc = std::min(kRowChunk, rows - c0);
         if (!a_codes(p, a, r0 + c0, rc, ca)) return false;
         int64_t* o = out + c0 * N;
-        if (p.lut32 && p.acc32) {
-            int32_t* acc = reinterpret_cast<int32_t*>(scratch(tls.acc64, size_t(N)));
-            gather_rows(p.lut32, nb, ca, rc, K, cb, N, acc, o);
-        } else if (p.lut32) {
-            gather_rows(p.lut32, nb, ca, rc, K, cb, N, scratch(tls.acc64, size_t(N)), o);
-        } else {
-            gather_rows(p.lut64, nb, ca, rc, K, cb, N, scratch(tls.acc64, size_t(N)), o);
-        }
+        int64_t* acc = scratch(tls.acc64, size_t(N));
+        if (p.lut32 && p.acc32)
+            gather_rows(p.lut32, nb, ca, rc, K, cb, N, n_lo, n_hi,
+                        reinterpret_cast<int32_t*>(acc), o);
+        else if (p.lut32)
+            gather_rows(p.lut32, nb, ca, rc, K, cb, N, n_lo, n_hi, acc, o);
+        else
+            gather_rows(p.lut64, nb, ca, rc, K, cb, N, n_lo, n_hi, acc, o);
     }
     return true;
+}
+
+// Below this many products per call the kernels stay on one thread (waking the others
+// costs more than they save on the models' smallest GEMMs).
+constexpr int64_t kMinParallelProducts = 1 << 16;
+
+// One block of output: rows [r0, r0 + rows) (global rows, see a_codes) of pass `g`
+// against columns [n_lo, n_hi), b's codes already made (cb or cb8).
+bool run_block(const AxsaPlan& p, bool planes, bool lut_planes, const void* a, int64_t r0,
+               int64_t rows, const int32_t* cb, const uint8_t* cb8, int64_t n_lo,
+               int64_t n_hi, int64_t* out) {
+    int64_t* dst = out + r0 * p.n;
+    if (p.engine != 0) return gather_block(p, a, r0, rows, cb, lut_planes ? cb8 : nullptr,
+                                           n_lo, n_hi, dst);
+    return planes ? lowrank_rows(p, a, r0, rows, cb8, n_lo, n_hi, dst)
+                  : lowrank_rows(p, a, r0, rows, cb, n_lo, n_hi, dst);
+}
+
+// b's codes of pass g into the calling thread's scratch (cb or cb8, the other null).
+bool b_codes(const AxsaPlan& p, const void* b, int64_t g, bool bytes, int32_t** cb,
+             uint8_t** cb8) {
+    const AxsaOperand& o = p.b;
+    const int64_t K = p.k, N = p.n, off = g * o.batch_stride;
+    if (bytes) {
+        *cb = nullptr;
+        *cb8 = scratch(tls.cb8, size_t(K * N));
+        return codes_of(b, o.dtype, off, o.outer_stride, o.inner_stride, K, N, o.lo, o.hi,
+                        o.width, *cb8);
+    }
+    *cb8 = nullptr;
+    *cb = scratch(tls.cb, size_t(K * N));
+    return codes_of(b, o.dtype, off, o.outer_stride, o.inner_stride, K, N, o.lo, o.hi,
+                    o.width, *cb);
 }
 
 }  // namespace
 
 extern "C" {
 
-// C = approx(a, b) into `out` ((batches, m, n) int64, contiguous).
+// C = approx(a, b) into `out` ((batches, m, n) int64, contiguous), on up to `threads`
+// threads (OpenMP; one without it). Every output element is one thread's integer sum,
+// so the result is the same whatever the thread count.
 // Returns 0, or 1 / 2 when operand a / b holds a value outside its range or not an
 // integer (the caller finds and names it).
-int32_t axsa_approx_gemm(const AxsaPlan* plan, const void* a, const void* b, int64_t* out) {
+int32_t axsa_approx_gemm(const AxsaPlan* plan, const void* a, const void* b, int64_t* out,
+                         int32_t threads) {
     const AxsaPlan& p = *plan;
     const int64_t K = p.k, N = p.n;
-    const bool planes = use_planes(p);
-    int32_t* cb = planes ? nullptr : scratch(tls.cb, size_t(K * N));
-    uint8_t* cb8 = planes ? scratch(tls.cb8, size_t(K * N)) : nullptr;
+    const bool planes = use_planes(p), lut_planes = use_lut_planes(p);
+    const bool bytes = planes || lut_planes;
     // b shared by every batch: one pass over all batches' rows
     const bool shared = p.b.batch_stride == 0;
     const int64_t passes = shared ? 1 : p.batches;
     const int64_t rows = shared ? p.batches * p.m : p.m;
+    int nt = threads < 1 ? 1 : threads;
+#ifndef _OPENMP
+    nt = 1;
+#endif
+    if (p.batches * p.m * K * N < kMinParallelProducts) nt = 1;
+    if (nt > 1 && passes >= nt) {   // batched on both sides: whole passes per thread
+        std::atomic<int32_t> err{0};
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t g = 0; g < passes; ++g) {
+            if (err.load(std::memory_order_relaxed)) continue;
+            int32_t* cb;
+            uint8_t* cb8;
+            if (!b_codes(p, b, g, bytes, &cb, &cb8))
+                err.store(2);
+            else if (!run_block(p, planes, lut_planes, a, g * p.m, rows, cb, cb8, 0, N, out))
+                err.store(1);
+        }
+        return err.load();
+    }
     for (int64_t g = 0; g < passes; ++g) {
-        const AxsaOperand& o = p.b;
-        const int64_t off = g * o.batch_stride;
-        if (planes ? !codes_of(b, o.dtype, off, o.outer_stride, o.inner_stride, K, N, o.lo,
-                               o.hi, o.width, cb8)
-                   : !codes_of(b, o.dtype, off, o.outer_stride, o.inner_stride, K, N, o.lo,
-                               o.hi, o.width, cb))
-            return 2;
+        int32_t* cb;
+        uint8_t* cb8;
+        if (!b_codes(p, b, g, bytes, &cb, &cb8)) return 2;
         const int64_t r0 = g * p.m;
-        int64_t* dst = out + r0 * N;
-        bool ok = p.engine != 0 ? gather_block(p, a, r0, rows, cb, dst)
-                  : planes      ? lowrank_rows(p, a, r0, rows, cb8, dst)
-                                : lowrank_rows(p, a, r0, rows, cb, dst);
-        if (!ok) return 1;
+        // split the columns when a's per-row work (duplicated by a column split) is
+        // smaller than b's packing (duplicated by a row split); the gather duplicates
+        // nothing either way and splits rows
+        const bool by_cols = nt > 1 && N >= 32 * nt &&
+                             ((p.engine == 0 && rows <= N) || rows < 8 * nt);
+        const bool by_rows = nt > 1 && !by_cols && rows >= 8 * nt;
+        if (!by_cols && !by_rows) {
+            if (!run_block(p, planes, lut_planes, a, r0, rows, cb, cb8, 0, N, out)) return 1;
+            continue;
+        }
+        // (the plane gather's blocks: 64 rows)
+        const int64_t extent = by_cols ? N : rows;
+        const int64_t unit = by_cols ? kTileN : p.engine != 0 ? 64 : kMaxMR;
+        const int64_t step = (extent + nt * unit - 1) / (nt * unit) * unit;
+        const int64_t parts = (extent + step - 1) / step;
+        std::atomic<int32_t> err{0};
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t t = 0; t < parts; ++t) {
+            const int64_t lo = t * step, hi = std::min(extent, lo + step);
+            const bool ok = by_cols
+                ? run_block(p, planes, lut_planes, a, r0, rows, cb, cb8, lo, hi, out)
+                : run_block(p, planes, lut_planes, a, r0 + lo, hi - lo, cb, cb8, 0, N, out);
+            if (!ok) err.store(1);
+        }
+        if (err.load()) return 1;
     }
     return 0;
+}
+
+// 1 when the kernels were built with OpenMP (they thread), else 0.
+int32_t axsa_approx_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
 }
 
 }  // extern "C"

@@ -31,15 +31,15 @@ gather does M*K*N lookups; the engines below, all exact, avoid it where it matte
     The plain gather, ``lut[a_code, b_code]`` for every (m, k, n), blocked: the
     reference, and the cheapest for tiny GEMMs.
 
-``engine="auto"`` picks, on the first call with a given (table, operand shapes), the
-engine of least estimated cost (`costs.estimate`; constants measured with
-scripts/bench_emulation.py); on the second call with the same key it times the plausible
-engines on those operands (all exact) and keeps the fastest (`tuner.tune`), which on the
-models' small GEMMs, dominated by fixed per-call costs, often differs. Besides the
-engines above it may pick ``terms``: the low-rank engine's batched float GEMM over the
-integer terms, for any batch shape. Once a native engine is chosen, later calls with the
-same operand layout go straight to a prepared kernel call (`cache.FAST`). See
-docs/emulation.md.
+``engine="auto"`` takes the engine stored for the call's class (thread count, the
+table's rank class, the operands' shape class: `choices`), fitted once per machine: the
+first call of a class times the engines the cost model (`costs.estimate`) finds plausible
+on its operands (all exact) and stores the fastest (`tuner.fit`), so that the same call
+picks the same engine in every process; ``AXSA_RETUNE=1`` or `retune()` refits. Besides
+the engines above it may pick ``terms``: the low-rank engine's batched float GEMM over
+the integer terms, for any batch shape. Once a native engine is chosen, later calls with
+the same operand layout go straight to a prepared kernel call (`cache.FAST`). The native
+kernels run on ``torch.get_num_threads()`` threads. See docs/emulation.md.
 
 The package, one idea per module:
 
@@ -47,15 +47,17 @@ The package, one idea per module:
 ``plan``      `Plan`: what the engines precompute per table (a frozen dataclass)
 ``operands``  operand values -> codes, shapes and batch layouts
 ``lowrank``, ``bag``, ``gather``, ``native``   the engines
-``costs``     the cost model; ``tuner``: the engine choice of ``auto``
+``costs``     the cost model; ``tuner``: the engine choice of ``auto``; ``choices``: the
+              stored choices
 ``matmul``    `approx_matmul`, the entry; ``autograd``: `ApproxMatmul`, `approx_matmul_grad`
 ``cache``     every cache (plans, engine choices, prepared kernel calls, scratch tensors)
 """
 
-from . import cache
+from . import cache, choices
 from .autograd import ApproxMatmul, Grad, approx_matmul_grad
 from .bag import BAG_BLOCK_ELEMENTS
 from .cache import MAX_PLANS, MAX_TUNED
+from .choices import retune
 from .costs import estimate
 from .gather import GATHER_BLOCK_ELEMENTS
 from .lowrank import BLOCK_ELEMENTS, PART_ELEMENTS
@@ -69,7 +71,7 @@ __all__ = [
     "BAG_BLOCK_ELEMENTS", "BLOCK_ELEMENTS", "ENGINES", "GATHER_BLOCK_ELEMENTS", "MAX_PLANS",
     "MAX_TUNED", "MAX_WIDTH", "PART_ELEMENTS", "TUNE_MAX_NS", "TUNE_SPREAD", "ApproxMatmul",
     "Engine", "Grad", "Plan", "ProductTable", "approx_matmul", "approx_matmul_grad", "cache",
-    "emulate_gemm",
+    "choices", "emulate_gemm", "retune",
 ]
 
 # the names of the single-module approx.py that scripts and tests reach for

@@ -6,13 +6,14 @@ wants the memory back).
 
 ``PLANS``
     Fast-GEMM plans by table key, least recently used dropped first (`plan_of`).
-``TUNED``, ``CALLS``
-    The measured engine choice per (table, shape of a, shape of b), and how often each
-    key was called (`approx.tuner` tunes on the second call).
+``TUNED``, ``CALLS``, ``FITS``
+    The engine choice per (table, shape of a, shape of b, thread count), from the stored
+    choices of its class (`approx.choices`); how often each (table, shapes) key was
+    looked up there; how many fits (timings of the engines) this process made.
 ``FAST``
     Prepared native kernel calls on raw operands, by (table key, shape, stride, dtype,
-    is_cpu of a and b): `approx_matmul`'s fast path, filled once `auto` has tuned a
-    native engine for them.
+    is_cpu of a and b, thread count): `approx_matmul`'s fast path, filled once `auto` has
+    chosen a native engine for them.
 ``PREPARED``
     Prepared native kernel calls on code tensors (the native engines as the tuner and
     forced engines run them).
@@ -40,6 +41,7 @@ MAX_TUNED = 4096
 PLANS: collections.OrderedDict[str, Any] = collections.OrderedDict()
 TUNED: dict[tuple, str] = {}
 CALLS: dict[tuple, int] = {}
+FITS = [0]
 FAST: dict[tuple, Any] = {}
 PREPARED: dict[tuple, Any] = {}
 PROBES: dict[str, bool] = {}
@@ -94,8 +96,12 @@ def workspace(slot: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
 
 
 def clear() -> None:
-    """Empty every cache (the workspace of the calling thread included)."""
+    """Empty every cache (the workspace of the calling thread included); the stored
+    engine choices are read again from their file on next use."""
+    from . import choices
+    choices.forget()
     with LOCK:
         for cache in (PLANS, TUNED, CALLS, FAST, PREPARED, PROBES):
             cache.clear()
+        FITS[0] = 0
     _WORKSPACE.tensors = {}

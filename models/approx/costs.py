@@ -55,12 +55,15 @@ def estimate(plan: Plan, ga: int, gb: int, M: int, K: int, N: int) -> dict[str, 
 def native_costs(plan: Plan, ga: int, gb: int, M: int, K: int, N: int) -> dict[str, float]:
     """Estimated ns of the native kernels: per operand element (check, code, digits:
     ~1 ns plus ~0.1 ns per digit), per output (~0.3 ns), per int8 multiply-accumulate
-    (VNNI, ~0.0025 ns) and per lookup of the gather (~0.45 ns)."""
+    (VNNI, ~0.0025 ns) and per lookup of the gather (~0.12 ns on the table's byte planes
+    with AVX512-VBMI, ~0.45 ns in the plain loop)."""
     G = max(ga, gb)
     rows = G * M
     passes = 1 if gb == 1 else G          # b's digits are packed once per batch of b
     n_pad = -(-N // 8) * 8
-    costs = {"native-gather": 3e3 + 0.45 * rows * K * N + 1.0 * (rows * K + passes * K * N)}
+    lookup = 0.12 if _native.library().axsa_approx_simd() == 2 and N >= 8 else 0.45
+    costs = {"native-gather": 3e3 + lookup * rows * K * N +
+             1.0 * (rows * K + passes * K * N)}
     if plan.int8 is not None:
         W = plan.width
         k_pad = -(-K * W // 4) * 4

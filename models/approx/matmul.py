@@ -17,7 +17,7 @@ from .lowrank import lowrank_matmul, terms_matmul
 from .native import native_matmul, prepare_fast
 from .operands import as_codes, shapes
 from .table import ProductTable
-from .tuner import auto_engine, tune, tune_now
+from .tuner import choose
 
 Engine = Literal["auto", "lowrank", "bag", "gather", "native", "native-gather"]
 #: engines a caller may name
@@ -61,13 +61,14 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
         # the prepared native kernel call for these operands, once `auto` picked it
         # (`native.fast_key` and `NativeCall.__call__` inlined: on a model's head a whole
         # call is a few microseconds)
+        threads = torch.get_num_threads()
         call = _FAST.get((getattr(table, "key", None), a.shape, a.stride(), a.dtype,
-                          a.is_cpu, b.shape, b.stride(), b.dtype, b.is_cpu))
+                          a.is_cpu, b.shape, b.stride(), b.dtype, b.is_cpu, threads))
         if call is not None:
             if call.contiguous:
                 a, b = a.contiguous(), b.contiguous()
             out = torch.from_numpy(np.empty(call.shape, dtype=np.int64))
-            if not call.fn(call.ref, a.data_ptr(), b.data_ptr(), out.data_ptr()):
+            if not call.fn(call.ref, a.data_ptr(), b.data_ptr(), out.data_ptr(), threads):
                 return out                 # else a bad value: found and named below
     if not isinstance(table, ProductTable):
         raise InputError(f"table must be a ProductTable, got {type(table).__name__}")
@@ -91,11 +92,10 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
     plan = table.plan
     auto = engine == "auto"
     if auto:
-        key = (table.key, tuple(ca.shape), tuple(cb.shape))
+        key = (table.key, tuple(ca.shape), tuple(cb.shape), torch.get_num_threads())
         engine = _TUNED.get(key)
         if engine is None:
-            engine = (tune(key, plan, ca, cb, batch) if tune_now(key)
-                      else auto_engine(plan, ca, cb, batch))
+            engine = choose(key, plan, ca, cb, batch)
     if engine in ("native", "native-gather"):
         if engine == "native" and plan.int8 is None:
             raise InputError(f"engine 'native' needs an exact low-rank factorization, which "

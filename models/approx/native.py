@@ -41,7 +41,7 @@ def native_matmul(ca, cb, batch, plan, kind: str) -> torch.Tensor:
 def fast_key(table, a, b) -> tuple:
     """The key of `cache.FAST` (built inline in `approx_matmul`, for speed)."""
     return (table.key, a.shape, a.stride(), a.dtype, a.is_cpu, b.shape, b.stride(), b.dtype,
-            b.is_cpu)
+            b.is_cpu, torch.get_num_threads())
 
 
 def prepare_fast(table, kind: str, a, b, batch) -> None:

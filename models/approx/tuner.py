@@ -1,12 +1,14 @@
-"""Engine choice for ``engine="auto"``: the cost model's pick on the first call with a
-(table, operand shapes) key, the fastest measured engine from the second call on."""
+"""Engine choice for ``engine="auto"``: per class of call (`choices.class_key`), the
+engine fitted once on this machine and stored (`choices`); a class met for the first time
+is fitted on the spot, by timing the engines the cost model finds plausible on the call's
+own operands."""
 
 from __future__ import annotations
 
 import math
 import time
 
-from . import cache
+from . import cache, choices
 from .bag import bag_matmul
 from .costs import batched_costs, estimate
 from .gather import gather_matmul
@@ -17,6 +19,8 @@ from .native import native_call, native_matmul, native_operands
 TUNE_MAX_NS = 20e6
 #: engines estimated this many times slower than the best are not timed
 TUNE_SPREAD = 30.0
+#: rounds of a fit (each plausible engine once per round)
+FIT_ROUNDS = 5
 
 #: every engine on int64 codes: ``fn(ca, cb, batch, plan) -> (*batch, M, N) int64``
 ENGINE_FUNCTIONS = {
@@ -28,12 +32,6 @@ ENGINE_FUNCTIONS = {
     "native-gather": lambda ca, cb, batch, plan: native_matmul(ca, cb, batch, plan,
                                                                "native-gather"),
 }
-
-
-def tune_now(key) -> bool:
-    """Tune on the second call with a (table, shapes) key: one-off GEMMs (tests, the
-    simulator's checks) never pay for it, a model's repeated GEMMs do once."""
-    return cache.count_call(key) == 2
 
 
 def candidates(plan, ca, cb, batch) -> list[str]:
@@ -50,35 +48,54 @@ def candidates(plan, ca, cb, batch) -> list[str]:
     return sorted((e for e, c in costs.items() if c <= TUNE_SPREAD * best), key=costs.get)
 
 
-def tune(key, plan, ca, cb, batch) -> str:
+def choose(key, plan, ca, cb, batch) -> str:
+    """The engine of ``auto`` for a call with key `key` (table, shapes, threads), kept in
+    `cache.TUNED`: its class's stored engine, else the one `fit` finds (and stores)."""
+    cache.count_call(key[:3])
+    cls = choices.class_key(plan, math.prod(ca.shape[:-2]), math.prod(cb.shape[:-2]),
+                            ca.shape[-2], ca.shape[-1], cb.shape[-1])
+    engine = choices.get(cls)
+    if engine is None or not applies(engine, plan):
+        engine = fit(plan, ca, cb, batch)
+        if applies(engine, plan):
+            engine = choices.store(cls, engine)
+    with cache.LOCK:
+        cache.remember(cache.TUNED, key, engine)
+    return engine
+
+
+def applies(engine: str, plan) -> bool:
+    """Whether `engine` can run a GEMM of `plan`'s table (a stored class's engine always
+    can; this guards against a file edited by hand)."""
+    return engine in ENGINE_FUNCTIONS and (plan.int8 is not None or
+                                           engine in ("bag", "gather", "native-gather"))
+
+
+def fit(plan, ca, cb, batch) -> str:
     """Time every plausible engine on these very operands (all are exact, so only the
-    speed differs) and remember the fastest for the key (`cache.TUNED`): the cost
-    model's constants are rough, and on small GEMMs fixed per-call costs decide."""
+    speed differs) and return the fastest: the cost model's constants are rough, and on
+    small GEMMs fixed per-call costs decide. The engines take turns, `FIT_ROUNDS` rounds,
+    best time of each, so that a burst of load on a shared machine falls on one round of
+    every engine rather than on all of one engine's. Counted in `cache.FITS`."""
     names = candidates(plan, ca, cb, batch)
     if len(names) > 1:
-        times = {}
+        cache.FITS[0] += 1
+        fns = {}
         for name in names:
             if name.startswith("native"):    # timed as the prepared call later calls make
                 xa, xb = native_operands(ca, cb, batch)
                 call = native_call(plan, name, xa, xb, batch)
-                fn = lambda *_, call=call, xa=xa, xb=xb: call(xa, xb)   # noqa: E731
+                fns[name] = lambda *_, call=call, xa=xa, xb=xb: call(xa, xb)   # noqa: E731
             else:
-                fn = ENGINE_FUNCTIONS[name]
-            fn(ca, cb, batch, plan)           # warm-up: scratch buffers, caches
-            best = math.inf
-            for _ in range(3):
+                fns[name] = ENGINE_FUNCTIONS[name]
+            fns[name](ca, cb, batch, plan)    # warm-up: scratch buffers, caches
+        times = dict.fromkeys(names, math.inf)
+        for _ in range(FIT_ROUNDS):
+            for name, fn in fns.items():
                 t0 = time.perf_counter()
                 fn(ca, cb, batch, plan)
-                best = min(best, time.perf_counter() - t0)
-            times[name] = best
+                times[name] = min(times[name], time.perf_counter() - t0)
         names = [min(times, key=times.get)]
-    with cache.LOCK:
-        cache.remember(cache.TUNED, key, names[0])
     return names[0]
 
 
-def auto_engine(plan, ca, cb, batch) -> str:
-    """The engine of least estimated cost."""
-    costs = estimate(plan, math.prod(ca.shape[:-2]), math.prod(cb.shape[:-2]),
-                     ca.shape[-2], ca.shape[-1], cb.shape[-1])
-    return min(costs, key=costs.get)
