@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from amaranth.hdl import Module, signed, unsigned
 from amaranth.sim import Simulator
 from axsa.rtl.mac import Mac, Pe, acc_width_for
 from axsa.rtl.multipliers import parse_spec
@@ -46,6 +47,8 @@ def run_mac(mult, acc_width, a, b, clr, en, mode=0, view="circuit"):
             ctx.set(dut.b, int(b[i]))
             ctx.set(dut.clr, int(clr[i]))
             ctx.set(dut.en, int(en[i]))
+            if view == "table" and not mult.is_exact:  # the product a table would give
+                ctx.set(dut.p_in, int(mult.model(a[i], b[i], mode)))
             await ctx.tick()
             seen.append(ctx.get(dut.acc))
 
@@ -144,3 +147,52 @@ def test_rejected_construction_leaves_no_unused_elaboratable(recwarn):
             Pe(parse_spec("exact@s4"), 0)
     gc.collect()
     assert not [w for w in recwarn if "never used" in str(w.message)]
+
+
+@pytest.mark.parametrize("spec", ["exact@s4", "exact@u4", "exact@s3x5", "mitchell@s4"])
+def test_table_view_equals_the_circuit_for_every_operand_pair(spec):
+    # the table view sums products as acc_width-bit words (`as_word`); exhaustively, with
+    # an accumulator that wraps (acc_width 7) and one that does not (the default bound)
+    mult = parse_spec(spec)
+    a, b = np.meshgrid(mult.fmt.a_values(), mult.fmt.b_values(), indexing="ij")
+    a, b = a.ravel(), b.ravel()
+    n = len(a)
+    clr = np.arange(n) % 5 == 0
+    en = np.arange(n) % 7 != 3
+    for width in (7, acc_width_for(mult, 5)):
+        circuit = run_mac(mult, width, a, b, clr, en)
+        assert run_mac(mult, width, a, b, clr, en, view="table").tolist() == circuit.tolist()
+        # independently: wrap the running sum of the model's products to `width` bits
+        acc, expect = 0, []
+        for i in range(n):
+            if en[i]:
+                acc = (0 if clr[i] else acc) + int(mult.model(a[i], b[i]))
+                acc = (acc + (1 << (width - 1))) % (1 << width) - (1 << (width - 1))
+            expect.append(acc)
+        assert circuit.tolist() == expect
+
+
+@pytest.mark.parametrize("width, shape, values", [
+    (12, signed(8), [-128, -1, 0, 1, 127]),
+    (8, signed(8), [-128, -1, 0, 127]),
+    (5, signed(8), [-128, -17, -1, 0, 15, 127]),
+    (12, unsigned(8), [0, 1, 200, 255]),
+])
+def test_as_word_is_the_value_mod_2_to_the_width(width, shape, values):
+    from amaranth.hdl import Signal
+    from amaranth.sim import Simulator
+    from axsa.rtl.mac import as_word
+
+    x = Signal(shape)
+    word = as_word(x, width)
+    got = []
+
+    async def bench(ctx):
+        for v in values:
+            ctx.set(x, v)
+            got.append(ctx.get(word))
+
+    sim = Simulator(Module())
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [v % (1 << width) for v in values]
