@@ -33,10 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from axsa.rtl.boards.platforms import RESOURCES, Board
+
 from axsa import toolchain
 from axsa.errors import ToolError
 from axsa.processes import die_with_parent
-from axsa.rtl.boards.platforms import RESOURCES, Board
 
 from .yosys import PNR_SEED, tool_errors
 
@@ -286,10 +287,11 @@ def resolve(board: Board, rows: int | None = None, cols: int | None = None,
     ``"drum(k=4)@s8"`` must agree with `bits` when both are given. InputError (exit 2)
     naming a bad value.
     """
-    from axsa.errors import InputError, SpecError
-    from axsa.formats import MAX_WIDTH, MIN_WIDTH
     from axsa.rtl.array import check_dims
     from axsa.rtl.multipliers import parse_spec
+
+    from axsa.errors import InputError, SpecError
+    from axsa.formats import MAX_WIDTH, MIN_WIDTH
 
     rows = board.rows if rows is None else rows
     cols = board.cols if cols is None else cols
