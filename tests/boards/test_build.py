@@ -1,0 +1,128 @@
+"""`axsa build`: real bitstreams through Amaranth's platform build and the YoWASP tools.
+
+One small build per board (a 2x2 array of 4-bit exact MACs in the board top) is shared
+by the module; its figures are checked against what the tools wrote themselves
+(nextpnr's report, the bitstream's header), not against axsa's own reading of them.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from axsa.rtl.boards.platforms import BOARDS
+
+#: the bitstream header each packer writes: iCE40 preamble 7EAA997E; ECP5 preamble
+#: BDB3 after its 0xFF padding
+PREAMBLE = {"ice40": bytes.fromhex("7eaa997e"), "ecp5": bytes.fromhex("ffffbdb3")}
+#: an uncompressed iCE40UP5K bitstream is always this long (icepack, the whole device)
+UP5K_BIN_BYTES = 104090
+KEYS = {"board", "bitstream", "fmax_mhz", "clock_mhz", "utilization", "macs_per_cycle", "log"}
+
+
+def axsa(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "axsa.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module", params=sorted(BOARDS))
+def small(request, tmp_path_factory):
+    """(board name, build folder, process, JSON) of a 2x2 exact@s4 build."""
+    out = tmp_path_factory.mktemp(request.param)
+    proc = axsa("build", "--board", request.param, "--rows", 2, "--cols", 2,
+                "--mult", "exact", "--bits", 4, "--out", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return request.param, out, proc, json.loads(proc.stdout)
+
+
+def test_json_keys_and_configuration(small):
+    name, out, _, d = small
+    assert KEYS <= set(d)
+    assert d["board"] == name
+    assert d["macs_per_cycle"] == 4
+    assert d["mult"] == "exact@s4"
+    assert d["clock_mhz"] == {"icebreaker": 12.0, "ulx3s-85f": 25.0}[name]
+    assert d["macs_per_second"] == 4 * d["clock_mhz"] * 1e6
+
+
+def test_bitstream_written(small):
+    name, out, _, d = small
+    family = BOARDS[name].family
+    data = open(d["bitstream"], "rb").read()
+    assert d["bitstream"].startswith(str(out))
+    assert PREAMBLE[family] in data[:64]
+    if family == "ice40":
+        assert len(data) == UP5K_BIN_BYTES
+
+
+def test_fmax_is_nextpnrs_and_above_the_clock(small):
+    _, out, _, d = small
+    report = json.loads((out / "report.json").read_text())
+    clocks = {k: v for k, v in report["fmax"].items() if not k.startswith("$PACKER")}
+    assert min(v["achieved"] for v in clocks.values()) == pytest.approx(d["fmax_mhz"],
+                                                                        abs=0.01)
+    # the board clock reached nextpnr as the constraint of the design's clock
+    assert all(v["constraint"] == pytest.approx(d["clock_mhz"], rel=1e-3)
+               for v in clocks.values())
+    assert d["fmax_mhz"] > d["clock_mhz"]
+
+
+def test_utilization_against_nextpnrs_device(small):
+    name, out, _, d = small
+    u = d["utilization"]
+    pnr = json.loads((out / "report.json").read_text())["utilization"]
+    if BOARDS[name].family == "ice40":
+        assert u["DSP"]["available"] == pnr["ICESTORM_DSP"]["available"] == 8
+        assert u["BRAM"]["available"] == pnr["ICESTORM_RAM"]["available"] == 30
+        assert u["LUT"]["available"] == pnr["ICESTORM_LC"]["available"] == 5280
+        # a logic cell holds one LUT and one flip-flop
+        assert max(u["LUT"]["used"], u["FF"]["used"]) <= pnr["ICESTORM_LC"]["used"]
+        assert u["DSP"]["used"] == pnr["ICESTORM_DSP"]["used"]
+        assert u["BRAM"]["used"] == pnr["ICESTORM_RAM"]["used"]
+    else:
+        assert u["DSP"]["available"] == pnr["MULT18X18D"]["available"] == 156
+        assert u["BRAM"]["available"] == pnr["DP16KD"]["available"] == 208
+        assert u["LUT"]["available"] == pnr["TRELLIS_COMB"]["available"] == 83640
+        assert u["DSP"]["used"] == pnr["MULT18X18D"]["used"]
+        assert u["BRAM"]["used"] == pnr["DP16KD"]["used"]
+    assert 0 < u["LUT"]["used"] <= u["LUT"]["available"]
+
+
+def test_log_and_progress(small):
+    _, _, proc, d = small
+    log = open(d["log"]).read()
+    assert "nextpnr" in log and "yosys" in log
+    for step in ("synthesis", "place and route", "bitstream"):
+        assert step in proc.stderr
+
+
+def test_too_big_for_the_up5k_exits_1_naming_the_resource(tmp_path):
+    proc = axsa("build", "--board", "icebreaker", "--rows", 8, "--cols", 8, "--mult",
+                "exact@s8", "--out", tmp_path, "--json")
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert "does not fit" in proc.stderr and "LUT" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "top.bin").exists()
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--rows", "0"], "0"),
+    (["--cols", "300"], "300"),
+    (["--mult", "nosuch(k=1)"], "nosuch"),
+    (["--mult", "trunc(k=99)"], "99"),
+    (["--mult", "exact@s8", "--bits", "4"], "--bits"),
+    (["--bits", "12"], "12"),
+])
+def test_bad_arguments_exit_2(tmp_path, args, named):
+    proc = axsa("build", "--board", "icebreaker", *args, "--out", tmp_path)
+    assert proc.returncode == 2
+    assert named in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # rejected before anything was built
+
+
+def test_unknown_board_exits_2():
+    proc = axsa("build", "--board", "nosuch")
+    assert proc.returncode == 2 and "nosuch" in proc.stderr
