@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import signal
 import sys
+from contextlib import contextmanager
 
-__all__ = ["die_with_parent"]
+__all__ = ["die_with_parent", "sigterm_as_interrupt"]
 
 
 def _load_prctl():
@@ -36,3 +37,18 @@ def die_with_parent() -> None:
     mentioning)."""
     if _PRCTL is not None:
         _PRCTL(PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises KeyboardInterrupt as Ctrl-C does, so a long-running
+    command (a sweep, a served simulated board) ends the same way for both: cleaned up,
+    ``interrupted``, exit 130."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

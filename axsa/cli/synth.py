@@ -6,14 +6,13 @@ so `axsa --help` and `axsa synth --help` stay fast; torch is never imported here
 
 from __future__ import annotations
 
-import signal
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from axsa.errors import InputError
+from axsa.processes import sigterm_as_interrupt
 
 from ._common import emit, json_option
 
@@ -177,7 +176,8 @@ def sweep(families, formats, targets, specs, dsp, unit, acc_width, no_fmax, stre
         for fmt in {r.multiplier().fmt: None for r in requests}:
             streams[str(fmt)] = _stream(stream_path, fmt)
     store = _store(db)
-    with _sigterm_as_interrupt():
+    # SIGTERM ends a sweep as Ctrl-C does: workers stopped, finished results kept
+    with sigterm_as_interrupt():
         outcome = _run_with_bar(sweeps, requests, store, streams, jobs, dask_address)
     exported = report.export(outcome.results, Path(out_dir), plots=not no_plots)
     data = {
@@ -193,19 +193,6 @@ def sweep(families, formats, targets, specs, dsp, unit, acc_width, no_fmax, stre
         from axsa.errors import ToolError
         raise ToolError(f"{len(outcome.failures)} of {len(requests)} designs failed "
                         f"(first: {outcome.failures[0][0].spec}: {outcome.failures[0][1]})")
-
-
-@contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM ends a sweep as Ctrl-C does: workers stopped, finished results kept."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_with_bar(sweeps, requests, store, streams, jobs, dask_address):
