@@ -83,7 +83,8 @@ class BuildResult:
 
     Attributes
     ----------
-    bitstream : Path
+    bitstream : Path or None
+        None for a synthesis-only run.
     log : Path
         ``build.log``: every tool's output, in order.
     fmax_mhz : dict[str, float]
@@ -96,7 +97,7 @@ class BuildResult:
         nextpnr's own utilization table (its cell types, used and available).
     """
 
-    bitstream: Path
+    bitstream: Path | None
     log: Path
     fmax_mhz: dict[str, float]
     constraint_mhz: dict[str, float]
@@ -104,8 +105,8 @@ class BuildResult:
     pnr_utilization: dict = field(default_factory=dict)
 
     @property
-    def min_fmax_mhz(self) -> float:
-        return min(self.fmax_mhz.values())
+    def min_fmax_mhz(self) -> float | None:
+        return min(self.fmax_mhz.values()) if self.fmax_mhz else None
 
 
 def tool_variable(name: str) -> str:
@@ -163,7 +164,7 @@ def clock_fmax(report: dict) -> tuple[dict[str, float], dict[str, float]]:
             {clk: float(v["constraint"]) for clk, v in fmax.items()})
 
 
-def build(board: Board, top, out: Path, *, dsp: bool = True,
+def build(board: Board, top, out: Path, *, dsp: bool = True, place: bool = True,
           progress: Callable[[str], None] | None = None) -> BuildResult:
     """Build `top` (an Elaboratable for `board`'s platform) into `out`.
 
@@ -178,6 +179,9 @@ def build(board: Board, top, out: Path, *, dsp: bool = True,
     dsp : bool
         Let Yosys map multiplications to DSP blocks (iCE40 ``-dsp``; ECP5 ``-nodsp``
         when off).
+    place : bool
+        Place, route and pack; off: synthesis only (cell counts, checked against the
+        device; no Fmax, no bitstream).
     progress : callable, optional
         Called with a line naming each step as it starts (default: print to stderr).
 
@@ -209,6 +213,8 @@ def build(board: Board, top, out: Path, *, dsp: bool = True,
             usage = utilization(board.family, cell_counts(_json(out / "stat.json")),
                                 board.resources)
             check_fit(usage, board.device)
+            if not place:
+                return BuildResult(None, log, {}, {}, usage)
     report = _json(out / "report.json")
     fmax, constraint = clock_fmax(report)
     if not fmax:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from axsa.rtl.boards.platforms import BOARDS
 
 #: the bitstream header each packer writes: iCE40 preamble 7EAA997E; ECP5 preamble
