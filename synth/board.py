@@ -60,7 +60,7 @@ CELLS = {
 #: LUT4s a cell of each type occupies (an ECP5 distributed RAM takes a slice pair)
 LUT_WEIGHT = {"TRELLIS_DPR16X4": 4}
 #: nextpnr's cell types by utilization category, for its own overflow message
-PNR_CELLS = {"ICESTORM_LC": "LUT", "ICESTORM_DSP": "DSP", "ICESTORM_RAM": "BRAM",
+PNR_CELLS = {"ICESTORM_LC": "logic cells (LUT+FF)", "ICESTORM_DSP": "DSP", "ICESTORM_RAM": "BRAM",
              "TRELLIS_COMB": "LUT", "TRELLIS_SLICE": "LUT", "TRELLIS_FF": "FF",
              "MULT18X18D": "DSP", "DP16KD": "BRAM", "CCU2C": "carry"}
 #: nets nextpnr reports as clocks that are constants put on a global buffer, not clocks
@@ -147,6 +147,10 @@ def check_fit(usage: dict[str, dict[str, int]], where: str) -> None:
 
 def pnr_overflow(log: str) -> str | None:
     """nextpnr's complaint about a resource it ran out of, as ``CATEGORY (CELL)``."""
+    found = re.search(r"Failed to expand region .* of (\d+) (\w+?)s?\b", log)
+    if found:  # the placer's word for more cells of a type than the device has
+        cell = found[2]
+        return f"{PNR_CELLS.get(cell, cell)} ({found[1]} {cell} cells needed)"
     for pattern in (r"no BELs remaining to implement cell type '(\w+)'",
                     r"[Dd]esign uses \d+ (\w+)", r"[Tt]oo many (\w+)"):
         found = re.search(pattern, log)

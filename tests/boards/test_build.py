@@ -125,3 +125,13 @@ def test_bad_arguments_exit_2(tmp_path, args, named):
 def test_unknown_board_exits_2():
     proc = axsa("build", "--board", "nosuch")
     assert proc.returncode == 2 and "nosuch" in proc.stderr
+
+
+def test_placer_overflow_is_named():
+    # nextpnr-ice40's words for a 4x2 exact@s8 board top (5607 logic cells of 5280)
+    from axsa.synth.board import pnr_overflow
+    log = "Info: ...\nERROR: Failed to expand region (0, 0) |_> (25, 31) of 5607 ICESTORM_LCs\n"
+    assert pnr_overflow(log) == "logic cells (LUT+FF) (5607 ICESTORM_LC cells needed)"
+    assert pnr_overflow("ERROR: Unable to place cell 'x', no BELs remaining to implement "
+                        "cell type 'ICESTORM_DSP'") == "DSP (ICESTORM_DSP)"
+    assert pnr_overflow("Info: routing complete") is None
