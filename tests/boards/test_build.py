@@ -97,11 +97,15 @@ def test_log_and_progress(small):
 
 
 def test_too_big_for_the_up5k_exits_1_naming_the_resource(tmp_path):
-    proc = axsa("build", "--board", "icebreaker", "--rows", 8, "--cols", 8, "--mult",
-                "exact@s8", "--out", tmp_path, "--json")
+    # the quickest honest overflow: the 2x2 board top with its requantizer's 32-bit
+    # multiplications in LUTs instead of SB_MAC16s needs about 6100 LUTs of 5280
+    # (measured); found after synthesis, before place and route
+    proc = axsa("build", "--board", "icebreaker", "--rows", 2, "--cols", 2, "--mult",
+                "exact@s4", "--no-dsp", "--out", tmp_path, "--json")
     assert proc.returncode == 1
     assert proc.stdout == ""
-    assert "does not fit" in proc.stderr and "LUT" in proc.stderr
+    assert "does not fit" in proc.stderr and "LUT" in proc.stderr and "of 5280" in proc.stderr
+    assert "place and route" not in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "top.bin").exists()
 
@@ -135,3 +139,13 @@ def test_placer_overflow_is_named():
     assert pnr_overflow("ERROR: Unable to place cell 'x', no BELs remaining to implement "
                         "cell type 'ICESTORM_DSP'") == "DSP (ICESTORM_DSP)"
     assert pnr_overflow("Info: routing complete") is None
+
+
+@pytest.mark.parametrize("name, device, clock_hz", [
+    ("icebreaker", "iCE40UP5K", 12e6), ("ulx3s-85f", "LFE5U-85F", 25e6)])
+def test_board_table_matches_amaranth_boards(name, device, clock_hz):
+    b = BOARDS[name]
+    platform = b.platform_class()()
+    assert platform.device == device
+    assert platform.default_clk_frequency == b.clock_hz == clock_hz
+    assert b.family == {"iCE40UP5K": "ice40", "LFE5U-85F": "ecp5"}[device]
