@@ -60,8 +60,9 @@ CELLS = {
 #: LUT4s a cell of each type occupies (an ECP5 distributed RAM takes a slice pair)
 LUT_WEIGHT = {"TRELLIS_DPR16X4": 4}
 #: nextpnr's cell types by utilization category, for its own overflow message
-PNR_CELLS = {"ICESTORM_LC": "logic cells (LUT+FF)", "ICESTORM_DSP": "DSP", "ICESTORM_RAM": "BRAM",
-             "TRELLIS_COMB": "LUT", "TRELLIS_SLICE": "LUT", "TRELLIS_FF": "FF",
+PNR_CELLS = {"ICESTORM_LC": "logic cells (LUT+FF)", "LUT4s": "LUT", "ICESTORM_DSP": "DSP",
+             "ICESTORM_RAM": "BRAM", "TRELLIS_COMB": "logic cells (LUT4 + 2 per CCU2C)",
+             "TRELLIS_SLICE": "LUT", "TRELLIS_FF": "FF",
              "MULT18X18D": "DSP", "DP16KD": "BRAM", "CCU2C": "carry"}
 #: nets nextpnr reports as clocks that are constants put on a global buffer, not clocks
 CONSTANT_NETS = ("$PACKER_GND", "$PACKER_VCC")
@@ -137,16 +138,33 @@ def utilization(family: str, cells: dict[str, int], resources: dict[str, int]) \
     return out
 
 
-def check_fit(usage: dict[str, dict[str, int]], where: str) -> None:
-    """FitError naming every category whose use exceeds the device."""
+def logic_cells(family: str, cells: dict[str, int]) -> int | None:
+    """The ECP5 logic cells (nextpnr's TRELLIS_COMB, one LUT4 position each) the
+    netlist needs at least: a LUT4 one, a CCU2C carry two, a distributed RAM four. A
+    design can fit in LUTs and carries apart and still not in both (None on iCE40)."""
+    if family != "ecp5":
+        return None
+    return sum(n * {"CCU2C": 2, **LUT_WEIGHT}.get(cell, 1) for cell, n in cells.items()
+               if cell in ("LUT4", "CCU2C", *LUT_WEIGHT))
+
+
+def check_fit(usage: dict[str, dict[str, int]], where: str, cells: int | None = None,
+              available_cells: int | None = None) -> None:
+    """FitError naming every category whose use exceeds the device, and the logic
+    cells (`logic_cells`) when `cells` is given."""
     over = [f"{cat} {u['used']} of {u['available']}" for cat, u in usage.items()
             if u["used"] > u["available"]]
+    if cells is not None and cells > available_cells:
+        over.append(f"logic cells (LUT4 + 2 per CCU2C carry) {cells} of {available_cells}")
     if over:
         raise FitError(f"the design does not fit the {where}: needs " + ", ".join(over))
 
 
 def pnr_overflow(log: str) -> str | None:
     """nextpnr's complaint about a resource it ran out of, as ``CATEGORY (CELL)``."""
+    for cell, used, available in re.findall(r"(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log):
+        if int(used) > int(available):  # nextpnr's device utilisation table
+            return f"{PNR_CELLS.get(cell, cell)} ({cell} {used} of {available})"
     found = re.search(r"Failed to expand region .* of (\d+) (\w+?)s?\b", log)
     if found:  # the placer's word for more cells of a type than the device has
         cell = found[2]
@@ -214,9 +232,10 @@ def build(board: Board, top, out: Path, *, dsp: bool = True, place: bool = True,
         say(f"{board.name}: {STEPS.get(tool, tool)} (log: {log})")
         _run(tool, cmd[1:], out, log)
         if tool == "yosys":
-            usage = utilization(board.family, cell_counts(_json(out / "stat.json")),
-                                board.resources)
-            check_fit(usage, board.device)
+            cells = cell_counts(_json(out / "stat.json"))
+            usage = utilization(board.family, cells, board.resources)
+            check_fit(usage, board.device, logic_cells(board.family, cells),
+                      board.resources["LUT"])
             if not place:
                 return BuildResult(None, log, {}, {}, usage)
     report = _json(out / "report.json")

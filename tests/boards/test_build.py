@@ -139,6 +139,26 @@ def test_placer_overflow_is_named():
     assert pnr_overflow("ERROR: Unable to place cell 'x', no BELs remaining to implement "
                         "cell type 'ICESTORM_DSP'") == "DSP (ICESTORM_DSP)"
     assert pnr_overflow("Info: routing complete") is None
+    # nextpnr-ecp5's words for a 16x16 exact@s8 board top on the ECP5-85F
+    log = ("Info: Logic utilisation before packing:\n"
+           "Info:     Total LUT4s:     84806/83640   101%\n"
+           "Info:        TRELLIS_FF:   24990/  83640    29%\n"
+           "ERROR: Unable to find legal placement for all cells, design is probably at "
+           "utilisation limit.\n")
+    assert pnr_overflow(log) == "LUT (LUT4s 84806 of 83640)"
+
+
+def test_ecp5_logic_cells_count_carries_twice():
+    # the 16x16 exact@s8 board top's synthesized cells (measured): LUTs and carries fit
+    # apart (67484 + 1140 of 83640 LUTs, 7806 of 41820 CCU2C), not together
+    from axsa.synth.board import FitError, check_fit, logic_cells, utilization
+    cells = {"LUT4": 67484, "CCU2C": 7806, "TRELLIS_DPR16X4": 285, "TRELLIS_FF": 24990,
+             "MULT18X18D": 64, "DP16KD": 12, "PFUMX": 8284}
+    assert logic_cells("ecp5", cells) == 67484 + 2 * 7806 + 4 * 285
+    usage = utilization("ecp5", cells, BOARDS["ulx3s-85f"].resources)
+    assert usage["LUT"]["used"] == 67484 + 4 * 285 and usage["carry"]["used"] == 7806
+    with pytest.raises(FitError, match="logic cells .* 84236 of 83640"):
+        check_fit(usage, "ECP5", logic_cells("ecp5", cells), 83640)
 
 
 @pytest.mark.parametrize("name, device, clock_hz", [
