@@ -35,6 +35,7 @@ COMMANDS = {
     "finetune": "axsa.cli.model:finetune",
     "search": "axsa.cli.search:search",
     "sim": "axsa.cli.sim:sim",
+    "build": "axsa.cli.build:build",
     "run": "axsa.cli.board:run",
     "board-sim": "axsa.cli.board:board_sim",
 }
