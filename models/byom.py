@@ -50,10 +50,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
+import importlib.util
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -399,34 +403,31 @@ class ByomModel(nn.Module):
                       and type(child).forward is nn.Conv2d.forward):
                     setattr(mod, child_name, RoutedConv2d(self, full, child))
         self.net = net
-        for path, mod in net.named_modules():
-            if path in wanted or (ATTENTION_MARK in type(mod).__name__.lower()
-                                  and not isinstance(mod, nn.MultiheadAttention)):
-                mod.register_forward_pre_hook(self._enter_attention(path))
-                mod.register_forward_hook(self._leave_attention)
-            mod.register_forward_pre_hook(self._enter(path))
+        # hooks are bound methods and the paths a dict keyed by module, so that a deep
+        # copy of the model tracks its own modules
+        self._paths = {mod: path for path, mod in net.named_modules()}
+        self._attention = {mod for path, mod in net.named_modules()
+                           if path in wanted or (ATTENTION_MARK in type(mod).__name__.lower()
+                                                 and not isinstance(mod, nn.MultiheadAttention))}
+        for mod in net.modules():
+            mod.register_forward_pre_hook(self._enter)
             mod.register_forward_hook(self._leave)
 
     # -- module context (hooks) ----------------------------------------------------------
-    def _enter(self, path):
-        def pre(mod, args):
-            if self.mode != "fp32":
-                self._router.stack.append(path)
-        return pre
+    def _enter(self, mod, args):
+        if self.mode != "fp32":
+            r = self._router
+            r.stack.append(self._paths[mod])
+            if mod in self._attention:
+                r.attention.append([self._paths[mod], 0])
 
     def _leave(self, mod, args, out):
-        if self.mode != "fp32" and self._router.stack:
-            self._router.stack.pop()
-
-    def _enter_attention(self, path):
-        def pre(mod, args):
-            if self.mode != "fp32":
-                self._router.attention.append([path, 0])
-        return pre
-
-    def _leave_attention(self, mod, args, out):
-        if self.mode != "fp32" and self._router.attention:
-            self._router.attention.pop()
+        if self.mode != "fp32":
+            r = self._router
+            if r.stack:
+                r.stack.pop()
+            if mod in self._attention and r.attention:
+                r.attention.pop()
 
     # -- the QuantModel face -------------------------------------------------------------
     def gemm_names(self) -> list[str]:
@@ -612,3 +613,140 @@ def approximate(model: nn.Module, calibration_batches: Iterable,
     if record:
         out.hook.start_recording()
     return out
+
+
+# ----------------------------------------------------------------------------------------
+# what `axsa eval --torch-model` / `axsa finetune --torch-model` load
+
+#: the format tag of a fine-tuned BYOM checkpoint (`axsa finetune --torch-model --out`)
+CHECKPOINT_FORMAT = "axsa-byom-1"
+#: calibration batch size of `calibration_batches`
+CALIB_BATCH = 64
+
+
+def load_factory(spec: str) -> nn.Module:
+    """The fp32 model ``factory()`` of ``spec``: ``package.module:factory`` (imported) or
+    ``path/to/file.py:factory`` (loaded from the file). InputError naming the module,
+    the file or the factory when one is missing, fails to import, raises or returns
+    something other than an ``nn.Module``."""
+    if not isinstance(spec, str) or spec.count(":") < 1 or not spec.rpartition(":")[2]:
+        raise InputError(f"--torch-model {spec!r} must be 'package.module:factory' or "
+                         "'path/to/file.py:factory'")
+    where, _, fname = spec.rpartition(":")
+    try:
+        if where.endswith(".py") or "/" in where:
+            path = Path(where)
+            if not path.is_file():
+                raise InputError(f"--torch-model: file {where!r} does not exist")
+            mspec = importlib.util.spec_from_file_location(f"axsa_byom_{path.stem}", path)
+            module = importlib.util.module_from_spec(mspec)
+            mspec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except InputError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise InputError(f"--torch-model: cannot import module {where!r}: {exc}") from None
+    except Exception as exc:
+        raise InputError(f"--torch-model: importing {where!r} raised "
+                         f"{type(exc).__name__}: {exc}") from None
+    factory = getattr(module, fname, None)
+    if not callable(factory):
+        raise InputError(f"--torch-model: module {where!r} has no callable {fname!r}")
+    try:
+        net = factory()
+    except Exception as exc:
+        raise InputError(f"--torch-model: factory {spec!r} raised {type(exc).__name__}: "
+                         f"{exc}") from None
+    if not isinstance(net, nn.Module):
+        raise InputError(f"--torch-model: factory {spec!r} returned "
+                         f"{type(net).__name__}, not a torch.nn.Module")
+    return net.eval()
+
+
+def load_data(path: str, calib: int):
+    """The classification data of ``path`` (.npz with ``x`` (N, ...) inputs and ``y``
+    (N,) integer labels) as an `axsa.models.data.Dataset`: the first ``calib`` samples
+    calibrate (and train when fine-tuning; their accuracy picks the best epoch), the rest
+    are the test split. InputError naming the file, the key or --calib."""
+    from .data import Dataset, Split
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"--data file {path!r} does not exist")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as exc:     # numpy raises several kinds for a bad file
+        raise InputError(f"--data file {path!r} is not a readable .npz: {exc}") from None
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise InputError(f"--data file {path!r} has no array {key!r} (it has: "
+                             f"{', '.join(sorted(arrays)) or 'none'}); it needs 'x' "
+                             "(inputs) and 'y' (integer labels)")
+    x, y = arrays["x"], arrays["y"]
+    if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
+        raise InputError(f"--data file {path!r}: 'x' must be a numeric array (N, ...), "
+                         f"got shape {x.shape} of {x.dtype}")
+    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+        raise InputError(f"--data file {path!r}: 'y' must be (N,) integer labels with N = "
+                         f"{len(x)} (the rows of 'x'), got shape {y.shape} of {y.dtype}")
+    if isinstance(calib, bool) or not isinstance(calib, int) or not 1 <= calib < len(x):
+        raise InputError(f"--calib {calib!r} must leave samples of {path!r} to evaluate: "
+                         f"1..{len(x) - 1} (the file has {len(x)})")
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    yt = torch.from_numpy(y.astype(np.int64))
+    train = Split(xt[:calib], yt[:calib])
+    return Dataset(ByomModel.kind, train, train, Split(xt[calib:], yt[calib:]))
+
+
+def calibration_batches(x: torch.Tensor, batch: int = CALIB_BATCH) -> list[torch.Tensor]:
+    """``x`` in batches of ``batch`` samples."""
+    return list(x.split(batch))
+
+
+def checked_run(fn, what: str):
+    """``fn()``; an exception of the user's model (not an axsa InputError) becomes an
+    InputError naming ``what``."""
+    try:
+        return fn()
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{what} raised {type(exc).__name__}: {exc}") from None
+
+
+def save_checkpoint(model: ByomModel, path: str | Path, spec: str, meta: dict) -> Path:
+    """A fine-tuned model's state (the user's parameters under their own names, plus
+    every scale) with the factory spec it belongs to; `load_checkpoint` restores it."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": CHECKPOINT_FORMAT, "torch_model": spec,
+                "config": model.config.to_dict(), "gemms": model.gemm_names(),
+                "state_dict": model.state_dict(), "meta": meta}, p)
+    return p
+
+
+def load_checkpoint(model: ByomModel, path: str | Path, spec: str) -> dict:
+    """Load `save_checkpoint`'s ``path`` into ``model`` (built by `approximate` from the
+    same factory); InputError naming the file when it is not such a checkpoint or does
+    not fit. Returns its ``meta``."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"checkpoint {str(path)!r} is not readable: {exc}") from None
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"checkpoint {str(path)!r} is not written by `axsa finetune "
+                         f"--torch-model` (format {CHECKPOINT_FORMAT})")
+    if ck.get("config", {}).get("bits") != model.config.bits:
+        raise InputError(f"checkpoint {str(path)!r} is {ck['config'].get('bits')}-bit; "
+                         f"give --bits {ck['config'].get('bits')}")
+    try:
+        model.load_state_dict(ck["state_dict"])
+    except (RuntimeError, KeyError) as exc:
+        raise InputError(f"checkpoint {str(path)!r} does not fit the model of {spec!r} "
+                         f"(written for {ck.get('torch_model')!r}): {exc}") from None
+    model.set_mode(model.mode)
+    return ck.get("meta", {})
