@@ -297,6 +297,15 @@ class RoutedConv2d(_Routed):
                 f"kernel={self.kernel_size}, stride={self.stride}, groups={self.groups}")
 
 
+def _shown(path: str) -> str:
+    """A module path in messages."""
+    return repr(path) if path else "'<top level>'"
+
+
+def _join(path: str, leaf: str) -> str:
+    return f"{path}.{leaf}" if path else leaf
+
+
 class _Product(nn.Module):
     """The operand quantizers of one attention product."""
 
@@ -334,11 +343,12 @@ class _Router(TorchFunctionMode):
                 return self._matmul(func, args, kwargs)
             if func in _UNROUTED:
                 raise InputError(f"cannot route {_UNROUTED[func]} called in module "
-                                 f"{self._where()!r}: {self._hint()}")
+                                 f"{_shown(self._where())}: {self._hint()}")
         return func(*args, **kwargs)
 
     def _where(self) -> str:
-        return self.stack[-1] if self.stack else "<top level>"
+        """The innermost running module's path (``""``: the model itself)."""
+        return self.stack[-1] if self.stack else ""
 
     def _hint(self) -> str:
         return ("axsa routes nn.Linear, nn.Conv2d, F.scaled_dot_product_attention and the "
@@ -352,14 +362,14 @@ class _Router(TorchFunctionMode):
             a, b = b, a
         where = self._where()
         if not self.attention or self.attention[-1][0] != where:
-            raise InputError(f"cannot route the matmul in module {where!r} "
+            raise InputError(f"cannot route the matmul in module {_shown(where)} "
                              f"({func.__name__}): it is not an attention module's "
                              f"q @ k^T or attn @ v; {self._hint()}")
         entry = self.attention[-1]
         if entry[1] >= len(PRODUCTS):
-            raise InputError(f"attention module {where!r} calls a matmul after q @ k^T and "
+            raise InputError(f"attention module {_shown(where)} calls a matmul after q @ k^T and "
                              f"attn @ v; only those two are routed")
-        name = f"{where}.{PRODUCTS[entry[1]]}"
+        name = _join(where, PRODUCTS[entry[1]])
         entry[1] += 1
         return self.owner._product(name, a, b)
 
@@ -534,8 +544,8 @@ class ByomModel(nn.Module):
         ``(Q K^T) * scale`` (+ mask), float softmax, dropout, then ``A V``."""
         if enable_gqa:
             raise InputError(f"cannot route F.scaled_dot_product_attention(enable_gqa=True) "
-                             f"in module {where!r}: repeat the K/V heads first")
-        scores = self._product(f"{where}.qk", query, key.transpose(-2, -1))
+                             f"in module {_shown(where)}: repeat the K/V heads first")
+        scores = self._product(_join(where, "qk"), query, key.transpose(-2, -1))
         scores = scores * (1 / math.sqrt(query.shape[-1]) if scale is None else scale)
         L, S = query.shape[-2], key.shape[-2]
         if is_causal:
@@ -549,7 +559,7 @@ class ByomModel(nn.Module):
         probs = torch.softmax(scores, dim=-1)
         if dropout_p > 0:
             probs = F.dropout(probs, dropout_p, training=True)
-        return self._product(f"{where}.av", probs, value)
+        return self._product(_join(where, "av"), probs, value)
 
 
 def approximate(model: nn.Module, calibration_batches: Iterable,
