@@ -12,6 +12,8 @@ training split (calibration, and fine-tuning's training data), then the test spl
 
 from __future__ import annotations
 
+import copy
+import functools
 import sys
 from pathlib import Path
 
@@ -49,7 +51,13 @@ def digits():
 
 
 def train_cnn(epochs: int = 10, seed: int = 0, lr: float = 3e-3) -> DigitsCNN:
-    """DigitsCNN trained in fp32 on the training split (Adam, batch 64), deterministic."""
+    """DigitsCNN trained in fp32 on the training split (Adam, batch 64), deterministic
+    (trained once per process and settings; each call returns a fresh copy)."""
+    return copy.deepcopy(_trained(epochs, seed, lr))
+
+
+@functools.lru_cache(maxsize=4)
+def _trained(epochs: int, seed: int, lr: float) -> DigitsCNN:
     torch.manual_seed(seed)
     x, y = digits()["train"]
     model = DigitsCNN()
