@@ -31,8 +31,10 @@ calibration batches of each batch's ``percentile``-th percentile of ``|x|``; lar
 clip). Calibration runs the float model and observes every GEMM's float inputs; the
 scales are then frozen (fine-tuning does not move them). A GEMM computes
 
-    y = (codes(x) @ codes(W)^T) * (s_x * s_W) + b        (the accumulator exact, in int64
-                                                         or in floats below 2^24 / 2^53)
+    y = (codes(x) @ codes(W)^T) * (s_x * s_W) + b,   codes(x) = clamp(floor(x / s_x + 0.5))
+
+with the accumulator exact (int64, or floats below 2^24 / 2^53) and the float arithmetic
+around it (the codes, the rescale, the bias) in the model's float dtype (float32),
 
 through its product table, then continues in float: everything between GEMMs (GELU,
 LayerNorm, softmax, residuals) stays the user's float code. Modes (`ByomModel.set_mode`):
@@ -67,7 +69,7 @@ from axsa.errors import InputError
 
 from .gemm import GemmHook
 from .layers import MODES
-from .quant import Observer, qrange, quantize
+from .quant import Observer, qrange, ste
 
 __all__ = ["ByomConfig", "ByomModel", "RoutedConv2d", "RoutedLinear", "approximate"]
 
@@ -127,14 +129,24 @@ class _Operand(nn.Module):
         return _quantize(x, s, obs.qmin, obs.qmax, dtype), s
 
 
+def _float_dtype(x: torch.Tensor) -> torch.dtype:
+    """The arithmetic dtype of quantizing ``x``: its own float32 / float64, else float32."""
+    return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+
+
 def _quantize(x: torch.Tensor, scale: torch.Tensor, qmin: int, qmax: int, dtype):
-    """`quant.quantize` (codes ``clamp(floor(x / scale + 0.5))``, computed in float64),
-    in ``dtype``; without autograd (inference) the same codes in fewer passes."""
+    """Codes ``clamp(floor(x / scale + 0.5), qmin, qmax)`` (`quant.quantize`'s formula and
+    clipped straight-through gradient, `quant.ste`), computed in ``x``'s float dtype (the
+    model's: no float64 pass on the hot path), returned in ``dtype``."""
+    cdt = _float_dtype(x)
+    s = scale.to(cdt)
     if torch.is_grad_enabled() and x.requires_grad:
-        return quantize(x.to(dtype), scale, qmin, qmax)
-    t = x.detach().to(torch.float64, copy=True)
-    t.div_(scale).add_(0.5).floor_().clamp_(qmin, qmax)
-    return t.to(dtype)
+        t = x.to(cdt) / s
+        q = torch.floor(t + 0.5).clamp(qmin, qmax)
+        return ste(q, t, (t >= qmin - 0.5) & (t <= qmax + 0.5)).to(dtype)
+    q = torch.div(x.detach().to(cdt), s)
+    q.add_(0.5).floor_().clamp_(qmin, qmax)
+    return q.to(dtype)
 
 
 def _weight_codes(w: torch.Tensor, bits: int, dtype: torch.dtype):
@@ -155,17 +167,18 @@ def _code_dtype(bits: int, k: int) -> torch.dtype:
 
 def _dequantize(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
                 bias_shape: tuple, dtype) -> torch.Tensor:
-    """``acc * scale (+ bias)`` in float64, returned in ``dtype`` (the GEMM's output)."""
+    """The GEMM's output ``acc * scale (+ bias)`` in the model's float ``dtype``: the
+    accumulators converted (exact below 2^24 in float32), times the float64 ``scale``
+    rounded to ``dtype``, plus the bias."""
+    s = scale.to(dtype)
     if torch.is_grad_enabled() and (acc.requires_grad
                                     or (bias is not None and bias.requires_grad)):
-        y = acc.to(torch.float64) * scale
-        if bias is not None:
-            y = y + bias.to(torch.float64).reshape(bias_shape)
-        return y.to(dtype)
-    y = acc.detach().to(torch.float64, copy=True).mul_(scale)
+        y = acc.to(dtype) * s
+        return y if bias is None else y + bias.to(dtype).reshape(bias_shape)
+    y = torch.mul(acc.detach().to(dtype), s)
     if bias is not None:
-        y.add_(bias.detach().to(torch.float64).reshape(bias_shape))
-    return y.to(dtype)
+        y.add_(bias.detach().to(dtype).reshape(bias_shape))
+    return y
 
 
 class _Routed(nn.Module):

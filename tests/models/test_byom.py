@@ -27,8 +27,10 @@ QMAX = 127
 # -- the independent reference: quantize with the model's scales, integer GEMMs, rescale --
 
 def codes(x, scale):
-    """Signed 8-bit codes clamp(floor(x / scale + 0.5)), float64 holding integers."""
-    return torch.floor(x.detach().to(torch.float64) / scale + 0.5).clamp(-QMAX - 1, QMAX)
+    """Signed 8-bit codes clamp(floor(x / scale + 0.5)) in float32 arithmetic (the
+    model's dtype), as float64 holding integers."""
+    q = torch.floor(x.detach() / scale.to(torch.float32) + 0.5).clamp(-QMAX - 1, QMAX)
+    return q.to(torch.float64)
 
 
 def weight_scales(w):
@@ -39,10 +41,8 @@ def weight_scales(w):
 def ref_linear(x, lin, sx):
     sw = weight_scales(lin.weight)
     acc = codes(x, sx) @ codes(lin.weight, sw[:, None]).t()       # float64: exact
-    y = acc * (sx * sw)
-    if lin.bias is not None:
-        y = y + lin.bias.detach().to(torch.float64)
-    return y.to(x.dtype)
+    y = acc.to(torch.float32) * (sx * sw).to(torch.float32)
+    return y if lin.bias is None else y + lin.bias.detach()
 
 
 def ref_conv(x, conv, sx):
@@ -54,15 +54,13 @@ def ref_conv(x, conv, sx):
         qx, padding = F.pad(qx, (pw, pw, ph, ph), mode=conv.padding_mode), 0
     acc = F.conv2d(qx, codes(conv.weight, sw[:, None, None, None]), None, conv.stride,
                    padding, conv.dilation, conv.groups)              # float64: exact
-    y = acc * (sx * sw)[None, :, None, None]
-    if conv.bias is not None:
-        y = y + conv.bias.detach().to(torch.float64)[None, :, None, None]
-    return y.to(x.dtype)
+    y = acc.to(torch.float32) * (sx * sw).to(torch.float32)[None, :, None, None]
+    return y if conv.bias is None else y + conv.bias.detach()[None, :, None, None]
 
 
 def ref_product(a, b, sa, sb):
     acc = codes(a, sa).to(torch.int64) @ codes(b, sb).to(torch.int64)
-    return (acc.to(torch.float64) * (sa * sb)).to(a.dtype)
+    return acc.to(torch.float32) * (sa * sb).to(torch.float32)
 
 
 def scales(model):
