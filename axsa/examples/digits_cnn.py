@@ -2,12 +2,12 @@
 
 ``factory()`` returns the fp32 model (trained here, deterministically, in a few seconds);
 ``make_data(path)`` writes the ``.npz`` that `axsa eval --torch-model` reads: ``x``
-``(N, 1, 8, 8)`` float32 and ``y`` ``(N,)`` int64, the first ``CALIB`` samples from the
-training split (calibration, and fine-tuning's training data), then the test split::
+``(N, 1, 8, 8)`` float32 and ``y`` ``(N,)`` int64, the training split (``CALIB`` samples:
+calibration, and fine-tuning's training data), then the test split::
 
     python -m axsa.examples.digits_cnn digits.npz
     axsa eval --torch-model axsa.examples.digits_cnn:factory --data digits.npz \\
-        --calib 256 --mult "drum(k=3)@s8"
+        --calib 1257 --mult "drum(k=2)@s8"
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: training samples at the front of make_data's file (the default of --calib)
-CALIB = 256
+#: training samples at the front of make_data's file: the whole training split
+CALIB = 1257
 
 
 class DigitsCNN(nn.Module):

@@ -380,10 +380,11 @@ def user_files(tmp_path_factory):
 
 
 def test_eval_shipped_example(capsys, tmp_path):
-    from axsa.examples.digits_cnn import make_data
+    from axsa.examples.digits_cnn import CALIB, make_data
     data = make_data(tmp_path / "digits.npz")
     rc, out, err = run(capsys, "eval", "--torch-model", "axsa.examples.digits_cnn:factory",
-                       "--data", str(data), "--calib", "256", "--mult", AGGRESSIVE, "--json")
+                       "--data", str(data), "--calib", str(CALIB), "--mult", AGGRESSIVE,
+                       "--json")
     assert rc == 0, err
     res = json.loads(out)
     assert res["test_samples"] == 270 and res["bits"] == 8
