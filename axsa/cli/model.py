@@ -64,6 +64,70 @@ assign_option = click.option(
          "multiply exactly.")
 
 
+torch_model_option = click.option(
+    "--torch-model", default=None, metavar="MODULE:FACTORY",
+    help="Your own PyTorch model: 'package.module:factory' or 'path/to/file.py:factory', "
+         "a function returning the fp32 nn.Module (docs/models.md); needs --data.")
+data_option = click.option(
+    "--data", "data_path", default=None, type=click.Path(dir_okay=False),
+    help="--torch-model only: .npz with 'x' (inputs) and 'y' (integer labels); the first "
+         "--calib samples calibrate, the rest are evaluated.")
+calib_option = click.option(
+    "--calib", type=int, default=256, show_default=True,
+    help="--torch-model only: samples at the front of --data that calibrate the "
+         "quantization (and are fine-tuning's training data).")
+bits_option = click.option("--bits", type=click.IntRange(2, 8), default=None,
+                           help="--torch-model only: bits of every GEMM operand (default 8).")
+observer_option = click.option(
+    "--observer", "observer", type=click.Choice(["minmax", "percentile"]), default=None,
+    help="--torch-model only: activation scales from the largest magnitude (default) or "
+         "a percentile of |x|.")
+percentile_option = click.option(
+    "--percentile", type=float, default=None,
+    help="--torch-model only: the percentile of --observer percentile (default 99.99).")
+
+
+def torch_model_options(f):
+    """The options of a user's own model (`axsa.models.byom`), shared by eval and
+    finetune."""
+    for opt in reversed((torch_model_option, data_option, calib_option, bits_option,
+                         observer_option, percentile_option)):
+        f = opt(f)
+    return f
+
+
+def build_torch_model(spec: str | None, data_path: str | None, calib: int,
+                      bits: int | None, observer: str | None, percentile: float | None,
+                      ckpt: str | None = None):
+    """(ByomModel, Dataset) of --torch-model/--data: the factory's model calibrated on
+    the first --calib samples (and, with --ckpt, the state of `axsa finetune
+    --torch-model --out`)."""
+    from axsa.models import byom as B
+    if data_path is None:
+        raise InputError("--torch-model needs --data FILE.npz ('x' inputs, 'y' labels)")
+    ds = B.load_data(data_path, calib)
+    net = B.load_factory(spec)
+    what = f"the model of {spec!r} on {data_path!r} (x of shape {tuple(ds.test.x.shape)})"
+    model = B.checked_run(lambda: B.approximate(
+        net, B.calibration_batches(ds.train.x), None, 8 if bits is None else bits,
+        observer or "minmax", 99.99 if percentile is None else percentile), what)
+    out = B.checked_run(lambda: model(ds.test.x[:2]), what)
+    classes = out.shape[-1] if out.dim() == 2 else 0
+    top = int(max(ds.train.y.max(), ds.test.y.max()))
+    if classes <= top or int(min(ds.train.y.min(), ds.test.y.min())) < 0:
+        raise InputError(f"{what} gives outputs of shape {tuple(out.shape)}: labels 'y' "
+                         f"in 0..{top} need (batch, classes > {top}) logits")
+    if ckpt is not None:
+        B.load_checkpoint(model, ckpt, spec)
+    return model, ds
+
+
+def _no_torch_model_options(**given):
+    bad = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+    if bad:
+        raise InputError(f"{', '.join(bad)} need(s) --torch-model")
+
+
 def assignment_entries(model, mult: str | None, assign: str | None):
     """(entries, source) of --mult / --assign for `axsa.models.assignment`; (None, None)
     when neither is given."""
@@ -169,6 +233,7 @@ def train(kind, bits, epochs, qat_epochs, seed, d_model, heads, layers, ff, wind
 
 @click.command("eval")
 @model_option
+@torch_model_options
 @ckpt_option
 @mult_option
 @assign_option
@@ -183,9 +248,20 @@ def train(kind, bits, epochs, qat_epochs, seed, d_model, heads, layers, ff, wind
 @date_option
 @columns_option
 @json_option
-def eval_(kind, ckpt, mult, assign, list_gemms, record_dir, samples, export_path, csv_path,
-          date_column, columns, as_json):
-    """Metrics in fp32, fake-quant, integer and (with --mult/--assign) approximate mode."""
+def eval_(kind, torch_model, data_path, calib, bits, observer, percentile, ckpt, mult, assign,
+          list_gemms, record_dir, samples, export_path, csv_path, date_column, columns,
+          as_json):
+    """Metrics in fp32, fake-quant, integer and (with --mult/--assign) approximate mode.
+
+    Of a built-in model (--model / --ckpt), or of your own PyTorch model (--torch-model
+    with --data): every Linear, Conv2d and attention product routed, post-training
+    quantized at --bits."""
+    if torch_model is not None:
+        return _eval_torch_model(torch_model, data_path, calib, bits, observer, percentile,
+                                 ckpt, kind, mult, assign, list_gemms, record_dir, samples,
+                                 export_path, csv_path, as_json)
+    _no_torch_model_options(data=data_path, bits=bits, observer=observer,
+                            percentile=percentile)
     if kind is None and ckpt is None:
         raise InputError("give --model (ts or vit) or --ckpt")
     from axsa.models import train as T
@@ -226,8 +302,54 @@ def eval_(kind, ckpt, mult, assign, list_gemms, record_dir, samples, export_path
     emit(data, as_json, human)
 
 
+def _list_gemms(model, x, as_json, extra: dict) -> None:
+    from axsa.models import train as T
+    T.predict(model, x, "integer")
+    rows = [{"name": n, "shape": list(model.hook.shapes[n])} for n in model.gemm_names()
+            if n in model.hook.shapes]
+    emit({**extra, "bits": model.config.bits, "gemms": rows}, as_json,
+         lambda d: [click.echo(f"{r['name']:<22} G,M,K,N = {tuple(r['shape'])}")
+                    for r in d["gemms"]])
+
+
+def _eval_torch_model(spec, data_path, calib, bits, observer, percentile, ckpt, kind, mult,
+                      assign, list_gemms, record_dir, samples, export_path, csv_path,
+                      as_json):
+    """`axsa eval --torch-model` (axsa.models.byom)."""
+    if kind is not None or export_path is not None or csv_path is not None:
+        raise InputError("--torch-model takes no --model, --export or --csv")
+    from axsa.models import train as T
+    model, ds = build_torch_model(spec, data_path, calib, bits, observer, percentile, ckpt)
+    head = {"torch_model": spec, "data": str(data_path), "calib": calib}
+    if list_gemms:
+        _list_gemms(model, ds.test.x[:1], as_json, head)
+        return
+    tables, shown = _assignment(model, mult, assign)
+    res = T.evaluate(model, ds, tables)
+    data = {**head, "bits": model.config.bits, "observer": model.config.observer,
+            "test_samples": len(ds.test), **res}
+    if ckpt is not None:
+        data["checkpoint"] = str(ckpt)
+    if shown is not None:
+        data["assignment"] = shown
+    if record_dir is not None:
+        recs = T.record_streams(model, ds.test.x[:samples], tables)
+        data["streams"] = [str(p) for p in model.hook.save_streams(recs, record_dir)]
+
+    def human(d):
+        click.echo(f"{spec}, {d['bits']}-bit, calibrated on {calib} samples of {data_path}, "
+                   f"{d['test_samples']} evaluated")
+        _print_metrics("classifier", res)
+        if "streams" in d:
+            click.echo(f"wrote {len(d['streams'])} operand stream files to {record_dir}")
+    emit(data, as_json, human)
+
+
 @click.command()
 @model_option
+@torch_model_options
+@click.option("--list-gemms", is_flag=True,
+              help="--torch-model only: list the model's GEMMs and exit.")
 @click.option("--ckpt", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint to start from (default: the demo checkpoint).")
 @click.option("--assign", default=None, type=click.Path(dir_okay=False),
@@ -241,8 +363,18 @@ def eval_(kind, ckpt, mult, assign, list_gemms, record_dir, samples, export_path
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @json_option
-def finetune(kind, ckpt, assign, mult, epochs, lr, grad, seed, out, as_json):
-    """Approximate-aware fine-tuning: QAT with the assigned multipliers in the loop."""
+def finetune(kind, torch_model, data_path, calib, bits, observer, percentile, list_gemms, ckpt,
+             assign, mult, epochs, lr, grad, seed, out, as_json):
+    """Approximate-aware fine-tuning: QAT with the assigned multipliers in the loop.
+
+    With --torch-model and --data: your own PyTorch model, trained on the first --calib
+    samples (the epoch of best accuracy on them is kept), measured on the rest."""
+    if torch_model is not None:
+        return _finetune_torch_model(torch_model, data_path, calib, bits, observer,
+                                     percentile, list_gemms, kind, ckpt, assign, mult,
+                                     epochs, lr, grad, seed, out, as_json)
+    _no_torch_model_options(data=data_path, bits=bits, observer=observer,
+                            percentile=percentile, list_gemms=list_gemms or None)
     if kind is None and ckpt is None:
         raise InputError("give --model (ts or vit) or --ckpt")
     if assign is None and mult is None:
@@ -274,4 +406,46 @@ def finetune(kind, ckpt, assign, mult, epochs, lr, grad, seed, out, as_json):
         _print_metrics(kind, before)
         click.echo("after:")
         _print_metrics(kind, after)
+    emit(data, as_json, human)
+
+
+def _finetune_torch_model(spec, data_path, calib, bits, observer, percentile, list_gemms,
+                          kind, ckpt, assign, mult, epochs, lr, grad, seed, out, as_json):
+    """`axsa finetune --torch-model` (axsa.models.byom)."""
+    if kind is not None:
+        raise InputError("--torch-model takes no --model")
+    import torch
+
+    from axsa.models import byom as B
+    from axsa.models import train as T
+    T.check_run(lr, seed=seed)
+    torch.manual_seed(seed)
+    model, ds = build_torch_model(spec, data_path, calib, bits, observer, percentile, ckpt)
+    head = {"torch_model": spec, "data": str(data_path), "calib": calib}
+    if list_gemms:
+        _list_gemms(model, ds.test.x[:1], as_json, head)
+        return
+    if assign is None and mult is None:
+        raise InputError("finetune needs --assign FILE.json (or --mult SPEC)")
+    tables, shown = _assignment(model, mult, assign)
+    before = T.evaluate(model, ds, tables)
+    with _progress() as bar:
+        task = bar.add_task("approximate-aware fine-tuning", total=epochs, info="")
+        B.checked_run(lambda: T.finetune(
+            model, ds, tables, epochs, lr, seed=seed, grad=grad,
+            progress=lambda ep, rec: bar.update(task, completed=ep, info=_epoch_info(rec))),
+            f"fine-tuning the model of {spec!r}")
+    after = T.evaluate(model, ds, tables)
+    path = B.save_checkpoint(model, out, spec, {"assignment": shown, "epochs": epochs,
+                                                "lr": lr, "grad": grad, "calib": calib,
+                                                "data": str(data_path), "test": after})
+    data = {**head, "checkpoint": str(path), "assignment": shown, "before": before,
+            "after": after}
+
+    def human(d):
+        click.echo(f"wrote {d['checkpoint']} (axsa eval --torch-model {spec} --ckpt ...)")
+        click.echo("before:")
+        _print_metrics("classifier", before)
+        click.echo("after:")
+        _print_metrics("classifier", after)
     emit(data, as_json, human)
