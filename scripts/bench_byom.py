@@ -34,8 +34,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from axsa.models.approx import ProductTable  # noqa: E402
 from axsa.models.byom import approximate  # noqa: E402
+from axsa.models.vision import import_timm  # noqa: E402
 from axsa.rtl.multipliers import parse_spec  # noqa: E402
 from bench_emulation import error_rank  # noqa: E402
+
+from axsa.errors import InputError  # noqa: E402
 
 #: (label, spec or None for the random table)
 TABLES = [("exact@s8", "exact@s8"), ("drum(k=4)@s8", "drum(k=4)@s8"),
@@ -75,11 +78,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     try:
-        import timm
-    except (ImportError, RuntimeError) as exc:
-        print(f"bench_byom: needs timm (the vision extra, scripts/requirements-vision.txt): "
-              f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        timm = import_timm()
+    except InputError as exc:
+        print(f"bench_byom: {exc}", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     batch = args.batch or (1 if args.quick else 8)
     rounds = args.rounds or (1 if args.quick else 5)

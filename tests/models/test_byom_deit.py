@@ -10,15 +10,11 @@ import pytest
 import torch
 from axsa.models.approx import ProductTable
 from axsa.models.byom import approximate
+from axsa.models.vision import import_timm
 from axsa.rtl.multipliers import parse_spec
 from test_byom import SpyHook, check_gathers, ref_product, reference_forward
 
-try:
-    import timm
-except (ImportError, RuntimeError) as exc:    # RuntimeError: a torchvision that cannot load
-    pytest.skip(f"timm cannot be imported ({type(exc).__name__}: {exc}); scripts/setup "
-                "installs it (the vision extra) where a CPU build of torchvision 0.28 is "
-                "available", allow_module_level=True)
+timm = import_timm()  # the vision extra, installed by scripts/setup
 
 BLOCKS = 12
 PER_BLOCK = ("attn.qkv", "attn.qk", "attn.av", "attn.proj", "mlp.fc1", "mlp.fc2")
