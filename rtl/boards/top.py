@@ -13,9 +13,8 @@ the platform's default ``sync`` domain and LED 0, if the board has one, lights w
 tile is in flight; without one (simulation), the top's own ``rx``/``tx`` ports are the
 pins.
 
-`BOARD_DEFAULTS` is a placeholder table of each board's default configuration, for
-``axsa board-sim --board NAME``, until the board build (``rtl/boards/platforms.py``)
-provides the measured ones.
+Each board's default configuration comes from `axsa.rtl.boards.platforms.BOARDS`, the one
+board table (`board_config`, `board_top_for`).
 """
 
 from __future__ import annotations
@@ -31,16 +30,10 @@ from axsa.rtl.queue import Queue
 from .link import CYCLE_BITS, CommandDecoder, ReplyEncoder, check_link, identify_payload
 from .uart import UartRx, UartTx, check_divisor
 
-__all__ = ["BOARD_DEFAULTS", "BoardTop", "DEFAULT_BOARD_MAX_K", "board_config", "board_top_for"]
+__all__ = ["BoardTop", "DEFAULT_BOARD_MAX_K", "board_config", "board_top_for"]
 
 #: longest reduction per tile of a board top unless told (a longer K is split on the host)
 DEFAULT_BOARD_MAX_K = 1024
-
-#: board name -> default configuration (placeholder until rtl/boards/platforms.py)
-BOARD_DEFAULTS = {
-    "icebreaker": {"rows": 4, "cols": 4, "mult": "exact@s8", "clk_freq": 12e6},
-    "ulx3s-85f": {"rows": 16, "cols": 16, "mult": "exact@s8", "clk_freq": 25e6},
-}
 
 
 class BoardTop(CheckedComponent):
@@ -175,21 +168,20 @@ class BoardTop(CheckedComponent):
 
 def board_config(board: str, *, rows: int | None = None, cols: int | None = None,
                  mult=None) -> dict:
-    """Board `board`'s default configuration (`BOARD_DEFAULTS`) with `rows`, `cols` and
-    `mult` (spec or Multiplier) overriding it: ``multiplier`` (parsed), ``rows``,
-    ``cols``, ``clk_freq``. An unknown board is an InputError naming the known ones."""
+    """Board `board`'s default configuration (`axsa.rtl.boards.platforms.BOARDS`) with
+    `rows`, `cols` and `mult` (spec or Multiplier) overriding it: ``multiplier``
+    (parsed), ``rows``, ``cols``, ``clk_freq``. An unknown board is an InputError naming
+    the known ones."""
     from axsa.rtl.multipliers import parse_spec
 
-    from axsa.errors import InputError
+    from .platforms import board as board_named
 
-    if board not in BOARD_DEFAULTS:
-        raise InputError(f"unknown board {board!r} (known: {', '.join(BOARD_DEFAULTS)})")
-    conf = BOARD_DEFAULTS[board]
-    mult = conf["mult"] if mult is None else mult
+    conf = board_named(board)
+    mult = conf.default_spec if mult is None else mult
     return {"multiplier": parse_spec(mult) if isinstance(mult, str) else mult,
-            "rows": conf["rows"] if rows is None else rows,
-            "cols": conf["cols"] if cols is None else cols,
-            "clk_freq": conf["clk_freq"]}
+            "rows": conf.rows if rows is None else rows,
+            "cols": conf.cols if cols is None else cols,
+            "clk_freq": conf.clock_hz}
 
 
 def board_top_for(board: str, *, rows: int | None = None, cols: int | None = None,
