@@ -22,12 +22,19 @@
    the accelerator RTL (`axsa sim model --assign` the search's assignment), bit-exact
    against the integer reference; the per-GEMM table (cycles, utilization, energy) and
    energy_per_gemm.png (energy per GEMM, all-exact vs the assignment).
+7. The board: an iCEBreaker (iCE40UP5K) bitstream of the accelerator with a 2x2 array of
+   the chosen multiplier behind its UART host link (`axsa build`: Yosys, nextpnr,
+   icepack from the YoWASP wheels; utilization and Fmax against the 12 MHz clock), then
+   the same board top simulated on a pseudo-terminal (`axsa board-sim`) and step 4's GEMM
+   sent to it over the serial line by the host driver (`axsa run`), checked against the
+   emulation.
 
 The chosen multiplier is the one with the fewest gates among designs whose mred is at
 most --max-mred. Everything goes through the `axsa` command line with --json, as a user
 would run it. Output in --out (default ./demo-out/).
 
     scripts/demo [--out DIR] [--format s8] [--max-mred 0.03] [--rows 4 --cols 4] [--budget 24]
+                 [--no-board]
 """
 
 from __future__ import annotations
@@ -135,6 +142,43 @@ def energy_chart(rep: dict, chosen: str, path: Path) -> None:
     plt.close(fig)
 
 
+def board_step(chosen: str, pa: Path, pb: Path, out: Path) -> None:
+    """Step 7: the iCEBreaker bitstream, then step 4's GEMM over the simulated board's
+    serial line."""
+    print(f"[7] board: iCEBreaker bitstream of a 2x2 array of {chosen} with its UART host "
+          "link, then the same board top on a pseudo-terminal", file=sys.stderr)
+    conf = ["--board", "icebreaker", "--rows", "2", "--cols", "2", "--mult", chosen]
+    b = axsa("build", *conf, "--out", str(out / "board"))
+    print(f"iCEBreaker: {b['bitstream']}, Fmax {b['fmax_mhz']:.2f} MHz against the "
+          f"{b['clock_mhz']:g} MHz clock, {b['macs_per_cycle']} MACs/cycle; "
+          + ", ".join(f"{k} {u['used']}/{u['available']}"
+                      for k, u in b["utilization"].items()))
+    cmd = [sys.executable, "-m", "axsa.cli", "board-sim", *conf, "--json"]
+    log = out / "board" / "board-sim.log"  # its progress, and "interrupted" when stopped
+    with open(log, "w") as err:
+        sim = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        lines = []  # board-sim prints its JSON (port and configuration), then serves
+        while not lines or lines[-1].rstrip() != "}":
+            line = sim.stdout.readline()
+            if not line:
+                raise SystemExit(f"demo step failed: axsa board-sim (exit {sim.wait()}; "
+                                 f"its log: {log})")
+            lines.append(line)
+        port = json.loads("".join(lines))["port"]
+        run = axsa("run", "--port", port, str(pa), str(pb), "--out", str(out / "gemm_C_board.npy"))
+    finally:
+        sim.terminate()
+        sim.wait()
+    same = np.array_equal(np.load(out / "gemm_C_board.npy"), np.load(out / "gemm_C_emulate.npy"))
+    print(f"over the serial line: {run['M']}x{run['K']} @ {run['K']}x{run['N']} in "
+          f"{run['tiles']} tiles, {run['bytes_sent']} bytes sent, {run['bytes_received']} "
+          f"received, {run['cycles']} board cycles; result "
+          f"{'equals' if same else 'DIFFERS FROM'} the bit-exact emulation")
+    if not same:
+        raise SystemExit("the board disagrees with the reference")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="axsa demo")
     ap.add_argument("--out", default="demo-out", type=Path)
@@ -145,6 +189,7 @@ def main() -> int:
     ap.add_argument("--cols", type=int, default=4)
     ap.add_argument("--gemm", default="layers.0.ffn.fc1", help="model GEMM to run on the RTL")
     ap.add_argument("--budget", type=int, default=24, help="assignments the search evaluates")
+    ap.add_argument("--no-board", action="store_true", help="skip step 7 (bitstream, board-sim)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -233,8 +278,10 @@ def main() -> int:
     if not rep["bit_exact"] or rep["cycles"] != rep["predicted_cycles"]:
         raise SystemExit("the RTL disagrees with the reference")
     energy_chart(rep, what, args.out / "energy_per_gemm.png")
+    if not args.no_board:
+        board_step(chosen, pa, pb, args.out)
     print(f"\nwrote {args.out}/ (library.md/.csv/.png, streams/, gemm_*.npy, "
-          f"energy_per_gemm.png) in {time.perf_counter() - t0:.1f} s")
+          f"energy_per_gemm.png, board/) in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
