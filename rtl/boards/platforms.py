@@ -85,7 +85,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("ulx3s-85f", "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5",
           "LFE5U-85F-6BG381C", 25e6,
           {"LUT": 83640, "FF": 83640, "carry": 41820, "DSP": 156, "BRAM": 208},
-          rows=16, cols=16, mult="booth", bits=8),
+          rows=16, cols=16, mult="trunc(k=4)", bits=8),
 )}
 
 
