@@ -30,8 +30,11 @@ SOURCE = Path(__file__).with_name("approx_kernels.cc")
 RECIPE = "axsa-approx-2"
 #: -march=native: the cache key holds the CPU model and flags (`axsa.native.build_cached`),
 #: so a cached library only ever runs on the CPU it was built for; -fopenmp: the kernels'
-#: threads (the libgomp torch has loaded already, when it ships one: one thread pool)
-FLAGS = ("-O3", "-march=native", "-fno-strict-aliasing", "-fopenmp")
+#: threads (the libgomp torch has loaded already, when it ships one: one thread pool);
+#: -ffp-contract=off: the elementwise kernels round like the torch expressions they replace
+#: (-fno-trapping-math lets their floor vectorize; it changes no value)
+FLAGS = ("-O3", "-march=native", "-fno-strict-aliasing", "-ffp-contract=off",
+         "-fno-trapping-math", "-fopenmp")
 
 _i64, _i32, _vp = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
 
@@ -91,6 +94,14 @@ def library(generic: bool = False) -> ctypes.CDLL:
             lib = ctypes.CDLL(str(path))
             lib.axsa_approx_gemm.argtypes = [_vp, _vp, _vp, _vp, _i32]
             lib.axsa_approx_gemm.restype = _i32
+            lib.axsa_quantize.argtypes = [_vp, _i32, _i64, ctypes.c_double, ctypes.c_double,
+                                          ctypes.c_double, _vp, _i32]
+            lib.axsa_quantize.restype = _i32
+            lib.axsa_codes.argtypes = [_vp, _i32, _i64, _i64, _i64, _i32, _vp, _i32]
+            lib.axsa_codes.restype = _i32
+            lib.axsa_dequantize.argtypes = [_vp, _i32, _i64, _i64, _vp, _i64, _vp, _i32, _vp,
+                                            _i32]
+            lib.axsa_dequantize.restype = _i32
             lib.axsa_approx_openmp.argtypes = []
             lib.axsa_approx_openmp.restype = _i32
             lib.axsa_approx_simd.argtypes = []
@@ -292,3 +303,71 @@ def supported(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Operands the kernel reads directly: CPU tensors of a kernel dtype, at least 2-D."""
     return (a.device.type == "cpu" and b.device.type == "cpu" and a.dtype in DTYPES and
             b.dtype in DTYPES and a.dim() >= 2 and b.dim() >= 2)
+
+
+# -- elementwise kernels of the quantized paths ------------------------------------------
+# Each returns None where it does not apply (kernels unavailable, a dtype or layout it
+# does not take): the caller then runs the torch expression it replaces, which gives the
+# same result bit for bit (tests/models/test_native_elementwise.py).
+
+def dense(t: torch.Tensor) -> bool:
+    """Whether `t`'s elements fill its memory span exactly (a contiguous block in some
+    order of the dimensions): a kernel then walks it, and a tensor ``empty_like`` it,
+    as one flat array."""
+    expect = 1
+    for stride, n in sorted((s, n) for n, s in zip(t.shape, t.stride()) if n != 1):
+        if stride != expect:
+            return False
+        expect *= n
+    return True
+
+
+def _elementwise(*tensors: torch.Tensor) -> bool:
+    return all(t.device.type == "cpu" and dense(t) for t in tensors) and available()
+
+
+def quantize(x: torch.Tensor, scale: float, qmin: int, qmax: int) -> torch.Tensor | None:
+    """``clamp(floor(x / scale + 0.5), qmin, qmax)`` of a float32 / float64 tensor, in its
+    dtype and layout, with `scale` rounded to that dtype (what ``torch.div(x, s)``,
+    ``add_(0.5)``, ``floor_()``, ``clamp_(qmin, qmax)`` give); None where not applicable."""
+    if x.dtype not in (torch.float32, torch.float64) or not x.numel() or not _elementwise(x):
+        return None
+    out = torch.empty_like(x)
+    library().axsa_quantize(x.data_ptr(), DTYPES[x.dtype], x.numel(), scale, qmin, qmax,
+                            out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def codes(x: torch.Tensor, lo: int, hi: int, width: int) -> torch.Tensor | bool | None:
+    """int64 codes (the low `width` bits) of integer values in ``lo..hi``, in `x`'s layout;
+    False when some element is not such a value (the caller finds and names it); None
+    where not applicable."""
+    if x.dtype not in DTYPES or not x.numel() or not _elementwise(x):
+        return None
+    out = torch.empty_like(x, dtype=torch.int64)
+    bad = library().axsa_codes(x.data_ptr(), DTYPES[x.dtype], x.numel(), lo, hi, width,
+                               out.data_ptr(), torch.get_num_threads())
+    return False if bad else out
+
+
+def dequantize(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+               dtype: torch.dtype) -> torch.Tensor | None:
+    """``acc.to(dtype) * scale (+ bias)`` (torch.mul then add_, in `dtype`) for a 1-D
+    `scale` and `bias` along the last dimension (or a single scale), `acc` contiguous;
+    None where not applicable."""
+    n = acc.shape[-1] if acc.dim() else 1
+    codes_ok = {torch.float32: (torch.float32, torch.int64),
+                torch.float64: (torch.float64, torch.int64)}.get(dtype, ())
+    if (acc.dtype not in codes_ok or not acc.is_contiguous() or not acc.numel()
+            or scale.dim() > 1 or scale.numel() not in (1, n)
+            or (bias is not None and (bias.dim() != 1 or bias.numel() != n))
+            or acc.device.type != "cpu" or not available()):
+        return None
+    s = scale.detach().to(dtype).contiguous()
+    b = None if bias is None else bias.detach().to(dtype).contiguous()
+    out = torch.empty(acc.shape, dtype=dtype)
+    library().axsa_dequantize(acc.data_ptr(), DTYPES[acc.dtype], acc.numel() // n, n,
+                              s.data_ptr(), int(s.numel() != 1),
+                              None if b is None else b.data_ptr(), DTYPES[dtype],
+                              out.data_ptr(), torch.get_num_threads())
+    return out

@@ -19,14 +19,17 @@
 // Engine 1, gather: the plain table lookup for tables without structure, with int32
 // partial sums where K * max|lut| < 2^31, else int64.
 //
-// Build: g++ -std=c++17 -O3 -march=native -fno-strict-aliasing -fPIC -shared
+// Build: g++ -std=c++17 -O3 -march=native -fno-strict-aliasing -ffp-contract=off
+// -fno-trapping-math -fopenmp -fPIC -shared
 // (models/_native.py); define AXSA_GENERIC to force the portable loops (the tests build
 // both).
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -1327,6 +1330,196 @@ int32_t axsa_approx_gemm(const AxsaPlan* plan, const void* a, const void* b, int
             if (!ok) err.store(1);
         }
         if (err.load()) return 1;
+    }
+    return 0;
+}
+
+// --- elementwise kernels of the quantized paths (models/_native.py `quantize`, `codes`,
+// `dequantize`): each one pass over memory where torch takes a chain of 2 to 5 passes,
+// with the very same float operations (no FMA contraction: -ffp-contract=off), so the
+// results are bit for bit those of the torch expressions they replace.
+}  // extern "C"
+
+namespace {
+
+constexpr int64_t kMinParallelElements = 1 << 15;
+
+int elementwise_threads(int64_t n, int32_t threads) {
+#ifdef _OPENMP
+    return n < kMinParallelElements || threads < 1 ? 1 : threads;
+#else
+    (void)n;
+    (void)threads;
+    return 1;
+#endif
+}
+
+// Run body(lo, hi) over [0, n) in nt contiguous chunks (one per thread): the loops stay
+// plain serial loops the compiler vectorizes.
+template <typename F>
+void chunks(int64_t n, int nt, F body) {
+    if (nt <= 1) {
+        body(int64_t(0), n);
+        return;
+    }
+    const int64_t step = (n + nt - 1) / nt;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int t = 0; t < nt; ++t) body(std::min(n, t * step), std::min(n, (t + 1) * step));
+}
+
+// q = clamp(floor(x / s + 0.5), qmin, qmax) in T (torch.div, add_, floor_, clamp_); a NaN
+// stays NaN (as in clamp_: std::max / std::min return their first argument on NaN), which
+// the GEMM's operand check then names.
+template <typename T>
+void quantize_loop(const T* __restrict x, int64_t lo, int64_t hi, T s, T qmin, T qmax,
+                   T* __restrict out) {
+    for (int64_t i = lo; i < hi; ++i)
+        out[i] = std::min(std::max(std::floor(x[i] / s + T(0.5)), qmin), qmax);
+}
+
+// codes of integer values in [lo, hi]: v & mask; false when some x is not such a value
+template <typename T>
+bool codes_loop(const T* __restrict x, int64_t i0, int64_t i1, int64_t lo, int64_t hi,
+                int64_t mask, int64_t* __restrict out) {
+    int64_t bad = 0;
+    for (int64_t i = i0; i < i1; ++i) {
+        const T v = x[i];
+        int64_t c;
+        if constexpr (std::is_floating_point_v<T>) {
+            // (clamped first: a NaN or a huge float never reaches the conversion)
+            const T w = std::min(std::max(v, T(lo)), T(hi));
+            c = int64_t(w);
+            bad |= T(c) != v;           // outside the range, fractional or NaN
+        } else {
+            c = int64_t(v);
+            bad |= (c < lo) | (c > hi);
+        }
+        out[i] = c & mask;
+    }
+    return !bad;
+}
+
+// out[r, j] = T(acc[r, j]) * s[j or 0] (+ b[j]): torch.mul then add_, two roundings
+template <typename A, typename T>
+void dequantize_rows(const A* __restrict acc, int64_t r0, int64_t r1, int64_t n,
+                     const T* __restrict s, int64_t s_step, const T* __restrict b,
+                     T* __restrict out) {
+    for (int64_t r = r0; r < r1; ++r) {
+        const A* src = acc + r * n;
+        T* dst = out + r * n;
+        if (b && s_step) {
+            for (int64_t j = 0; j < n; ++j) {
+                const T y = T(src[j]) * s[j];
+                dst[j] = y + b[j];
+            }
+        } else if (s_step) {
+            for (int64_t j = 0; j < n; ++j) dst[j] = T(src[j]) * s[j];
+        } else {
+            const T s0 = s[0];
+            if (b) {
+                for (int64_t j = 0; j < n; ++j) {
+                    const T y = T(src[j]) * s0;
+                    dst[j] = y + b[j];
+                }
+            } else {
+                for (int64_t j = 0; j < n; ++j) dst[j] = T(src[j]) * s0;
+            }
+        }
+    }
+}
+
+template <typename T>
+void quantize_all(const T* x, int64_t n, T s, T qmin, T qmax, T* out, int nt) {
+    chunks(n, nt, [&](int64_t lo, int64_t hi) { quantize_loop(x, lo, hi, s, qmin, qmax, out); });
+}
+
+template <typename T>
+bool codes_all(const T* x, int64_t n, int64_t lo, int64_t hi, int64_t mask, int64_t* out,
+               int nt) {
+    std::atomic<bool> ok{true};
+    chunks(n, nt, [&](int64_t i0, int64_t i1) {
+        if (!codes_loop(x, i0, i1, lo, hi, mask, out)) ok.store(false);
+    });
+    return ok.load();
+}
+
+template <typename A, typename T>
+void dequantize_all(const A* acc, int64_t rows, int64_t n, const T* s, int64_t s_step,
+                    const T* b, T* out, int nt) {
+    chunks(rows, nt, [&](int64_t r0, int64_t r1) {
+        dequantize_rows(acc, r0, r1, n, s, s_step, b, out);
+    });
+}
+
+}  // namespace
+
+extern "C" {
+
+// Quantize n contiguous values of dtype 0 (float32) / 1 (float64) into out (same dtype).
+// Returns 0, or 3 for an unsupported dtype.
+int32_t axsa_quantize(const void* x, int32_t dtype, int64_t n, double scale, double qmin,
+                      double qmax, void* out, int32_t threads) {
+    const int nt = elementwise_threads(n, threads);
+    if (dtype == 0) {
+        quantize_all(static_cast<const float*>(x), n, float(scale), float(qmin), float(qmax),
+                     static_cast<float*>(out), nt);
+    } else if (dtype == 1) {
+        quantize_all(static_cast<const double*>(x), n, scale, qmin, qmax,
+                     static_cast<double*>(out), nt);
+    } else {
+        return 3;
+    }
+    return 0;
+}
+
+// Codes (low `width` bits) of n values of dtype 0..6 (AxsaOperand's codes) into out.
+// Returns 0, 1 when some value is outside lo..hi or not an integer, 3 for a bad dtype.
+int32_t axsa_codes(const void* x, int32_t dtype, int64_t n, int64_t lo, int64_t hi,
+                   int32_t width, int64_t* out, int32_t threads) {
+    const int nt = elementwise_threads(n, threads);
+    const int64_t mask = width >= 63 ? -1 : (int64_t(1) << width) - 1;
+    bool ok;
+    switch (dtype) {
+    case 0: ok = codes_all(static_cast<const float*>(x), n, lo, hi, mask, out, nt); break;
+    case 1: ok = codes_all(static_cast<const double*>(x), n, lo, hi, mask, out, nt); break;
+    case 2: ok = codes_all(static_cast<const int64_t*>(x), n, lo, hi, mask, out, nt); break;
+    case 3: ok = codes_all(static_cast<const int32_t*>(x), n, lo, hi, mask, out, nt); break;
+    case 4: ok = codes_all(static_cast<const int16_t*>(x), n, lo, hi, mask, out, nt); break;
+    case 5: ok = codes_all(static_cast<const int8_t*>(x), n, lo, hi, mask, out, nt); break;
+    case 6: ok = codes_all(static_cast<const uint8_t*>(x), n, lo, hi, mask, out, nt); break;
+    default: return 3;
+    }
+    return ok ? 0 : 1;
+}
+
+// Dequantize (rows, n) contiguous accumulators of dtype 0 / 1 / 2 (float32, float64,
+// int64) into out of dtype 0 / 1, times s (n values, or one when s_step is 0), plus b
+// (n values, or null). Returns 0, or 3 for an unsupported dtype pair.
+int32_t axsa_dequantize(const void* acc, int32_t acc_dtype, int64_t rows, int64_t n,
+                        const void* s, int64_t s_step, const void* b, int32_t dtype,
+                        void* out, int32_t threads) {
+    const int nt = elementwise_threads(rows * n, threads);
+    if (dtype == 0) {
+        const float *fs = static_cast<const float*>(s), *fb = static_cast<const float*>(b);
+        float* fo = static_cast<float*>(out);
+        if (acc_dtype == 0)
+            dequantize_all(static_cast<const float*>(acc), rows, n, fs, s_step, fb, fo, nt);
+        else if (acc_dtype == 2)
+            dequantize_all(static_cast<const int64_t*>(acc), rows, n, fs, s_step, fb, fo, nt);
+        else
+            return 3;
+    } else if (dtype == 1) {
+        const double *ds = static_cast<const double*>(s), *db = static_cast<const double*>(b);
+        double* dout = static_cast<double*>(out);
+        if (acc_dtype == 1)
+            dequantize_all(static_cast<const double*>(acc), rows, n, ds, s_step, db, dout, nt);
+        else if (acc_dtype == 2)
+            dequantize_all(static_cast<const int64_t*>(acc), rows, n, ds, s_step, db, dout,
+                            nt);
+        else
+            return 3;
+    } else {
+        return 3;
     }
     return 0;
 }

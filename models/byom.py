@@ -67,6 +67,7 @@ from torch.overrides import TorchFunctionMode
 
 from axsa.errors import InputError
 
+from . import _native
 from .gemm import GemmHook
 from .layers import MODES
 from .quant import Observer, qrange, ste
@@ -144,6 +145,12 @@ def _quantize(x: torch.Tensor, scale: torch.Tensor, qmin: int, qmax: int, dtype)
         t = x.to(cdt) / s
         q = torch.floor(t + 0.5).clamp(qmin, qmax)
         return ste(q, t, (t >= qmin - 0.5) & (t <= qmax + 0.5)).to(dtype)
+    if x.dtype == cdt and scale.numel() == 1:     # the one-pass kernel, same values
+        x = x.detach()
+        q = _native.quantize(x if _native.dense(x) else x.contiguous(), float(scale), qmin,
+                             qmax)
+        if q is not None:
+            return q.to(dtype)
     q = torch.div(x.detach().to(cdt), s)
     q.add_(0.5).floor_().clamp_(qmin, qmax)
     return q.to(dtype)
@@ -175,6 +182,10 @@ def _dequantize(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | Non
                                     or (bias is not None and bias.requires_grad)):
         y = acc.to(dtype) * s
         return y if bias is None else y + bias.to(dtype).reshape(bias_shape)
+    if bias is None or bias_shape == (-1,):       # the one-pass kernel, same values
+        y = _native.dequantize(acc.detach(), scale, bias, dtype)
+        if y is not None:
+            return y
     y = torch.mul(acc.detach().to(dtype), s)
     if bias is not None:
         y.add_(bias.detach().to(dtype).reshape(bias_shape))

@@ -100,13 +100,13 @@ class ApproxMatmul(torch.autograd.Function):
     def forward(ctx, a, b, table: ProductTable, grad: Grad = "ste"):
         if grad not in ("ste", "table"):
             raise InputError(f"unknown gradient {grad!r}: expected 'ste' or 'table'")
-        out = approx_matmul(a, b, table)
         dtype = torch.promote_types(a.dtype, b.dtype)
         if not dtype.is_floating_point:
             dtype = torch.get_default_dtype()
+        out = approx_matmul(a, b, table, dtype=dtype)
         ctx.save_for_backward(a, b)
         ctx.table, ctx.grad = table, grad
-        return out.to(dtype)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):

@@ -146,11 +146,12 @@ def _rows(table: torch.Tensor, columns: torch.Tensor, codes: torch.Tensor) -> to
     return cols[0] if r == 1 else torch.cat(cols, dim=-1)
 
 
-def lowrank_batched(A, B, plan) -> torch.Tensor:
+def lowrank_batched(A, B, plan, out_dtype: torch.dtype = torch.int64) -> torch.Tensor:
     """Both operands batched (attention): one batched float GEMM over the exact integer
     terms, ``C = sum_t u_t(A) @ v_t(B)`` with the K*r mapped operands stacked. Exact: every
     partial sum is an integer of magnitude at most K * sum_t max|u_t| max|v_t|, kept below
-    2^24 (float32) or 2^53 (float64, K chunked beyond)."""
+    2^24 (float32) or 2^53 (float64, K chunked beyond). The result is int64, or the
+    float GEMM's own result when that is `out_dtype` (the same integers, unconverted)."""
     K = A.shape[-1]
     bound = plan.term_bound
     if K * bound < 2**24 and torch.get_float32_matmul_precision() == "highest":
@@ -164,14 +165,17 @@ def lowrank_batched(A, B, plan) -> torch.Tensor:
         a, b = (A, Bt) if kc == K else (A[..., k0:k0 + kc], Bt[..., k0:k0 + kc])
         F = _rows(U, Ut, a)                                      # (..., M, kc*r)
         G = _rows(V, Vt, b)                                      # (..., N, kc*r)
-        part = torch.matmul(F, G.transpose(-1, -2)).to(torch.int64)
+        part = torch.matmul(F, G.transpose(-1, -2))
+        if kc == K and dtype == out_dtype:
+            return part
+        part = part.to(torch.int64)
         out = part if out is None else out.add_(part)
     return out
 
 
-def terms_matmul(ca, cb, batch, plan) -> torch.Tensor:
+def terms_matmul(ca, cb, batch, plan, dtype: torch.dtype = torch.int64) -> torch.Tensor:
     """Engine ``terms`` (picked by `auto` only): the batched float GEMM over the terms,
-    for any batch shape; (*batch, M, N) int64."""
-    out = lowrank_batched(ca, cb, plan)
+    for any batch shape; (*batch, M, N) int64, or `dtype` where the GEMM ran in it."""
+    out = lowrank_batched(ca, cb, plan, dtype)
     want = (*batch, ca.shape[-2], cb.shape[-1])
     return out if out.shape == want else out.expand(*want).contiguous()

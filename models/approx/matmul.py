@@ -28,7 +28,8 @@ _FAST = cache.FAST
 _TUNED = cache.TUNED
 
 
-def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torch.Tensor:
+def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto",
+                  dtype: torch.dtype = torch.int64) -> torch.Tensor:
     """Approximate GEMM ``C[..., m, n] = sum_k lut[code(a[..., m, k]), code(b[..., k, n])]``.
 
     Bit-exact with the product table for every operand, like ``torch.matmul`` in shapes
@@ -43,11 +44,16 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
         The multiplier's product table.
     engine : {"auto", "lowrank", "bag", "gather", "native", "native-gather"}
         Force an engine (all give the same result); "auto" picks the fastest.
+    dtype : torch.dtype
+        Of the result: always ``approx_matmul(a, b, table).to(dtype)``, but without the
+        int64 round trip where an engine computes in that float dtype already (a caller
+        that wants floats anyway, like the fake-quant models).
 
     Returns
     -------
     torch.Tensor
-        int64, shape (..., M, N). Every result is exact (no float rounding anywhere).
+        int64 (or `dtype`), shape (..., M, N). Every int64 result is exact (no float
+        rounding anywhere).
 
     Raises
     ------
@@ -69,7 +75,8 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
                 a, b = a.contiguous(), b.contiguous()
             out = torch.from_numpy(np.empty(call.shape, dtype=np.int64))
             if not call.fn(call.ref, a.data_ptr(), b.data_ptr(), out.data_ptr(), threads):
-                return out                 # else a bad value: found and named below
+                return out if dtype is torch.int64 else out.to(dtype)
+            # else a bad value: found and named below
     if not isinstance(table, ProductTable):
         raise InputError(f"table must be a ProductTable, got {type(table).__name__}")
     if isinstance(a, np.ndarray):
@@ -85,7 +92,7 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}: expected one of {', '.join(ENGINES)}")
     if 0 in (ca.shape[-2], ca.shape[-1], cb.shape[-1]) or 0 in batch:   # empty sum: 0
-        out = torch.zeros(*batch, ca.shape[-2], cb.shape[-1], dtype=torch.int64)
+        out = torch.zeros(*batch, ca.shape[-2], cb.shape[-1], dtype=dtype)
         for dim in squeeze:
             out = out.squeeze(dim)
         return out
@@ -107,7 +114,7 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
         if auto and _TUNED.get(key) == engine:   # later calls skip the checks in Python
             prepare_fast(table, engine, a, b, batch)
     elif engine == "terms":                # auto only: the float GEMM over integer terms
-        out = terms_matmul(ca, cb, batch, plan)
+        out = terms_matmul(ca, cb, batch, plan, dtype)
     elif engine == "lowrank":
         if plan.int8 is None:
             raise InputError(f"engine 'lowrank' needs an exact low-rank factorization, which "
@@ -121,7 +128,7 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto") -> torc
         raise InputError(f"unknown engine {engine!r}: expected one of {', '.join(ENGINES)}")
     for dim in squeeze:
         out = out.squeeze(dim)
-    return out
+    return out.to(dtype)
 
 
 def emulate_gemm(A, B, multiplier, mode: int = 0) -> np.ndarray:

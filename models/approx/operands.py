@@ -11,6 +11,8 @@ import torch
 from axsa import formats
 from axsa.errors import InputError
 
+from .. import _native
+
 if TYPE_CHECKING:
     from .table import ProductTable
 
@@ -24,6 +26,9 @@ def as_codes(x, which: str, lo: int, hi: int, width: int, table: ProductTable) -
     if x.dtype == torch.bool or x.is_complex():
         raise InputError(f"operand {which} has dtype {x.dtype}: expected integer values")
     x = x.detach()
+    codes = _native.codes(x, lo, hi, width)        # one pass, where the kernels apply
+    if codes is not None and codes is not False:
+        return codes
     v = x.to(torch.int64)
     # a float that does not survive the round trip is fractional, NaN, inf or huge
     # (one torch.equal first: on the small GEMMs of the models per-op costs dominate)
