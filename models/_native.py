@@ -97,7 +97,7 @@ def library(generic: bool = False) -> ctypes.CDLL:
             lib.axsa_quantize.argtypes = [_vp, _i32, _i64, ctypes.c_double, ctypes.c_double,
                                           ctypes.c_double, _vp, _i32]
             lib.axsa_quantize.restype = _i32
-            lib.axsa_codes.argtypes = [_vp, _i32, _i64, _i64, _i64, _i32, _vp, _i32]
+            lib.axsa_codes.argtypes = [_vp, _i32, _i64, _i64, _i64, _i32, _vp, _vp, _i32]
             lib.axsa_codes.restype = _i32
             lib.axsa_dequantize.argtypes = [_vp, _i32, _i64, _i64, _vp, _i64, _vp, _i32, _vp,
                                             _i32]
@@ -338,15 +338,18 @@ def quantize(x: torch.Tensor, scale: float, qmin: int, qmax: int) -> torch.Tenso
     return out
 
 
-def codes(x: torch.Tensor, lo: int, hi: int, width: int) -> torch.Tensor | bool | None:
+def codes(x: torch.Tensor, lo: int, hi: int, width: int,
+          table: torch.Tensor | None = None) -> torch.Tensor | bool | None:
     """int64 codes (the low `width` bits) of integer values in ``lo..hi``, in `x`'s layout;
+    with `table` (2^width float32 values, contiguous) ``table[code]`` as float32 instead.
     False when some element is not such a value (the caller finds and names it); None
     where not applicable."""
     if x.dtype not in DTYPES or not x.numel() or not _elementwise(x):
         return None
-    out = torch.empty_like(x, dtype=torch.int64)
+    out = torch.empty_like(x, dtype=torch.int64 if table is None else torch.float32)
     bad = library().axsa_codes(x.data_ptr(), DTYPES[x.dtype], x.numel(), lo, hi, width,
-                               out.data_ptr(), torch.get_num_threads())
+                               None if table is None else table.data_ptr(), out.data_ptr(),
+                               torch.get_num_threads())
     return False if bad else out
 
 

@@ -1377,10 +1377,11 @@ void quantize_loop(const T* __restrict x, int64_t lo, int64_t hi, T s, T qmin, T
         out[i] = std::min(std::max(std::floor(x[i] / s + T(0.5)), qmin), qmax);
 }
 
-// codes of integer values in [lo, hi]: v & mask; false when some x is not such a value
-template <typename T>
+// emit(i, code) for the code (v & mask) of every integer value v in [lo, hi]; false when
+// some x is not such a value
+template <typename T, typename Emit>
 bool codes_loop(const T* __restrict x, int64_t i0, int64_t i1, int64_t lo, int64_t hi,
-                int64_t mask, int64_t* __restrict out) {
+                int64_t mask, Emit emit) {
     int64_t bad = 0;
     for (int64_t i = i0; i < i1; ++i) {
         const T v = x[i];
@@ -1394,7 +1395,7 @@ bool codes_loop(const T* __restrict x, int64_t i0, int64_t i1, int64_t lo, int64
             c = int64_t(v);
             bad |= (c < lo) | (c > hi);
         }
-        out[i] = c & mask;
+        emit(i, c & mask);
     }
     return !bad;
 }
@@ -1433,12 +1434,22 @@ void quantize_all(const T* x, int64_t n, T s, T qmin, T qmax, T* out, int nt) {
     chunks(n, nt, [&](int64_t lo, int64_t hi) { quantize_loop(x, lo, hi, s, qmin, qmax, out); });
 }
 
+// codes (table null) or table[code] of n values of dtype 0..6 into out (int64 / float)
 template <typename T>
-bool codes_all(const T* x, int64_t n, int64_t lo, int64_t hi, int64_t mask, int64_t* out,
-               int nt) {
+bool codes_all(const T* x, int64_t n, int64_t lo, int64_t hi, int64_t mask,
+               const float* __restrict table, void* out, int nt) {
     std::atomic<bool> ok{true};
     chunks(n, nt, [&](int64_t i0, int64_t i1) {
-        if (!codes_loop(x, i0, i1, lo, hi, mask, out)) ok.store(false);
+        bool fine;
+        if (table) {
+            float* __restrict o = static_cast<float*>(out);
+            fine = codes_loop(x, i0, i1, lo, hi, mask,
+                              [&](int64_t i, int64_t c) { o[i] = table[c]; });
+        } else {
+            int64_t* __restrict o = static_cast<int64_t*>(out);
+            fine = codes_loop(x, i0, i1, lo, hi, mask, [&](int64_t i, int64_t c) { o[i] = c; });
+        }
+        if (!fine) ok.store(false);
     });
     return ok.load();
 }
@@ -1472,21 +1483,22 @@ int32_t axsa_quantize(const void* x, int32_t dtype, int64_t n, double scale, dou
     return 0;
 }
 
-// Codes (low `width` bits) of n values of dtype 0..6 (AxsaOperand's codes) into out.
+// Codes (low `width` bits) of n values of dtype 0..6 (AxsaOperand's codes) into out
+// (int64), or with `table` (2^width floats) table[code] into out (float32).
 // Returns 0, 1 when some value is outside lo..hi or not an integer, 3 for a bad dtype.
 int32_t axsa_codes(const void* x, int32_t dtype, int64_t n, int64_t lo, int64_t hi,
-                   int32_t width, int64_t* out, int32_t threads) {
+                   int32_t width, const float* table, void* out, int32_t threads) {
     const int nt = elementwise_threads(n, threads);
     const int64_t mask = width >= 63 ? -1 : (int64_t(1) << width) - 1;
     bool ok;
     switch (dtype) {
-    case 0: ok = codes_all(static_cast<const float*>(x), n, lo, hi, mask, out, nt); break;
-    case 1: ok = codes_all(static_cast<const double*>(x), n, lo, hi, mask, out, nt); break;
-    case 2: ok = codes_all(static_cast<const int64_t*>(x), n, lo, hi, mask, out, nt); break;
-    case 3: ok = codes_all(static_cast<const int32_t*>(x), n, lo, hi, mask, out, nt); break;
-    case 4: ok = codes_all(static_cast<const int16_t*>(x), n, lo, hi, mask, out, nt); break;
-    case 5: ok = codes_all(static_cast<const int8_t*>(x), n, lo, hi, mask, out, nt); break;
-    case 6: ok = codes_all(static_cast<const uint8_t*>(x), n, lo, hi, mask, out, nt); break;
+    case 0: ok = codes_all(static_cast<const float*>(x), n, lo, hi, mask, table, out, nt); break;
+    case 1: ok = codes_all(static_cast<const double*>(x), n, lo, hi, mask, table, out, nt); break;
+    case 2: ok = codes_all(static_cast<const int64_t*>(x), n, lo, hi, mask, table, out, nt); break;
+    case 3: ok = codes_all(static_cast<const int32_t*>(x), n, lo, hi, mask, table, out, nt); break;
+    case 4: ok = codes_all(static_cast<const int16_t*>(x), n, lo, hi, mask, table, out, nt); break;
+    case 5: ok = codes_all(static_cast<const int8_t*>(x), n, lo, hi, mask, table, out, nt); break;
+    case 6: ok = codes_all(static_cast<const uint8_t*>(x), n, lo, hi, mask, table, out, nt); break;
     default: return 3;
     }
     return ok ? 0 : 1;

@@ -272,7 +272,7 @@ def gemm_rows(shapes, tabs, threads: list[int], rounds: int, min_time: float,
                 target = TARGET_LOW if rank <= 8 else TARGET_ANY
                 row = {"shape": shape_name, "table": table.name, "threads": nt,
                        "error_rank": rank,
-                       "engine": cache.TUNED.get((table.key, tuple(sa), tuple(sb), nt), "?"),
+                       "engine": cache.tuned(table, sa, sb) or "?",
                        "exact_ms": t_f * 1e3, "approx_ms": t_a * 1e3, "lut_ms": t_l * 1e3,
                        "ratio": t_a / t_f, "target": target, "lut_speedup": t_l / t_a}
                 row["met"] = row["ratio"] <= target and row["lut_speedup"] > 1

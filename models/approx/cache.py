@@ -39,6 +39,7 @@ MAX_PLANS = 64
 MAX_TUNED = 4096
 
 PLANS: collections.OrderedDict[str, Any] = collections.OrderedDict()
+#: the engine of each (table key, shape of a, shape of b, threads, float result) call
 TUNED: dict[tuple, str] = {}
 CALLS: dict[tuple, int] = {}
 FITS = [0]
@@ -50,6 +51,15 @@ PROBES: dict[str, bool] = {}
 LOCK = threading.Lock()
 
 _WORKSPACE = threading.local()
+
+
+def tuned(table, shape_a, shape_b, floats: bool = False) -> str | None:
+    """The engine ``auto`` took for this call in this process (at the current thread
+    count, for an int64 or a float result), or None before its first call."""
+    import torch
+
+    return TUNED.get((table.key, tuple(shape_a), tuple(shape_b), torch.get_num_threads(),
+                      floats))
 
 
 def plan_of(key: str, build: Callable[[Any], Any], source: Any) -> Any:

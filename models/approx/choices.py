@@ -1,7 +1,8 @@
 """The engine choices of ``engine="auto"``, fitted once per machine and stored.
 
 A choice is made per *class* of call: the thread count, the table's rank class
-(`rank_class`) and the operands' shape class (`shape_class`). The first call of a class
+(`rank_class`), the operands' shape class (`shape_class`) and whether the caller wants
+an int64 or a float result. The first call of a class
 on a machine times the plausible engines on its operands (`tuner.fit`) and stores the
 winner in ``$AXSA_CACHE/emulation/engines-<machine>.json``; every later call of the class,
 in this process or any other, takes the stored engine without timing anything, so the
@@ -64,9 +65,11 @@ def shape_class(ga: int, gb: int, M: int, K: int, N: int) -> str:
         f":{octave(M)}.{octave(K)}.{octave(N)}"
 
 
-def class_key(plan, ga: int, gb: int, M: int, K: int, N: int) -> str:
-    """The stored choice's key: thread count, rank class, shape class."""
-    return f"t{torch.get_num_threads()}|{rank_class(plan)}|{shape_class(ga, gb, M, K, N)}"
+def class_key(plan, ga: int, gb: int, M: int, K: int, N: int, floats: bool = False) -> str:
+    """The stored choice's key: thread count, rank class, shape class, and ``|f`` for a
+    call that wants a float result (the float engines then skip their int64 round trip)."""
+    return f"t{torch.get_num_threads()}|{rank_class(plan)}|{shape_class(ga, gb, M, K, N)}" + \
+        ("|f" if floats else "")
 
 
 @functools.cache

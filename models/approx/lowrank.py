@@ -179,3 +179,29 @@ def terms_matmul(ca, cb, batch, plan, dtype: torch.dtype = torch.int64) -> torch
     out = lowrank_batched(ca, cb, plan, dtype)
     want = (*batch, ca.shape[-2], cb.shape[-1])
     return out if out.shape == want else out.expand(*want).contiguous()
+
+
+def rank1_matmul(a, b, batch, plan) -> torch.Tensor | None:
+    """Engine ``terms`` of a rank-1 table (``lut = outer(u, v)``: DRUM, for one) straight
+    from the operand values: ``u(a) @ v(b)``, one float32 GEMM whose operands the native
+    kernel maps from the values in one pass each (checking them). Exact: every partial
+    sum is an integer below ``K * max|u| max|v| < 2^24``. None where it does not apply
+    (another rank, a wider bound, no kernels, an operand layout or value the kernel does
+    not take: the caller then runs the checked path, which names a bad value)."""
+    from .. import _native
+
+    if plan.terms is None or len(plan.terms) != 1 or \
+            a.shape[-1] * plan.term_bound >= 2**24 or \
+            torch.get_float32_matmul_precision() != "highest":
+        return None
+    U, V, _, _ = plan.term_tables[torch.float32]
+    table = plan.table
+    F = _native.codes(a, *table.a_range, table.wa, U.view(-1))
+    if F is None or F is False:
+        return None
+    G = _native.codes(b, *table.b_range, table.wb, V.view(-1))
+    if G is None or G is False:
+        return None
+    out = torch.matmul(F, G)
+    want = (*batch, a.shape[-2], b.shape[-1])
+    return out if out.shape == want else out.expand(*want).contiguous()

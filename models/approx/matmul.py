@@ -13,7 +13,7 @@ from .. import _native
 from . import cache
 from .bag import bag_matmul
 from .gather import gather_matmul
-from .lowrank import lowrank_matmul, terms_matmul
+from .lowrank import lowrank_matmul, rank1_matmul, terms_matmul
 from .native import native_matmul, prepare_fast
 from .operands import as_codes, shapes
 from .table import ProductTable
@@ -87,22 +87,29 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto",
         raise InputError("operands a and b must be torch tensors, got "
                          f"{type(a).__name__} and {type(b).__name__}")
     a, b, batch, squeeze = shapes(a, b)
+    plan = table.plan
+    auto = engine == "auto"
+    floats = dtype.is_floating_point
+    if auto:
+        key = (table.key, tuple(a.shape), tuple(b.shape), torch.get_num_threads(), floats)
+        engine = _TUNED.get(key)
+        if engine == "terms" and floats:   # a rank-1 table: straight from the values
+            out = rank1_matmul(a, b, batch, plan)
+            if out is not None:
+                for dim in squeeze:
+                    out = out.squeeze(dim)
+                return out.to(dtype)
     ca = as_codes(a, "a", *table.a_range, table.wa, table)
     cb = as_codes(b, "b", *table.b_range, table.wb, table)
-    if engine not in ENGINES:
+    if not auto and engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}: expected one of {', '.join(ENGINES)}")
     if 0 in (ca.shape[-2], ca.shape[-1], cb.shape[-1]) or 0 in batch:   # empty sum: 0
         out = torch.zeros(*batch, ca.shape[-2], cb.shape[-1], dtype=dtype)
         for dim in squeeze:
             out = out.squeeze(dim)
         return out
-    plan = table.plan
-    auto = engine == "auto"
-    if auto:
-        key = (table.key, tuple(ca.shape), tuple(cb.shape), torch.get_num_threads())
-        engine = _TUNED.get(key)
-        if engine is None:
-            engine = choose(key, plan, ca, cb, batch)
+    if auto and engine is None:
+        engine = choose(key, plan, ca, cb, batch, floats)
     if engine in ("native", "native-gather"):
         if engine == "native" and plan.int8 is None:
             raise InputError(f"engine 'native' needs an exact low-rank factorization, which "

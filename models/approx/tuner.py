@@ -5,8 +5,11 @@ own operands."""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+
+import torch
 
 from . import cache, choices
 from .bag import bag_matmul
@@ -48,15 +51,16 @@ def candidates(plan, ca, cb, batch) -> list[str]:
     return sorted((e for e, c in costs.items() if c <= TUNE_SPREAD * best), key=costs.get)
 
 
-def choose(key, plan, ca, cb, batch) -> str:
-    """The engine of ``auto`` for a call with key `key` (table, shapes, threads), kept in
-    `cache.TUNED`: its class's stored engine, else the one `fit` finds (and stores)."""
+def choose(key, plan, ca, cb, batch, floats: bool = False) -> str:
+    """The engine of ``auto`` for a call with key `key` (table, shapes, threads, float
+    result), kept in `cache.TUNED`: its class's stored engine, else the one `fit` finds
+    (and stores)."""
     cache.count_call(key[:3])
     cls = choices.class_key(plan, math.prod(ca.shape[:-2]), math.prod(cb.shape[:-2]),
-                            ca.shape[-2], ca.shape[-1], cb.shape[-1])
+                            ca.shape[-2], ca.shape[-1], cb.shape[-1], floats)
     engine = choices.get(cls)
     if engine is None or not applies(engine, plan):
-        engine = fit(plan, ca, cb, batch)
+        engine = fit(plan, ca, cb, batch, floats)
         if applies(engine, plan):
             engine = choices.store(cls, engine)
     with cache.LOCK:
@@ -71,12 +75,13 @@ def applies(engine: str, plan) -> bool:
                                            engine in ("bag", "gather", "native-gather"))
 
 
-def fit(plan, ca, cb, batch) -> str:
+def fit(plan, ca, cb, batch, floats: bool = False) -> str:
     """Time every plausible engine on these very operands (all are exact, so only the
     speed differs) and return the fastest: the cost model's constants are rough, and on
     small GEMMs fixed per-call costs decide. The engines take turns, `FIT_ROUNDS` rounds,
     best time of each, so that a burst of load on a shared machine falls on one round of
-    every engine rather than on all of one engine's. Counted in `cache.FITS`."""
+    every engine rather than on all of one engine's. With `floats`, each is timed with
+    its result in float32, as such a call gets it. Counted in `cache.FITS`."""
     names = candidates(plan, ca, cb, batch)
     if len(names) > 1:
         cache.FITS[0] += 1
@@ -88,6 +93,10 @@ def fit(plan, ca, cb, batch) -> str:
                 fns[name] = lambda *_, call=call, xa=xa, xb=xb: call(xa, xb)   # noqa: E731
             else:
                 fns[name] = ENGINE_FUNCTIONS[name]
+            if floats:
+                fns[name] = (functools.partial(terms_matmul, dtype=torch.float32)
+                             if name == "terms" else
+                             lambda *args, fn=fns[name]: fn(*args).to(torch.float32))
             fns[name](ca, cb, batch, plan)    # warm-up: scratch buffers, caches
         times = dict.fromkeys(names, math.inf)
         for _ in range(FIT_ROUNDS):

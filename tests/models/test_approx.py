@@ -426,7 +426,7 @@ def test_repeated_auto_calls_tune_and_stay_exact(spec, shape_a, shape_b):
     for _ in range(4):
         got = approx_matmul(torch.from_numpy(a), torch.from_numpy(b), table)
         np.testing.assert_array_equal(got.numpy(), want)
-    tuned = approx.cache.TUNED[(table.key, shape_a, shape_b, torch.get_num_threads())]
+    tuned = approx.cache.tuned(table, shape_a, shape_b)
     assert tuned in ("lowrank", "terms", "bag", "gather", "native", "native-gather")
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     batch = torch.broadcast_shapes(ta.shape[:-2], tb.shape[:-2])
@@ -492,8 +492,7 @@ def test_every_engine_reads_strided_operands(spec):
                 got = approx_matmul(x, y, table, engine=engine)
                 np.testing.assert_array_equal(got.numpy(), want, err_msg=f"{engine} "
                                               f"{tuple(x.shape)} @ {tuple(y.shape)}")
-        if approx.cache.TUNED[(table.key, tuple(x.shape), tuple(y.shape),
-                               torch.get_num_threads())].startswith("native"):
+        if approx.cache.tuned(table, x.shape, y.shape).startswith("native"):
             # the third call took the prepared call, on copies where one stride cannot
             # walk the batch dimensions (Q K^T)
             batch = tuple(got.shape[:-2])

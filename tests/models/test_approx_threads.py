@@ -137,7 +137,9 @@ CHOOSER = textwrap.dedent("""
             a = torch.from_numpy(rng.integers(-128, 128, size=sa))
             b = torch.from_numpy(rng.integers(-128, 128, size=sb))
             approx_matmul(a, b, t)
-            picked[f"{t.label} {sa} {sb}"] = cache.TUNED[(t.key, sa, sb, 1)]
+            picked[f"{t.label} {sa} {sb}"] = cache.tuned(t, sa, sb)
+            approx_matmul(a.float(), b.float(), t, dtype=torch.float32)  # its own class
+            picked[f"{t.label} {sa} {sb} float"] = cache.tuned(t, sa, sb, floats=True)
     print(json.dumps({"picked": picked, "fits": cache.FITS[0],
                       "file": str(choices.path())}))
 """)
@@ -188,7 +190,7 @@ def test_damaged_stored_choices_are_refitted_with_a_warning(tmp_path, monkeypatc
     stored = json.loads(file.read_text())          # rewritten whole, with the refit
     key = choices.class_key(table.plan, 1, 1, 24, 32, 64)
     assert stored == {"version": choices.VERSION,
-                      "choices": {key: cache.TUNED[(table.key, (24, 32), (32, 64), 1)]}}
+                      "choices": {key: cache.tuned(table, (24, 32), (32, 64))}}
     cache.clear()
 
 
