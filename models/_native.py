@@ -322,6 +322,15 @@ def dense(t: torch.Tensor) -> bool:
     return True
 
 
+def empty_like(x: torch.Tensor, dtype: torch.dtype, alloc) -> torch.Tensor:
+    """A tensor of `x`'s shape and strides (`x` dense) from ``alloc(shape, dtype)``, which
+    returns a contiguous tensor (e.g. a reused workspace): allocated with the dimensions
+    in memory order, then permuted back."""
+    order = sorted(range(x.dim()), key=lambda d: -x.stride(d))
+    buf = alloc(tuple(x.shape[d] for d in order), dtype)
+    return buf.permute(*sorted(range(x.dim()), key=order.__getitem__))
+
+
 def _elementwise(*tensors: torch.Tensor) -> bool:
     return all(t.device.type == "cpu" and dense(t) for t in tensors) and available()
 
@@ -339,14 +348,18 @@ def quantize(x: torch.Tensor, scale: float, qmin: int, qmax: int) -> torch.Tenso
 
 
 def codes(x: torch.Tensor, lo: int, hi: int, width: int,
-          table: torch.Tensor | None = None) -> torch.Tensor | bool | None:
+          table: torch.Tensor | None = None, out: torch.Tensor | None = None
+          ) -> torch.Tensor | bool | None:
     """int64 codes (the low `width` bits) of integer values in ``lo..hi``, in `x`'s layout;
-    with `table` (2^width float32 values, contiguous) ``table[code]`` as float32 instead.
-    False when some element is not such a value (the caller finds and names it); None
-    where not applicable."""
-    if x.dtype not in DTYPES or not x.numel() or not _elementwise(x):
+    with `table` (2^width float32 values, contiguous) ``table[code]`` as float32 instead;
+    into `out` when given (`x`'s shape and strides, see `empty_like`). False when some
+    element is not such a value (the caller finds and names it); None where not
+    applicable."""
+    if x.dtype not in DTYPES or not x.numel() or not _elementwise(x) or \
+            (table is not None and not -2**31 <= lo <= hi < 2**31):
         return None
-    out = torch.empty_like(x, dtype=torch.int64 if table is None else torch.float32)
+    if out is None:
+        out = torch.empty_like(x, dtype=torch.int64 if table is None else torch.float32)
     bad = library().axsa_codes(x.data_ptr(), DTYPES[x.dtype], x.numel(), lo, hi, width,
                                None if table is None else table.data_ptr(), out.data_ptr(),
                                torch.get_num_threads())

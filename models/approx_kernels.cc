@@ -1379,23 +1379,25 @@ void quantize_loop(const T* __restrict x, int64_t lo, int64_t hi, T s, T qmin, T
 
 // emit(i, code) for the code (v & mask) of every integer value v in [lo, hi]; false when
 // some x is not such a value
-template <typename T, typename Emit>
+// (C: the code's type, int32 where lo..hi fits it, so that a table lookup vectorizes)
+template <typename C, typename T, typename Emit>
 bool codes_loop(const T* __restrict x, int64_t i0, int64_t i1, int64_t lo, int64_t hi,
                 int64_t mask, Emit emit) {
-    int64_t bad = 0;
+    C bad = 0;
     for (int64_t i = i0; i < i1; ++i) {
         const T v = x[i];
-        int64_t c;
+        C c;
         if constexpr (std::is_floating_point_v<T>) {
             // (clamped first: a NaN or a huge float never reaches the conversion)
             const T w = std::min(std::max(v, T(lo)), T(hi));
-            c = int64_t(w);
+            c = C(w);
             bad |= T(c) != v;           // outside the range, fractional or NaN
         } else {
-            c = int64_t(v);
-            bad |= (c < lo) | (c > hi);
+            const int64_t u = int64_t(v);
+            bad |= (u < lo) | (u > hi);
+            c = C(u);
         }
-        emit(i, c & mask);
+        emit(i, C(c & C(mask)));
     }
     return !bad;
 }
@@ -1434,6 +1436,18 @@ void quantize_all(const T* x, int64_t n, T s, T qmin, T qmax, T* out, int nt) {
     chunks(n, nt, [&](int64_t lo, int64_t hi) { quantize_loop(x, lo, hi, s, qmin, qmax, out); });
 }
 
+// what codes_loop emits: the code, or a table's value at the code (plain structs, not
+// lambdas capturing the pointers by reference, so that the loops vectorize)
+struct CodeOut {
+    int64_t* __restrict out;
+    void operator()(int64_t i, int64_t c) const { out[i] = c; }
+};
+struct TableOut {
+    const float* __restrict table;
+    float* __restrict out;
+    void operator()(int64_t i, int32_t c) const { out[i] = table[c]; }
+};
+
 // codes (table null) or table[code] of n values of dtype 0..6 into out (int64 / float)
 template <typename T>
 bool codes_all(const T* x, int64_t n, int64_t lo, int64_t hi, int64_t mask,
@@ -1441,14 +1455,12 @@ bool codes_all(const T* x, int64_t n, int64_t lo, int64_t hi, int64_t mask,
     std::atomic<bool> ok{true};
     chunks(n, nt, [&](int64_t i0, int64_t i1) {
         bool fine;
-        if (table) {
-            float* __restrict o = static_cast<float*>(out);
-            fine = codes_loop(x, i0, i1, lo, hi, mask,
-                              [&](int64_t i, int64_t c) { o[i] = table[c]; });
-        } else {
-            int64_t* __restrict o = static_cast<int64_t*>(out);
-            fine = codes_loop(x, i0, i1, lo, hi, mask, [&](int64_t i, int64_t c) { o[i] = c; });
-        }
+        if (table)     // (a table has at most 2^16 codes: int32 ones)
+            fine = codes_loop<int32_t>(x, i0, i1, lo, hi, mask, TableOut{table,
+                                       static_cast<float*>(out)});
+        else
+            fine = codes_loop<int64_t>(x, i0, i1, lo, hi, mask,
+                                       CodeOut{static_cast<int64_t*>(out)});
         if (!fine) ok.store(false);
     });
     return ok.load();

@@ -3,6 +3,7 @@ GEMMs (``torch._int_mm``), or as one batched float GEMM over the integer terms."
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -181,25 +182,33 @@ def terms_matmul(ca, cb, batch, plan, dtype: torch.dtype = torch.int64) -> torch
     return out if out.shape == want else out.expand(*want).contiguous()
 
 
-def rank1_matmul(a, b, batch, plan) -> torch.Tensor | None:
+def rank1_matmul(a, b, batch, plan, codes: bool = False) -> torch.Tensor | None:
     """Engine ``terms`` of a rank-1 table (``lut = outer(u, v)``: DRUM, for one) straight
     from the operand values: ``u(a) @ v(b)``, one float32 GEMM whose operands the native
     kernel maps from the values in one pass each (checking them). Exact: every partial
     sum is an integer below ``K * max|u| max|v| < 2^24``. None where it does not apply
     (another rank, a wider bound, no kernels, an operand layout or value the kernel does
-    not take: the caller then runs the checked path, which names a bad value)."""
+    not take: the caller then runs the checked path, which names a bad value). With
+    `codes`, `a` and `b` hold codes (0..2^w-1) rather than values (the tuner's timing)."""
     from .. import _native
 
     if plan.terms is None or len(plan.terms) != 1 or \
             a.shape[-1] * plan.term_bound >= 2**24 or \
             torch.get_float32_matmul_precision() != "highest":
         return None
+    if not (_native.dense(a) and _native.dense(b)):
+        return None
     U, V, _, _ = plan.term_tables[torch.float32]
     table = plan.table
-    F = _native.codes(a, *table.a_range, table.wa, U.view(-1))
+    a_range = (0, (1 << table.wa) - 1) if codes else table.a_range
+    b_range = (0, (1 << table.wb) - 1) if codes else table.b_range
+    # into reused workspaces (fresh megabytes cost page faults), in the operands' layout
+    F = _native.codes(a, *a_range, table.wa, U.view(-1), _native.empty_like(
+        a, torch.float32, functools.partial(cache.workspace, "rank1-a")))
     if F is None or F is False:
         return None
-    G = _native.codes(b, *table.b_range, table.wb, V.view(-1))
+    G = _native.codes(b, *b_range, table.wb, V.view(-1), _native.empty_like(
+        b, torch.float32, functools.partial(cache.workspace, "rank1-b")))
     if G is None or G is False:
         return None
     out = torch.matmul(F, G)

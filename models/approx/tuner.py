@@ -15,7 +15,7 @@ from . import cache, choices
 from .bag import bag_matmul
 from .costs import batched_costs, estimate
 from .gather import gather_matmul
-from .lowrank import lowrank_matmul, terms_matmul
+from .lowrank import lowrank_matmul, rank1_matmul, terms_matmul
 from .native import native_call, native_matmul, native_operands
 
 #: shapes whose best estimated cost is above this (ns) keep the estimate's choice
@@ -75,6 +75,14 @@ def applies(engine: str, plan) -> bool:
                                            engine in ("bag", "gather", "native-gather"))
 
 
+def _float_terms(ca, cb, batch, plan, codes_ok: bool) -> torch.Tensor:
+    """Engine ``terms`` with a float32 result, as a call gets it: a rank-1 table's values
+    mapped straight to its factors (`rank1_matmul`) where that applies."""
+    if codes_ok:
+        return rank1_matmul(ca, cb, batch, plan, codes=True)
+    return terms_matmul(ca, cb, batch, plan, torch.float32)
+
+
 def fit(plan, ca, cb, batch, floats: bool = False) -> str:
     """Time every plausible engine on these very operands (all are exact, so only the
     speed differs) and return the fastest: the cost model's constants are rough, and on
@@ -93,8 +101,9 @@ def fit(plan, ca, cb, batch, floats: bool = False) -> str:
                 fns[name] = lambda *_, call=call, xa=xa, xb=xb: call(xa, xb)   # noqa: E731
             else:
                 fns[name] = ENGINE_FUNCTIONS[name]
-            if floats:
-                fns[name] = (functools.partial(terms_matmul, dtype=torch.float32)
+            if floats:         # as `approx_matmul(..., dtype=float32)` runs each
+                fns[name] = (functools.partial(_float_terms, codes_ok=rank1_matmul(
+                                 ca, cb, batch, plan, codes=True) is not None)
                              if name == "terms" else
                              lambda *args, fn=fns[name]: fn(*args).to(torch.float32))
             fns[name](ca, cb, batch, plan)    # warm-up: scratch buffers, caches
