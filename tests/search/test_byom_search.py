@@ -235,3 +235,26 @@ def test_eval_assign_naming_an_unknown_gemm_exits_2(capsys, user_model, tmp_path
     rc, _, err = run(capsys, "eval", "--torch-model", spec(user_model), "--data",
                      user_model / "data.npz", "--calib", CALIB, "--assign", assign)
     assert rc == 2 and "'nope'" in err and "Traceback" not in err
+
+
+def test_finetune_top_writes_a_checkpoint_eval_agrees_with(warm, user_model, capsys,
+                                                           tmp_path):
+    out, _ = warm
+    db = tmp_path / "r.sqlite"
+    copy_store(out / "r.sqlite", db)
+    rc, out_text, err = run(capsys, *search_args(user_model, db, tmp_path / "out", 6,
+                                                 "--finetune-top", 1))
+    assert rc == 0, err
+    data = json.loads(out_text)
+    assert data["computed"] == 0
+    tuned = [p for p in data["pareto"] if "finetuned" in p]
+    assert len(tuned) == 1
+    ft = tuned[0]["finetuned"]
+    assign = tmp_path / "a.json"
+    assign.write_text(json.dumps(tuned[0]["assignment"]))
+    # `axsa eval --torch-model --ckpt` of the fine-tuned state measures what the search
+    # reported for it, on either split
+    for split in ("val", "test"):
+        got = eval_json(capsys, user_model, split, "--ckpt", ft["checkpoint"], "--assign",
+                        assign)
+        assert got["approx"]["top1"] == ft[split]["top1"], split
