@@ -19,7 +19,7 @@
 Every figure goes through the results store: energies and areas as ``synth`` records,
 accuracy evaluations as ``search-eval`` records keyed by the model's identity (a hash of
 its weights, scales and configuration; for a user's model also its data splits and
-code: `model_identity`), the split and the assignment. A restarted search answers
+code: `ModelSource.identity`), the split and the assignment. A restarted search answers
 every assignment it already evaluated from the store.
 """
 
@@ -72,12 +72,12 @@ def default_candidates(bits: int) -> list[Candidate]:
     return list(dict.fromkeys(out))
 
 
-def model_identity(model, ds=None) -> str:
+def model_identity(model, ds=None, files: Sequence[str] = ()) -> str:
     """Hash of what a model's accuracy depends on: its configuration and its whole state
     (weights and every calibrated scale). With `ds` (a user's model, whose data is not
     fixed by its kind), also the validation and test splits it is measured on and its
-    code: the module tree and the source files of its modules' classes (the same weights
-    under an edited ``forward`` are another model)."""
+    code: the module tree, the source files of its modules' classes and `files` (the
+    factory's; the same weights under an edited ``forward`` are another model)."""
     h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
@@ -88,7 +88,7 @@ def model_identity(model, ds=None) -> str:
                 h.update(repr((t.dtype, tuple(t.shape))).encode())
                 h.update(t.contiguous().numpy().tobytes())
         h.update(repr(model).encode())
-        for path in sorted(_class_files(model)):
+        for path in sorted(_class_files(model) | set(files)):
             h.update(Path(path).read_bytes())
     return h.hexdigest()[:20]
 
@@ -154,7 +154,7 @@ class ModelEvaluator:
         records = T.record_streams(model, ds.val.x[:stream_samples])
         names = [n for n in model.gemm_names() if n in records]
         self.space = SearchSpace.uniform(names, candidates, candidates.index(exact))
-        self.identity = model_identity(model, ds if source.is_byom else None)
+        self.identity = source.identity(model, ds)
         self._records = records
         self._macs = np.array([np.prod(records[n][0].shape) * records[n][1].shape[-1]
                                / stream_samples for n in names])

@@ -74,6 +74,28 @@ class ModelSource:
                 "data": self.data, "calib": self.calib, "bits": model.config.bits,
                 "observer": model.config.observer, "checkpoint": self.ckpt}
 
+    def identity(self, model, ds) -> str:
+        """The results-store identity of this source's `model` (`model_eval.model_identity`):
+        its configuration and state; for a user's model also the splits of `ds` and the
+        code (its classes' source files and the factory's file)."""
+        from .model_eval import model_identity
+        if not self.is_byom:
+            return model_identity(model)
+        return model_identity(model, ds, self._factory_files())
+
+    def _factory_files(self) -> list[str]:
+        """The source file of the factory's module (when Python can find it)."""
+        import importlib.util
+        where = self.torch_model.rpartition(":")[0]
+        if where.endswith(".py") or "/" in where:
+            return [where] if Path(where).is_file() else []
+        try:
+            spec = importlib.util.find_spec(where)
+        except (ImportError, ValueError):
+            return []
+        origin = spec.origin if spec is not None else None
+        return [origin] if origin and Path(origin).is_file() else []
+
     def pinned(self, model, ds, directory: str | Path) -> ModelSource:
         """For the workers: this source with the parent's calibrated state of a user's
         `model` (of dataset `ds`) written to ``directory/model-<identity>.pt``, which each
@@ -83,9 +105,7 @@ class ModelSource:
         if not self.is_byom or self.ckpt is not None:
             return self
         from axsa.models import byom as B
-
-        from .model_eval import model_identity
-        path = Path(directory).resolve() / f"model-{model_identity(model, ds)}.pt"
+        path = Path(directory).resolve() / f"model-{self.identity(model, ds)}.pt"
         B.save_checkpoint(model, path, self.torch_model, {"pinned_by": "axsa search"})
         return dataclasses.replace(self, ckpt=str(path))
 

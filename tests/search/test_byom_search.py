@@ -258,3 +258,24 @@ def test_finetune_top_writes_a_checkpoint_eval_agrees_with(warm, user_model, cap
         got = eval_json(capsys, user_model, split, "--ckpt", ft["checkpoint"], "--assign",
                         assign)
         assert got["approx"]["top1"] == ft[split]["top1"], split
+
+
+def test_the_store_identity_follows_the_data_and_the_code(user_model, tmp_path):
+    from axsa.search.parallel import ModelSource, load_model
+
+    def identity(factory_text=None, data="data.npz", calib=CALIB):
+        path = user_model / "user_cnn.py"
+        if factory_text is not None:
+            path = tmp_path / f"f{len(list(tmp_path.iterdir()))}.py"
+            path.write_text(factory_text)
+        source = ModelSource.byom(f"{path}:factory", str(user_model / data), calib)
+        return source.identity(*load_model(source))
+
+    base = identity()
+    text = (user_model / "user_cnn.py").read_text()
+    assert identity(text) == base                  # the same code elsewhere: the same model
+    assert identity(text + "\n# edited\n") != base  # the same weights, other code
+    d = np.load(user_model / "data.npz")
+    np.savez(tmp_path / "short.npz", x=d["x"][:-1], y=d["y"][:-1])
+    assert identity(data=tmp_path / "short.npz") != base   # one test sample fewer
+    assert identity(calib=CALIB + 2) != base
