@@ -733,6 +733,48 @@ def load_data(path: str, calib: int):
     return Dataset(ByomModel.kind, train, train, Split(xt[calib:], yt[calib:]))
 
 
+def search_splits(ds, path: str):
+    """The search's splits of `load_data`'s dataset: the ``calib`` calibration samples
+    stay the training split; of the samples after them, the even-positioned (``calib``,
+    ``calib + 2``, ...) validate and the odd-positioned (``calib + 1``, ...) test, in file
+    order (interleaved, so a file sorted by class gives both splits every class).
+    InputError when fewer than 2 samples follow the calibration ones."""
+    from .data import Dataset, Split
+    rest = ds.test
+    if len(rest) < 2:
+        raise InputError(f"--calib {len(ds.train)} leaves {len(rest)} sample(s) of "
+                         f"{path!r}: the search needs at least 2 after the calibration "
+                         "samples (validation and test alternate)")
+    return Dataset(ds.kind, ds.train, Split(rest.x[0::2], rest.y[0::2]),
+                   Split(rest.x[1::2], rest.y[1::2]))
+
+
+def load_torch_model(spec: str | None, data_path: str | None, calib: int,
+                     bits: int | None = None, observer: str | None = None,
+                     percentile: float | None = None, ckpt: str | None = None):
+    """(ByomModel, Dataset) of ``--torch-model SPEC --data FILE``: the factory's model
+    calibrated on the first ``calib`` samples (and, with ``ckpt``, the state of `axsa
+    finetune --torch-model --out`); the dataset of `load_data`. InputError naming what is
+    wrong: the factory, the data, labels the outputs cannot hold."""
+    if data_path is None:
+        raise InputError("--torch-model needs --data FILE.npz ('x' inputs, 'y' labels)")
+    ds = load_data(data_path, calib)
+    net = load_factory(spec)
+    what = f"the model of {spec!r} on {data_path!r} (x of shape {tuple(ds.test.x.shape)})"
+    model = checked_run(lambda: approximate(
+        net, calibration_batches(ds.train.x), None, 8 if bits is None else bits,
+        observer or "minmax", 99.99 if percentile is None else percentile), what)
+    out = checked_run(lambda: model(ds.test.x[:2]), what)
+    classes = out.shape[-1] if out.dim() == 2 else 0
+    top = int(max(ds.train.y.max(), ds.test.y.max()))
+    if classes <= top or int(min(ds.train.y.min(), ds.test.y.min())) < 0:
+        raise InputError(f"{what} gives outputs of shape {tuple(out.shape)}: labels 'y' "
+                         f"in 0..{top} need (batch, classes > {top}) logits")
+    if ckpt is not None:
+        load_checkpoint(model, ckpt, spec)
+    return model, ds
+
+
 def calibration_batches(x: torch.Tensor, batch: int = CALIB_BATCH) -> list[torch.Tensor]:
     """``x`` in batches of ``batch`` samples."""
     return list(x.split(batch))

@@ -33,12 +33,13 @@ METHODS = ("mcts", "random", "greedy", "nsga2")
 def run_model(kind: str, seeds: int, budgets: list[int], acc: float, jobs: int, store) -> dict:
     from axsa.search import run_search
     from axsa.search.model_eval import ModelEvaluator, default_candidates
-    from axsa.search.parallel import Pool, load_model
+    from axsa.search.parallel import ModelSource, Pool, load_model
 
-    model, _ = load_model(None, kind)
-    pool = Pool(None, kind, jobs)
+    source = ModelSource.builtin(kind)
+    model, _ = load_model(source)
+    pool = Pool(source, jobs)
     t0 = time.perf_counter()
-    ev = ModelEvaluator(None, kind, default_candidates(model.config.bits), store, pool=pool)
+    ev = ModelEvaluator(source, default_candidates(model.config.bits), store, pool=pool)
     costs_s = time.perf_counter() - t0
     top = max(budgets)
     out = {"model": kind, "gemms": len(ev.space.gemms), "candidates": ev.space.sizes[0],

@@ -12,7 +12,7 @@ from pathlib import Path
 from axsa.errors import InputError
 
 from .model_eval import ModelEvaluator, default_candidates
-from .parallel import Pool, load_model
+from .parallel import ModelSource, Pool, load_model
 from .report import plot_fronts, write_front
 from .run import METHODS, check_budgets, run_search
 from .space import Candidate
@@ -50,8 +50,7 @@ def parse_candidates(text: str | None, bits: int) -> list[Candidate]:
 class SearchJob:
     """Everything `axsa search` takes (see its --help)."""
 
-    kind: str | None
-    ckpt: str | None = None
+    source: ModelSource
     candidates: str | None = None
     budget: int = 64
     accuracy_budget: float = 0.02
@@ -78,11 +77,13 @@ class SearchJob:
     def run(self, store, progress: Callable[[str, int, int], None] | None = None) -> dict:
         """Run the job; returns the JSON document (also written to `out`/front.json)."""
         self.check()
-        model, _ = load_model(self.ckpt, self.kind)
+        model, ds = load_model(self.source)
         cands = parse_candidates(self.candidates, model.config.bits)
-        pool = Pool(self.ckpt, model.kind, self.jobs, self.dask_address)
+        parallel = self.jobs > 1 or bool(self.dask_address)
+        workers = self.source.pinned(model, ds, self.out) if parallel else self.source
+        pool = Pool(workers, self.jobs, self.dask_address)
         try:
-            ev = ModelEvaluator(self.ckpt, model.kind, cands, store, target=self.target,
+            ev = ModelEvaluator(self.source, cands, store, target=self.target,
                                 pool=pool, progress=lambda d, t, w: progress and progress(
                                     "costs", d, t))
             methods = [self.method] + ([m for m in METHODS if m != self.method]
@@ -96,7 +97,7 @@ class SearchJob:
             data = main.to_json(ev.space)
             front = main.archive.front()
             tests = ev.test_metrics([c for c, _ in front])
-            data.update(model=model.kind, checkpoint=self.ckpt, target=self.target,
+            data.update(**self.source.describe(model), target=self.target,
                         metric=ev.metric_name, reference={"val": ev.reference},
                         candidates=[c.label for c in cands])
             for point, (_, e), t in zip(data["pareto"], front, tests):
@@ -120,7 +121,7 @@ class SearchJob:
                 {m: [(e.delta, e.energy_ratio) for _, e in r.archive.items()]
                  for m, r in results.items()}, self.accuracy_budget,
                 Path(self.out) / "front.png",
-                f"{model.kind}: {self.method}, {len(main.archive)} evaluations"))
+                f"{data['model']}: {self.method}, {len(main.archive)} evaluations"))
             data["files"] = [str(p) for p in files]
             return data
         finally:
@@ -139,7 +140,7 @@ class SearchJob:
             tables = ev.tables(choice)
             T.finetune(model, ev.ds, tables, self.finetune_epochs, 5e-4, seed=self.seed)
             path = Path(self.out) / f"finetuned-{i}.pt"
-            T.save_checkpoint(model, path, None, {"finetuned": {
+            ev.source.save_checkpoint(model, path, {"finetuned": {
                 "assignment": ev.space.assignment(choice)}})
             m = T.evaluate(model, ev.ds, tables, split="val")["approx"]
             mt = T.evaluate(model, ev.ds, tables, split="test")["approx"]

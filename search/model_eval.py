@@ -1,9 +1,11 @@
 """The evaluator of a real model: accuracy by bit-exact emulation, energy by the cost model.
 
 - **Accuracy**: the integer model with the assignment's product table in each GEMM
-  (`axsa.models`), on the *validation* split; `delta` is the relative loss against the
-  all-exact integer model (RMSE up, or top-1 down). The test split is measured only for
-  the final front (`test_metric`), so a search never fits the test set.
+  (`axsa.models`: a built-in model, or a user's PyTorch model through
+  `axsa.models.byom`; a `ModelSource` names either), on the *validation* split; `delta`
+  is the relative loss against the all-exact integer model (RMSE up, or top-1 down). The
+  test split is measured only for the final front (`test_metric`), so a search never
+  fits the test set.
 - **Multiplier energy per inference**: ``sum over GEMMs of MACs_g x e(spec, stream_g)``,
   e from the gate-level activity model (`axsa.synth`) under GEMM g's own operand stream,
   recorded on validation samples in the order an output-stationary PE sees it. The
@@ -16,22 +18,25 @@
 
 Every figure goes through the results store: energies and areas as ``synth`` records,
 accuracy evaluations as ``search-eval`` records keyed by the model's identity (a hash of
-its weights and configuration), the split and the assignment. A restarted search answers
+its weights, scales and configuration; for a user's model also its data splits and
+code: `ModelSource.identity`), the split and the assignment. A restarted search answers
 every assignment it already evaluated from the store.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from axsa.errors import InputError
 
 from .evaluate import Hints
-from .parallel import Pool, load_model
+from .parallel import ModelSource, Pool, load_model
 from .pareto import Evaluation
 from .space import Candidate, Choice, SearchSpace
 
@@ -67,13 +72,36 @@ def default_candidates(bits: int) -> list[Candidate]:
     return list(dict.fromkeys(out))
 
 
-def model_identity(model) -> str:
-    """Hash of a model's configuration and weights (what its accuracy depends on)."""
+def model_identity(model, ds=None, files: Sequence[str] = ()) -> str:
+    """Hash of what a model's accuracy depends on: its configuration and its whole state
+    (weights and every calibrated scale). With `ds` (a user's model, whose data is not
+    fixed by its kind), also the validation and test splits it is measured on and its
+    code: the module tree, the source files of its modules' classes and `files` (the
+    factory's; the same weights under an edited ``forward`` are another model)."""
     h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    if ds is not None:
+        for split in (ds.val, ds.test):
+            for t in (split.x, split.y):
+                h.update(repr((t.dtype, tuple(t.shape))).encode())
+                h.update(t.contiguous().numpy().tobytes())
+        h.update(repr(model).encode())
+        for path in sorted(_class_files(model) | set(files)):
+            h.update(Path(path).read_bytes())
     return h.hexdigest()[:20]
+
+
+def _class_files(model) -> set[str]:
+    """The source files of the classes of `model`'s modules (those Python can find)."""
+    files = set()
+    for mod in model.modules():
+        try:
+            files.add(inspect.getsourcefile(type(mod)))
+        except TypeError:            # a class defined without a file
+            continue
+    return {f for f in files if f and Path(f).is_file()}
 
 
 class ModelEvaluator:
@@ -81,10 +109,8 @@ class ModelEvaluator:
 
     Parameters
     ----------
-    ckpt : str or None
-        Checkpoint file; None for the shipped demo model of `kind`.
-    kind : {"ts", "vit"}
-        The model kind (checked against the checkpoint).
+    source : ModelSource
+        The model: a built-in checkpoint, or a user's PyTorch model and its data.
     candidates : sequence of Candidate
         Candidates of every GEMM; the exact multiplier of the model's format must be
         one of them.
@@ -100,7 +126,7 @@ class ModelEvaluator:
         Called while the per-(GEMM, candidate) costs are characterized.
     """
 
-    def __init__(self, ckpt: str | None, kind: str | None, candidates: Sequence[Candidate],
+    def __init__(self, source: ModelSource, candidates: Sequence[Candidate],
                  store, target: str | None = None, stream_samples: int = 2,
                  pool: Pool | None = None,
                  progress: Callable[[int, int, str], None] | None = None):
@@ -110,9 +136,10 @@ class ModelEvaluator:
 
         from axsa.formats import Format
 
-        model, ds = load_model(ckpt, kind)
-        self.model, self.ds, self.store, self.target = model, ds, store, target
-        self.pool = pool or Pool(ckpt, model.kind)
+        model, ds = load_model(source)
+        self.source, self.model, self.ds, self.store, self.target = \
+            source, model, ds, store, target
+        self.pool = pool or Pool(source)
         self.computed = 0          # accuracy evaluations not answered by the store
         bits = model.config.bits
         exact = Candidate(exact_multiplier(Format(True, bits, bits)).spec)
@@ -127,12 +154,13 @@ class ModelEvaluator:
         records = T.record_streams(model, ds.val.x[:stream_samples])
         names = [n for n in model.gemm_names() if n in records]
         self.space = SearchSpace.uniform(names, candidates, candidates.index(exact))
-        self.identity = model_identity(model)
+        self.identity = source.identity(model, ds)
         self._records = records
         self._macs = np.array([np.prod(records[n][0].shape) * records[n][1].shape[-1]
                                / stream_samples for n in names])
         self._costs(progress)
         self.reference = self._value(self._metrics([self.space.all_exact], "val")[0])
+        self.delta(self.reference)                      # a reference of 0 is an error
 
     # -- costs ---------------------------------------------------------------------------
     def _costs(self, progress) -> None:
@@ -242,7 +270,13 @@ class ModelEvaluator:
     def delta(self, value: float) -> float:
         """Relative loss on the validation split against the all-exact model: RMSE up,
         or top-1 down."""
-        ref = self.reference
+        return self._loss(value, self.reference, "validation")
+
+    def _loss(self, value: float, ref: float, split: str) -> float:
+        if ref == 0:              # top-1 0 (a user's model on few samples): no loss to take
+            raise InputError(f"the all-exact model's {self.metric_name} on the {split} "
+                             "split is 0: relative losses are undefined (check the model "
+                             "and its data, or give more samples)")
         return (value - ref) / ref if self.model.kind == "ts" else (ref - value) / ref
 
     def evaluate(self, choices: Sequence[Choice]) -> list[Evaluation]:
@@ -267,7 +301,7 @@ class ModelEvaluator:
     def test_delta(self, value: float) -> float:
         """Relative loss on the test split against the all-exact model's."""
         ref = self._value(self._metrics([self.space.all_exact], "test")[0])
-        return (value - ref) / ref if self.model.kind == "ts" else (ref - value) / ref
+        return self._loss(value, ref, "test")
 
     def tables(self, choice: Choice) -> dict:
         """{gemm: ProductTable} of the choice's approximate GEMMs."""

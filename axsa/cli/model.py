@@ -68,10 +68,16 @@ torch_model_option = click.option(
     "--torch-model", default=None, metavar="MODULE:FACTORY",
     help="Your own PyTorch model: 'package.module:factory' or 'path/to/file.py:factory', "
          "a function returning the fp32 nn.Module (docs/models.md); needs --data.")
-data_option = click.option(
-    "--data", "data_path", default=None, type=click.Path(dir_okay=False),
-    help="--torch-model only: .npz with 'x' (inputs) and 'y' (integer labels); the first "
-         "--calib samples calibrate, the rest are evaluated.")
+#: --data of eval and finetune (`axsa search` splits the rest into validation and test)
+DATA_HELP = ("--torch-model only: .npz with 'x' (inputs) and 'y' (integer labels); the first "
+             "--calib samples calibrate, the rest are evaluated.")
+
+
+def _data_option(help_text: str):
+    return click.option("--data", "data_path", default=None,
+                        type=click.Path(dir_okay=False), help=help_text)
+
+
 calib_option = click.option(
     "--calib", type=int, default=256, show_default=True,
     help="--torch-model only: samples at the front of --data that calibrate the "
@@ -87,42 +93,19 @@ percentile_option = click.option(
     help="--torch-model only: the percentile of --observer percentile (default 99.99).")
 
 
-def torch_model_options(f):
-    """The options of a user's own model (`axsa.models.byom`), shared by eval and
-    finetune."""
-    for opt in reversed((torch_model_option, data_option, calib_option, bits_option,
-                         observer_option, percentile_option)):
-        f = opt(f)
-    return f
+def torch_model_options(f=None, *, data_help: str = DATA_HELP):
+    """The options of a user's own model (`axsa.models.byom`), shared by eval, finetune
+    and search (which gives its own --data help)."""
+    def add(f):
+        for opt in reversed((torch_model_option, _data_option(data_help), calib_option,
+                             bits_option, observer_option, percentile_option)):
+            f = opt(f)
+        return f
+    return add(f) if f is not None else add
 
 
-def build_torch_model(spec: str | None, data_path: str | None, calib: int,
-                      bits: int | None, observer: str | None, percentile: float | None,
-                      ckpt: str | None = None):
-    """(ByomModel, Dataset) of --torch-model/--data: the factory's model calibrated on
-    the first --calib samples (and, with --ckpt, the state of `axsa finetune
-    --torch-model --out`)."""
-    from axsa.models import byom as B
-    if data_path is None:
-        raise InputError("--torch-model needs --data FILE.npz ('x' inputs, 'y' labels)")
-    ds = B.load_data(data_path, calib)
-    net = B.load_factory(spec)
-    what = f"the model of {spec!r} on {data_path!r} (x of shape {tuple(ds.test.x.shape)})"
-    model = B.checked_run(lambda: B.approximate(
-        net, B.calibration_batches(ds.train.x), None, 8 if bits is None else bits,
-        observer or "minmax", 99.99 if percentile is None else percentile), what)
-    out = B.checked_run(lambda: model(ds.test.x[:2]), what)
-    classes = out.shape[-1] if out.dim() == 2 else 0
-    top = int(max(ds.train.y.max(), ds.test.y.max()))
-    if classes <= top or int(min(ds.train.y.min(), ds.test.y.min())) < 0:
-        raise InputError(f"{what} gives outputs of shape {tuple(out.shape)}: labels 'y' "
-                         f"in 0..{top} need (batch, classes > {top}) logits")
-    if ckpt is not None:
-        B.load_checkpoint(model, ckpt, spec)
-    return model, ds
-
-
-def _no_torch_model_options(**given):
+def no_torch_model_options(**given):
+    """InputError naming the --torch-model options given (not None) without it."""
     bad = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
     if bad:
         raise InputError(f"{', '.join(bad)} need(s) --torch-model")
@@ -260,7 +243,7 @@ def eval_(kind, torch_model, data_path, calib, bits, observer, percentile, ckpt,
         return _eval_torch_model(torch_model, data_path, calib, bits, observer, percentile,
                                  ckpt, kind, mult, assign, list_gemms, record_dir, samples,
                                  export_path, csv_path, as_json)
-    _no_torch_model_options(data=data_path, bits=bits, observer=observer,
+    no_torch_model_options(data=data_path, bits=bits, observer=observer,
                             percentile=percentile)
     if kind is None and ckpt is None:
         raise InputError("give --model (ts or vit) or --ckpt")
@@ -318,8 +301,9 @@ def _eval_torch_model(spec, data_path, calib, bits, observer, percentile, ckpt, 
     """`axsa eval --torch-model` (axsa.models.byom)."""
     if kind is not None or export_path is not None or csv_path is not None:
         raise InputError("--torch-model takes no --model, --export or --csv")
+    from axsa.models import byom as B
     from axsa.models import train as T
-    model, ds = build_torch_model(spec, data_path, calib, bits, observer, percentile, ckpt)
+    model, ds = B.load_torch_model(spec, data_path, calib, bits, observer, percentile, ckpt)
     head = {"torch_model": spec, "data": str(data_path), "calib": calib}
     if list_gemms:
         _list_gemms(model, ds.test.x[:1], as_json, head)
@@ -373,7 +357,7 @@ def finetune(kind, torch_model, data_path, calib, bits, observer, percentile, li
         return _finetune_torch_model(torch_model, data_path, calib, bits, observer,
                                      percentile, list_gemms, kind, ckpt, assign, mult,
                                      epochs, lr, grad, seed, out, as_json)
-    _no_torch_model_options(data=data_path, bits=bits, observer=observer,
+    no_torch_model_options(data=data_path, bits=bits, observer=observer,
                             percentile=percentile, list_gemms=list_gemms or None)
     if kind is None and ckpt is None:
         raise InputError("give --model (ts or vit) or --ckpt")
@@ -420,7 +404,7 @@ def _finetune_torch_model(spec, data_path, calib, bits, observer, percentile, li
     from axsa.models import train as T
     T.check_run(lr, seed=seed)
     torch.manual_seed(seed)
-    model, ds = build_torch_model(spec, data_path, calib, bits, observer, percentile, ckpt)
+    model, ds = B.load_torch_model(spec, data_path, calib, bits, observer, percentile, ckpt)
     head = {"torch_model": spec, "data": str(data_path), "calib": calib}
     if list_gemms:
         _list_gemms(model, ds.test.x[:1], as_json, head)

@@ -8,13 +8,22 @@ from pathlib import Path
 import click
 
 from ._common import emit, json_option, progress_bar
-from .model import ckpt_option
+from .model import no_torch_model_options, torch_model_options
+
+#: --data of `axsa search --torch-model`: how the file splits (axsa.models.byom.search_splits)
+SEARCH_DATA_HELP = (
+    "--torch-model only: .npz with 'x' (inputs) and 'y' (integer labels); the first "
+    "--calib samples calibrate, the rest alternate validation (the search's accuracy: "
+    "samples calib, calib+2, ...) and test (calib+1, calib+3, ...; the final front).")
 
 
 @click.command()
 @click.option("--model", "kind", type=click.Choice(["ts", "vit"]),
               help="ts: co2 forecaster; vit: tiny ViT on digits.")
-@ckpt_option
+@torch_model_options(data_help=SEARCH_DATA_HELP)
+@click.option("--ckpt", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint (default: the demo checkpoint shipped with axsa); with "
+                   "--torch-model, a state `axsa finetune --torch-model --out` wrote.")
 @click.option("--candidates", default=None,
               help="Comma-separated specs, SPEC#MODE for one mode of a configurable "
                    "multiplier (default: about 15 specs over several families and "
@@ -44,23 +53,40 @@ from .model import ckpt_option
               show_default=True,
               help="Folder for front.json/.csv/.png and assignment.json.")
 @json_option
-def search(kind, ckpt, candidates, budget, accuracy_budget, method, compare, target, seed,
-           jobs, dask_address, finetune_top, db, out_dir, as_json):
+def search(kind, torch_model, data_path, calib, bits, observer, percentile, ckpt, candidates,
+           budget, accuracy_budget, method, compare, target, seed, jobs, dask_address,
+           finetune_top, db, out_dir, as_json):
     """Search per-GEMM multiplier assignments: lowest multiplier energy per inference
     within an accuracy budget.
+
+    Of a built-in model (--model / --ckpt) or of your own PyTorch model (--torch-model
+    with --data, calibrated as `axsa eval --torch-model` does; top-1 on the validation
+    part of --data, see --data).
 
     \b
     Example:
       axsa search --model ts --budget 64 --compare
       axsa eval --model ts --assign .axsa/search/assignment.json
+      axsa search --torch-model axsa.examples.digits_cnn:factory --data digits.npz \\
+          --calib 1257 --budget 32
     """
     from axsa.errors import InputError
     from axsa.search.job import SearchJob
+    from axsa.search.parallel import ModelSource
     from axsa.store import Store
 
-    if kind is None and ckpt is None:
-        raise InputError("give --model (ts or vit) or --ckpt")
-    job = SearchJob(kind, ckpt, candidates, budget, accuracy_budget, method, compare, target,
+    if torch_model is not None:
+        if kind is not None:
+            raise InputError("--torch-model takes no --model")
+        source = ModelSource.byom(torch_model, data_path, calib, bits, observer, percentile,
+                                  ckpt)
+    else:
+        no_torch_model_options(data=data_path, bits=bits, observer=observer,
+                               percentile=percentile)
+        if kind is None and ckpt is None:
+            raise InputError("give --model (ts or vit), --ckpt or --torch-model")
+        source = ModelSource.builtin(kind, ckpt)
+    job = SearchJob(source, candidates, budget, accuracy_budget, method, compare, target,
                     seed, jobs, dask_address, finetune_top, out=Path(out_dir))
     job.check()
     store = Store(db)
