@@ -4,7 +4,8 @@
 Verilog) feeding an exact accumulator. `Pe` wraps a `Mac` with the registers of the
 output-stationary systolic flow: operands and control flags pass through it to its right
 and lower neighbours one cycle later, and the finished sum of a tile is parked in a
-result register so the accumulator can start the next tile at once.
+result register (on the edge that adds its last product) so the accumulator can start the
+next tile at once.
 
 `acc_width_for` gives the accumulator width that holds every sum of up to `max_reduction`
 products of a multiplier, read off its product table (every mode), so no overflow can
@@ -13,7 +14,7 @@ happen within that bound.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Value, signed
+from amaranth.hdl import Module, Mux, Value, signed, unsigned
 from amaranth.lib.wiring import In, Out
 
 from axsa.formats import acc_width_for_range
@@ -21,7 +22,7 @@ from axsa.formats import acc_width_for_range
 from .cells import MultiplierCell, check_view, product
 from .component import CheckedComponent, check_acc_width
 
-__all__ = ["Mac", "Pe", "acc_width_for", "product_range"]
+__all__ = ["Mac", "Pe", "acc_width_for", "operand_shapes", "operand_words", "product_range"]
 
 
 def product_range(multiplier) -> tuple[int, int]:
@@ -73,6 +74,23 @@ def needs_p_in(multiplier, view: str) -> bool:
     return view == "table" and not multiplier.is_exact
 
 
+def operand_words(multiplier, view: str) -> bool:
+    """True when operands travel as *operand words* (the ``"table"`` view of an exact
+    multiplier): ``unsigned(acc_width)``, the operand as `as_word` gives it.
+    `SystolicArray` makes the words once, where an operand enters the array, instead of
+    every PE widening both operands every cycle, which was a third of what a compiled
+    simulator spent on the array (docs/simulation.md)."""
+    return view == "table" and multiplier.is_exact
+
+
+def operand_shapes(multiplier, view: str, acc_width: int) -> tuple:
+    """Shapes of the operands a `Mac` takes and a `Pe` forwards: the multiplier's own
+    (``a_shape``, ``b_shape``), or ``unsigned(acc_width)`` twice (`operand_words`)."""
+    if operand_words(multiplier, view):
+        return unsigned(acc_width), unsigned(acc_width)
+    return multiplier.a_shape, multiplier.b_shape
+
+
 def as_word(value: Value, width: int) -> Value:
     """`value` as a `width`-bit two's complement word: the unsigned value equal to
     ``value mod 2**width``.
@@ -95,7 +113,8 @@ class Mac(CheckedComponent):
     """Multiply-accumulate with a pluggable multiplier.
 
     ``acc <= (clr ? 0 : acc) + a*b`` on every clock edge where ``en`` is high (``en``
-    defaults to 1, so an unconnected `en` accumulates every cycle).
+    defaults to 1, so an unconnected `en` accumulates every cycle). `acc_next` is that
+    sum, combinationally: what `acc` becomes at the next edge if ``en`` is high.
 
     Latency: 1 cycle from `a`/`b` to `acc`. Throughput: one product per cycle.
 
@@ -113,7 +132,9 @@ class Mac(CheckedComponent):
 
     Attributes
     ----------
-    a, b : In(operand shapes of the multiplier)
+    a, b : In(`operand_shapes`)
+        The multiplier's operands; in the ``"table"`` view of an exact multiplier,
+        ``acc_width``-bit operand words (the value modulo ``2**acc_width``).
     clr : In(1)
         Start a new sum with this product.
     en : In(1, init=1)
@@ -123,6 +144,8 @@ class Mac(CheckedComponent):
     p_in : In(multiplier.p_shape)
         Only in the ``"table"`` view of a non-exact multiplier.
     acc : Out(signed(acc_width))
+    acc_next : Out(signed(acc_width))
+        ``(clr ? 0 : acc) + a*b`` (combinational).
     cells : tuple of MultiplierCell
         The multiplier cell in the ``"cell"`` view, else empty.
     """
@@ -137,10 +160,11 @@ class Mac(CheckedComponent):
         self.acc_width = acc_width
         self.view = view
         self.cells = cells_for(multiplier, view)
+        a_shape, b_shape = operand_shapes(multiplier, view, acc_width)
         ports = {
-            "a": In(multiplier.a_shape), "b": In(multiplier.b_shape),
+            "a": In(a_shape), "b": In(b_shape),
             "clr": In(1), "en": In(1, init=1),
-            "acc": Out(signed(acc_width)),
+            "acc": Out(signed(acc_width)), "acc_next": Out(signed(acc_width)),
         }
         mode_port(ports, multiplier)
         if needs_p_in(multiplier, view):
@@ -152,12 +176,11 @@ class Mac(CheckedComponent):
         mult = self.multiplier
         start = Mux(self.clr, 0, self.acc)
         if self.view == "table" and mult.is_exact:
-            # the exact product word-level, of the operands as acc_width-bit words: one
-            # multiplication and no signed extension (`as_word`). (As 32-bit words,
-            # Verilator ran 5% faster and CXXRTL, whose sums then took two chunks, 30%
-            # slower.)
+            # the exact product word-level, of the operand words (`operand_shapes`): one
+            # multiplication and no signed extension. (As 32-bit words, Verilator ran 5%
+            # faster and CXXRTL, whose sums then took two chunks, 30% slower.)
             width = self.acc_width
-            p = (as_word(self.a, width) * as_word(self.b, width))[:width]
+            p = (self.a * self.b)[:width]
             total = start.as_unsigned() + p
         else:
             p = product(m, mult, self.view, self.a, self.b,
@@ -165,8 +188,9 @@ class Mac(CheckedComponent):
                         p_in=self.p_in if needs_p_in(mult, self.view) else None)
             total = (start + p if self.view == "circuit" else
                      start.as_unsigned() + as_word(p, self.acc_width))
+        m.d.comb += self.acc_next.eq(total)  # the low acc_width bits: the same sum
         with m.If(self.en):
-            m.d.sync += self.acc.eq(total)  # the low acc_width bits: the same sum
+            m.d.sync += self.acc.eq(self.acc_next)
         return m
 
 
@@ -175,20 +199,23 @@ class Pe(CheckedComponent):
 
     Operand `a` and the flags (`valid`, `first`, `last`) travel left to right, operand `b`
     top to bottom; each leaves one cycle after it entered (`*_out` are registers). On a
-    valid step the MAC accumulates, restarting its sum when `first` is set. One cycle
-    after the `last` step of a tile (when `last_out` is high) the finished sum is copied
-    to `result`, where it stays until the next tile's sum replaces it; meanwhile the
+    valid step the MAC accumulates, restarting its sum when `first` is set. On the
+    `last` step of a tile the finished sum (the MAC's `acc_next`) is also written to
+    `result`, where it stays until the next tile's sum replaces it; meanwhile the
     accumulator already works on the next tile, so tiles follow each other back to back.
+    (`result` takes `acc_next` rather than copying `acc` one edge later so that no
+    register reads another register that is written on the same edge: a compiled
+    simulator then needs no shadow copy of the accumulators, see docs/simulation.md.)
 
-    Latency: `a_out`/`b_out`/flags 1 cycle; `result` holds the sum 2 cycles after the
+    Latency: `a_out`/`b_out`/flags 1 cycle; `result` holds the sum 1 cycle after the
     `last` step entered. `view` as for `Mac` (the ``"table"`` view of a non-exact
-    multiplier adds the `p_in` input: the product of `a_in` and `b_in`, read outside).
+    multiplier adds the `p_in` input: the product of `a_in` and `b_in`, read outside;
+    that of an exact one takes and forwards operand words, `operand_shapes`).
 
     With ``shared_flags=True`` the PE does not forward the flags: the array delays them
     once per anti-diagonal (every PE with the same r + c sees the same flags), and the
-    PE has a `capture` input instead (the `last` flag one cycle later, i.e. what
-    `last_out` would be). Same behaviour, three registers fewer per PE, which matters
-    for simulation speed.
+    PE has a `capture` input instead (``last_in & valid_in``). Same behaviour, three
+    registers fewer per PE, which matters for simulation speed.
     """
 
     @staticmethod
@@ -202,10 +229,11 @@ class Pe(CheckedComponent):
         self.view = view
         self.shared_flags = shared_flags
         self.cells = cells_for(multiplier, view)
+        a_shape, b_shape = operand_shapes(multiplier, view, acc_width)
         ports = {
-            "a_in": In(multiplier.a_shape), "b_in": In(multiplier.b_shape),
+            "a_in": In(a_shape), "b_in": In(b_shape),
             "valid_in": In(1), "first_in": In(1),
-            "a_out": Out(multiplier.a_shape), "b_out": Out(multiplier.b_shape),
+            "a_out": Out(a_shape), "b_out": Out(b_shape),
             "result": Out(signed(acc_width)),
         }
         if shared_flags:
@@ -237,7 +265,7 @@ class Pe(CheckedComponent):
                 self.first_out.eq(self.first_in & self.valid_in),
                 self.last_out.eq(self.last_in & self.valid_in),
             ]
-            capture = self.last_out
+            capture = self.last_in & self.valid_in
         with m.If(capture):
-            m.d.sync += self.result.eq(mac.acc)
+            m.d.sync += self.result.eq(mac.acc_next)
         return m
