@@ -113,8 +113,16 @@ class Mac(CheckedComponent):
     """Multiply-accumulate with a pluggable multiplier.
 
     ``acc <= (clr ? 0 : acc) + a*b`` on every clock edge where ``en`` is high (``en``
-    defaults to 1, so an unconnected `en` accumulates every cycle). `acc_next` is that
-    sum, combinationally: what `acc` becomes at the next edge if ``en`` is high.
+    defaults to 1, so an unconnected `en` accumulates every cycle). On an edge where
+    ``park`` is high too, the same sum also goes to `parked`, where it stays until the
+    next park: the finished sum of a reduction, kept while `acc` starts the next one.
+
+    Both registers take the sum from its own copy of the expression, not from a shared
+    signal, and `parked` does not copy `acc`: a compiled simulator then computes the sum
+    only on the clock edge where a register takes it (CXXRTL evaluates a shared
+    combinational signal on every evaluation), and no register reads another one written
+    on the same edge (Verilator would keep shadow copies; its flow merges the two copies
+    back into one, see docs/simulation.md).
 
     Latency: 1 cycle from `a`/`b` to `acc`. Throughput: one product per cycle.
 
@@ -139,13 +147,14 @@ class Mac(CheckedComponent):
         Start a new sum with this product.
     en : In(1, init=1)
         Accumulate this cycle.
+    park : In(1, init=0)
+        With `en`: park this cycle's sum in `parked`.
     mode : In(range(modes))
         Only when the multiplier has runtime modes (cfgtrunc).
     p_in : In(multiplier.p_shape)
         Only in the ``"table"`` view of a non-exact multiplier.
     acc : Out(signed(acc_width))
-    acc_next : Out(signed(acc_width))
-        ``(clr ? 0 : acc) + a*b`` (combinational).
+    parked : Out(signed(acc_width))
     cells : tuple of MultiplierCell
         The multiplier cell in the ``"cell"`` view, else empty.
     """
@@ -163,8 +172,8 @@ class Mac(CheckedComponent):
         a_shape, b_shape = operand_shapes(multiplier, view, acc_width)
         ports = {
             "a": In(a_shape), "b": In(b_shape),
-            "clr": In(1), "en": In(1, init=1),
-            "acc": Out(signed(acc_width)), "acc_next": Out(signed(acc_width)),
+            "clr": In(1), "en": In(1, init=1), "park": In(1),
+            "acc": Out(signed(acc_width)), "parked": Out(signed(acc_width)),
         }
         mode_port(ports, multiplier)
         if needs_p_in(multiplier, view):
@@ -188,9 +197,11 @@ class Mac(CheckedComponent):
                         p_in=self.p_in if needs_p_in(mult, self.view) else None)
             total = (start + p if self.view == "circuit" else
                      start.as_unsigned() + as_word(p, self.acc_width))
-        m.d.comb += self.acc_next.eq(total)  # the low acc_width bits: the same sum
+        # the low acc_width bits of `total`: the same sum
         with m.If(self.en):
-            m.d.sync += self.acc.eq(self.acc_next)
+            m.d.sync += self.acc.eq(total)
+            with m.If(self.park):
+                m.d.sync += self.parked.eq(total)
         return m
 
 
@@ -200,12 +211,9 @@ class Pe(CheckedComponent):
     Operand `a` and the flags (`valid`, `first`, `last`) travel left to right, operand `b`
     top to bottom; each leaves one cycle after it entered (`*_out` are registers). On a
     valid step the MAC accumulates, restarting its sum when `first` is set. On the
-    `last` step of a tile the finished sum (the MAC's `acc_next`) is also written to
-    `result`, where it stays until the next tile's sum replaces it; meanwhile the
+    `last` step of a tile the MAC parks the finished sum (`Mac.parked`, the PE's
+    `result`), where it stays until the next tile's sum replaces it; meanwhile the
     accumulator already works on the next tile, so tiles follow each other back to back.
-    (`result` takes `acc_next` rather than copying `acc` one edge later so that no
-    register reads another register that is written on the same edge: a compiled
-    simulator then needs no shadow copy of the accumulators, see docs/simulation.md.)
 
     Latency: `a_out`/`b_out`/flags 1 cycle; `result` holds the sum 1 cycle after the
     `last` step entered. `view` as for `Mac` (the ``"table"`` view of a non-exact
@@ -214,7 +222,7 @@ class Pe(CheckedComponent):
 
     With ``shared_flags=True`` the PE does not forward the flags: the array delays them
     once per anti-diagonal (every PE with the same r + c sees the same flags), and the
-    PE has a `capture` input instead (``last_in & valid_in``). Same behaviour, three
+    PE has a `capture` input instead (the `last` flag of its step). Same behaviour, three
     registers fewer per PE, which matters for simulation speed.
     """
 
@@ -251,7 +259,8 @@ class Pe(CheckedComponent):
         mult = self.multiplier
         m.submodules.mac = mac = Mac(mult, self.acc_width, self.view)
         m.d.comb += [mac.a.eq(self.a_in), mac.b.eq(self.b_in),
-                     mac.en.eq(self.valid_in), mac.clr.eq(self.first_in)]
+                     mac.en.eq(self.valid_in), mac.clr.eq(self.first_in),
+                     self.result.eq(mac.parked)]
         if mult.modes > 1:
             m.d.comb += mac.mode.eq(self.mode)
         if needs_p_in(mult, self.view):
@@ -265,7 +274,6 @@ class Pe(CheckedComponent):
                 self.first_out.eq(self.first_in & self.valid_in),
                 self.last_out.eq(self.last_in & self.valid_in),
             ]
-            capture = self.last_in & self.valid_in
-        with m.If(capture):
-            m.d.sync += self.result.eq(mac.acc_next)
+            capture = self.last_in
+        m.d.comb += mac.park.eq(capture)
         return m

