@@ -113,9 +113,10 @@ class Mac(CheckedComponent):
     """Multiply-accumulate with a pluggable multiplier.
 
     ``acc <= (clr ? 0 : acc) + a*b`` on every clock edge where ``en`` is high (``en``
-    defaults to 1, so an unconnected `en` accumulates every cycle). On an edge where
-    ``park`` is high too, the same sum also goes to `parked`, where it stays until the
-    next park: the finished sum of a reduction, kept while `acc` starts the next one.
+    defaults to 1, so an unconnected `en` accumulates every cycle). With
+    ``parking=True`` (what `Pe` builds), on an edge where ``park`` is high too, the same
+    sum also goes to `parked`, where it stays until the next park: the finished sum of a
+    reduction, kept while `acc` starts the next one.
 
     Both registers take the sum from its own copy of the expression, not from a shared
     signal, and `parked` does not copy `acc`: a compiled simulator then computes the sum
@@ -137,6 +138,9 @@ class Mac(CheckedComponent):
         How the product is computed (`axsa.rtl.cells`). In the ``"table"`` view a
         non-exact multiplier's product comes in through the `p_in` port, read by the
         owner from a product table (`SystolicArray` shares one ROM among its PEs).
+    parking : bool
+        Add the `park` input and the `parked` register (default False: the plain MAC,
+        what synthesis and the energy model measure on their own).
 
     Attributes
     ----------
@@ -147,34 +151,39 @@ class Mac(CheckedComponent):
         Start a new sum with this product.
     en : In(1, init=1)
         Accumulate this cycle.
-    park : In(1, init=0)
-        With `en`: park this cycle's sum in `parked`.
+    park : In(1)
+        Only with ``parking``: with `en`, park this cycle's sum in `parked`.
     mode : In(range(modes))
         Only when the multiplier has runtime modes (cfgtrunc).
     p_in : In(multiplier.p_shape)
         Only in the ``"table"`` view of a non-exact multiplier.
     acc : Out(signed(acc_width))
     parked : Out(signed(acc_width))
+        Only with ``parking``.
     cells : tuple of MultiplierCell
         The multiplier cell in the ``"cell"`` view, else empty.
     """
 
     @staticmethod
-    def check(multiplier, acc_width, view):
+    def check(multiplier, acc_width, view, parking):
         check_acc_width(acc_width)
         check_view(view)
 
-    def __init__(self, multiplier, acc_width: int, view: str = "circuit"):
+    def __init__(self, multiplier, acc_width: int, view: str = "circuit",
+                 parking: bool = False):
         self.multiplier = multiplier
         self.acc_width = acc_width
         self.view = view
+        self.parking = parking
         self.cells = cells_for(multiplier, view)
         a_shape, b_shape = operand_shapes(multiplier, view, acc_width)
         ports = {
             "a": In(a_shape), "b": In(b_shape),
-            "clr": In(1), "en": In(1, init=1), "park": In(1),
-            "acc": Out(signed(acc_width)), "parked": Out(signed(acc_width)),
+            "clr": In(1), "en": In(1, init=1),
+            "acc": Out(signed(acc_width)),
         }
+        if parking:
+            ports.update({"park": In(1), "parked": Out(signed(acc_width))})
         mode_port(ports, multiplier)
         if needs_p_in(multiplier, view):
             ports["p_in"] = In(multiplier.p_shape)
@@ -200,8 +209,9 @@ class Mac(CheckedComponent):
         # the low acc_width bits of `total`: the same sum
         with m.If(self.en):
             m.d.sync += self.acc.eq(total)
-            with m.If(self.park):
-                m.d.sync += self.parked.eq(total)
+            if self.parking:
+                with m.If(self.park):
+                    m.d.sync += self.parked.eq(total)
         return m
 
 
@@ -228,7 +238,7 @@ class Pe(CheckedComponent):
 
     @staticmethod
     def check(multiplier, acc_width, view, shared_flags):
-        Mac.check(multiplier, acc_width, view)
+        Mac.check(multiplier, acc_width, view, True)
 
     def __init__(self, multiplier, acc_width: int, view: str = "circuit",
                  shared_flags: bool = False):
@@ -257,7 +267,7 @@ class Pe(CheckedComponent):
     def elaborate(self, platform):
         m = Module()
         mult = self.multiplier
-        m.submodules.mac = mac = Mac(mult, self.acc_width, self.view)
+        m.submodules.mac = mac = Mac(mult, self.acc_width, self.view, parking=True)
         m.d.comb += [mac.a.eq(self.a_in), mac.b.eq(self.b_in),
                      mac.en.eq(self.valid_in), mac.clr.eq(self.first_in),
                      self.result.eq(mac.parked)]
