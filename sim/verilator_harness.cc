@@ -2,10 +2,8 @@
 //
 // Verilated together with the design (`verilator --cc --exe`) into one shared library,
 // driven from Python through ctypes like the CXXRTL harness. The whole feed/drain loop of
-// a run stays in C++; the timing is the one documented in axsa/sim/engine.py:
-//   clock low:  present feed items (valid=1 until accepted) and drain readiness, eval,
-//               sample valid & ready;
-//   clock high: eval (the edge); sampled transfers take effect; one cycle counted.
+// a run stays in C++: the one of the CXXRTL harness (stream_run.h, beside this file), with
+// the timing documented in axsa/sim/engine.py.
 //
 // The design's ports are listed by the generated `axsa_ports.inc` (one
 // AXSA_PORT(rtl_name, member, width) per port); the multiplier cells filled by product
@@ -24,6 +22,8 @@
 #include <mutex>
 #include <string>
 #include <vector>
+
+#include "stream_run.h"
 
 // tables of the instance being evaluated (read by the DPI lookups of axsa_cells.cc)
 const uint32_t *const *axsa_current_tables = nullptr;
@@ -62,6 +62,7 @@ void *storage(VlWide<N> &member) {
 }
 
 struct Sim {
+	using Port = ::Port;  // the model adapter of axsa::run_streams (stream_run.h)
 	std::unique_ptr<VerilatedContext> context;
 	std::unique_ptr<Vtop> top;
 	std::vector<Port> ports;
@@ -102,7 +103,8 @@ struct Sim {
 		return p;
 	}
 
-	void eval() {
+	// the rest of the model adapter
+	void settle() {
 		top->eval();
 #ifdef AXSA_TRACE
 		if (vcd) {
@@ -111,31 +113,31 @@ struct Sim {
 		}
 #endif
 	}
-};
 
-void set_bit(Port *p, bool value) {
-	if (p != nullptr)
-		*static_cast<uint8_t *>(p->data) = value ? 1 : 0;
-}
+	static size_t words(const Port *p) {
+		return (size_t)((p->width + 31) / 32);
+	}
 
-bool get_bit(const Port *p) {
-	return p == nullptr ? true : (*static_cast<const uint8_t *>(p->data) & 1) != 0;  // absent = 1
-}
+	static void set_bit(Port *p, bool value) {
+		if (p != nullptr)
+			*static_cast<uint8_t *>(p->data) = value ? 1 : 0;
+	}
 
-// payload words (little-endian uint32) <-> port storage (little-endian, `bytes` long)
-void put_words(Port *p, const uint32_t *words) {
-	memcpy(p->data, words, p->bytes);
-}
+	static bool get_bit(const Port *p) {  // absent = constant 1
+		return p == nullptr ? true : (*static_cast<const uint8_t *>(p->data) & 1) != 0;
+	}
 
-void get_words(const Port *p, uint32_t *words) {
-	size_t n = 4 * (size_t)((p->width + 31) / 32);
-	if (p->bytes < n)
-		memset(words, 0, n);
-	memcpy(words, p->data, p->bytes);
-}
+	// payload words (little-endian uint32) <-> port storage (little-endian, `bytes` long)
+	static void put(Port *p, const uint32_t *in) {
+		memcpy(p->data, in, p->bytes);
+	}
 
-struct Stream {
-	Port *valid, *ready, *payload;
+	static void get(const Port *p, uint32_t *out) {
+		size_t n = 4 * words(p);
+		if (p->bytes < n)
+			memset(out, 0, n);
+		memcpy(out, p->data, p->bytes);
+	}
 };
 
 struct Guard {  // the library's lock, this instance's tables current
@@ -201,7 +203,7 @@ int axsa_set(void *p, const char *name, const uint32_t *words) {
 	Port *port = sim->lookup(name);
 	if (port == nullptr)
 		return -1;
-	put_words(port, words);
+	Sim::put(port, words);
 	return 0;
 }
 
@@ -213,7 +215,7 @@ int axsa_get(void *p, const char *name, uint32_t *words) {
 		return -1;
 	Guard guard(sim);
 	sim->top->eval();
-	get_words(port, words);
+	Sim::get(port, words);
 	return 0;
 }
 
@@ -243,76 +245,13 @@ int axsa_vcd_open(void *p, const char *path) {
 #endif
 }
 
-// One run; the arguments as for the CXXRTL harness: stream i is names[3i .. 3i+2] =
-// valid, ready, payload ("" = constant 1 for valid/ready, no payload), feeds first.
-// Returns the cycle count, -1 on timeout, -2 on a bad name.
+// One run (axsa::run_streams, stream_run.h), the tables of this instance current.
 int64_t axsa_run(void *p, int n_feeds, int n_drains, const char *const *names,
                  const int64_t *counts, uint32_t *const *data, int64_t *done,
                  int64_t max_cycles) {
 	Sim *sim = static_cast<Sim *>(p);
 	Guard guard(sim);
-	int n = n_feeds + n_drains;
-	std::vector<Stream> streams(n);
-	std::vector<size_t> words(n);
-	for (int i = 0; i < n; i++) {
-		Port *ports[3] = {nullptr, nullptr, nullptr};
-		for (int j = 0; j < 3; j++) {
-			if (names[3 * i + j][0] == '\0')
-				continue;
-			ports[j] = sim->lookup(names[3 * i + j]);
-			if (ports[j] == nullptr)
-				return -2;
-		}
-		streams[i] = {ports[0], ports[1], ports[2]};
-		words[i] = ports[2] ? (size_t)((ports[2]->width + 31) / 32) : 0;
-		done[i] = 0;
-	}
-	int64_t remaining = 0;
-	for (int i = (n_drains > 0 ? n_feeds : 0); i < n; i++)
-		remaining += counts[i];
-	std::vector<char> fire(n);
-	int64_t cycles = 0;
-	while (remaining > 0) {
-		if (cycles >= max_cycles) {
-			cycles = -1;
-			break;
-		}
-		set_bit(sim->clk, false);
-		for (int i = 0; i < n_feeds; i++) {
-			Stream &s = streams[i];
-			bool have = done[i] < counts[i];
-			if (have && words[i])
-				put_words(s.payload, data[i] + done[i] * words[i]);
-			set_bit(s.valid, have);
-		}
-		for (int i = n_feeds; i < n; i++)
-			set_bit(streams[i].ready, done[i] < counts[i]);
-		sim->eval();
-		for (int i = 0; i < n_feeds; i++)
-			fire[i] = done[i] < counts[i] && get_bit(streams[i].ready);
-		for (int i = n_feeds; i < n; i++) {
-			Stream &s = streams[i];
-			fire[i] = done[i] < counts[i] && get_bit(s.valid);
-			if (fire[i] && words[i])
-				get_words(s.payload, data[i] + done[i] * words[i]);
-		}
-		set_bit(sim->clk, true);
-		sim->eval();
-		cycles++;
-		for (int i = 0; i < n; i++) {
-			if (fire[i]) {
-				done[i]++;
-				if (n_drains == 0 || i >= n_feeds)
-					remaining--;
-			}
-		}
-	}
-	set_bit(sim->clk, false);
-	for (int i = 0; i < n_feeds; i++)
-		set_bit(streams[i].valid, false);
-	for (int i = n_feeds; i < n; i++)
-		set_bit(streams[i].ready, false);
-	return cycles;
+	return axsa::run_streams(*sim, n_feeds, n_drains, names, counts, data, done, max_cycles);
 }
 
 }  // extern "C"

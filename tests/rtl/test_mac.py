@@ -118,10 +118,10 @@ def test_pe_forwards_and_parks_the_result():
     sim.run()
     assert [t[:2] for t in trace[:5]] == [(a, b) for a, b, _, _ in steps]
     assert [t[2] for t in trace[:5]] == [0, 0, 1, 0, 1]
-    # tile 1: 2 - 12 + 64 = 54, visible 2 cycles after its last step (index 2 -> 3)
-    assert trace[3][3] == 54
+    # tile 1: 2 - 12 + 64 = 54, parked with its last product (visible after that edge)
+    assert [t[3] for t in trace[:2]] == [0, 0] and trace[2][3] == 54
     # tile 2: 49 + 10 = 59, while tile 1's result stayed until then
-    assert trace[4][3] == 54 and trace[5][3] == 59
+    assert trace[3][3] == 54 and trace[4][3] == 59 and trace[5][3] == 59
 
 
 def test_views_give_the_same_products():

@@ -110,6 +110,19 @@ def test_cache_hit_reuses_the_library(Compiled, mac_compiled):
     assert out == ["True", str(lib)]
 
 
+def test_the_shared_stream_loop_is_in_the_cache_key(Compiled, mac_compiled, tmp_path,
+                                                    monkeypatch):
+    # both harnesses include sim/stream_run.h: a change to it is a new library
+    from axsa.sim import harness
+    changed = tmp_path / harness.STREAM_RUN.name
+    changed.write_text(harness.STREAM_RUN.read_text() + "// changed\n")
+    monkeypatch.setattr(harness, "STREAM_RUN", changed)
+    other = Compiled(StreamMac())
+    assert not other.cache_hit and other.library != mac_compiled.library
+    got, want = run_mac_twice(other, np.random.default_rng(4))
+    check_mac_runs(got, want)
+
+
 def test_vcd_parses_back(Compiled, tmp_path):
     path = tmp_path / "mac.vcd"
     with Compiled(StreamMac(stall=False), vcd=path) as engine:
