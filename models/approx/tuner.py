@@ -5,7 +5,6 @@ own operands."""
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 
@@ -75,12 +74,11 @@ def applies(engine: str, plan) -> bool:
                                            engine in ("bag", "gather", "native-gather"))
 
 
-def _float_terms(ca, cb, batch, plan, codes_ok: bool) -> torch.Tensor:
+def _float_terms(ca, cb, batch, plan) -> torch.Tensor:
     """Engine ``terms`` with a float32 result, as a call gets it: a rank-1 table's values
     mapped straight to its factors (`rank1_matmul`) where that applies."""
-    if codes_ok:
-        return rank1_matmul(ca, cb, batch, plan, codes=True)
-    return terms_matmul(ca, cb, batch, plan, torch.float32)
+    out = rank1_matmul(ca, cb, batch, plan, codes=True)
+    return terms_matmul(ca, cb, batch, plan, torch.float32) if out is None else out
 
 
 def fit(plan, ca, cb, batch, floats: bool = False) -> str:
@@ -102,9 +100,7 @@ def fit(plan, ca, cb, batch, floats: bool = False) -> str:
             else:
                 fns[name] = ENGINE_FUNCTIONS[name]
             if floats:         # as `approx_matmul(..., dtype=float32)` runs each
-                fns[name] = (functools.partial(_float_terms, codes_ok=rank1_matmul(
-                                 ca, cb, batch, plan, codes=True) is not None)
-                             if name == "terms" else
+                fns[name] = (_float_terms if name == "terms" else
                              lambda *args, fn=fns[name]: fn(*args).to(torch.float32))
             fns[name](ca, cb, batch, plan)    # warm-up: scratch buffers, caches
         times = dict.fromkeys(names, math.inf)
