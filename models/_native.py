@@ -94,9 +94,14 @@ def library(generic: bool = False) -> ctypes.CDLL:
             lib = ctypes.CDLL(str(path))
             lib.axsa_approx_gemm.argtypes = [_vp, _vp, _vp, _vp, _i32]
             lib.axsa_approx_gemm.restype = _i32
+            lib.axsa_approx_gemm_f32.argtypes = [_vp, _vp, _vp, _vp, _i32, _vp, _i64, _vp]
+            lib.axsa_approx_gemm_f32.restype = _i32
             lib.axsa_quantize.argtypes = [_vp, _i32, _i64, ctypes.c_double, ctypes.c_double,
                                           ctypes.c_double, _vp, _i32]
             lib.axsa_quantize.restype = _i32
+            lib.axsa_quantize_i8.argtypes = [_vp, _i32, _i64, ctypes.c_double, ctypes.c_double,
+                                             ctypes.c_double, _vp, _i32]
+            lib.axsa_quantize_i8.restype = _i32
             lib.axsa_codes.argtypes = [_vp, _i32, _i64, _i64, _i64, _i32, _vp, _vp, _i32]
             lib.axsa_codes.restype = _i32
             lib.axsa_dequantize.argtypes = [_vp, _i32, _i64, _i64, _vp, _i64, _vp, _i32, _vp,
@@ -242,9 +247,10 @@ def batch_stride(shape: tuple, strides: tuple, batch: tuple) -> int | None:
 class NativeCall:
     """A prepared kernel call for one (table, engine, operand shapes, strides, dtypes).
 
-    ``call(a, b)`` returns the int64 result of shape (*batch, M, N), or None when an
-    operand holds a value outside the table's range or not an integer (the caller then
-    finds and names the value). `codes`: the operands hold codes (0..2^w-1), not values;
+    ``call(a, b)`` returns the int64 result of shape (*batch, M, N) (``call(a, b,
+    torch.float32)``: float32, converted in the kernel), or None when an operand holds a
+    value outside the table's range or not an integer (the caller then finds and names
+    the value). `codes`: the operands hold codes (0..2^w-1), not values;
     `generic`: the library built with the portable loops instead of AVX512-VNNI;
     `planes`: False keeps the scalar front end where the digit planes would run, and
     the plain lookup loop where the gather would run on the table's byte planes.
@@ -258,6 +264,7 @@ class NativeCall:
         data = plan.native_data
         self.lib = library(generic)
         self.fn = self.lib.axsa_approx_gemm
+        self.fn_f32 = self.lib.axsa_approx_gemm_f32
         M, K = a.shape[-2:]
         N = b.shape[-1]
         G = int(np.prod(batch)) if batch else 1
@@ -291,10 +298,27 @@ class NativeCall:
         #: prepared it on contiguous copies, see `axsa.models.approx.native.prepare_fast`)
         self.contiguous = False
 
-    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
+    def __call__(self, a: torch.Tensor, b: torch.Tensor,
+                 dtype: torch.dtype = torch.int64) -> torch.Tensor | None:
+        threads = torch.get_num_threads()
+        if dtype is torch.float32:
+            out = torch.from_numpy(np.empty(self.shape, dtype=np.float32))
+            bad = self.fn_f32(self.ref, a.data_ptr(), b.data_ptr(), out.data_ptr(), threads,
+                              None, 0, None)
+            return None if bad else out
         out = torch.from_numpy(np.empty(self.shape, dtype=np.int64))   # (faster than
-        if self.fn(self.ref, a.data_ptr(), b.data_ptr(), out.data_ptr(),   # torch.empty)
-                   torch.get_num_threads()):
+        if self.fn(self.ref, a.data_ptr(), b.data_ptr(), out.data_ptr(), threads):   # empty)
+            return None
+        return out if dtype is torch.int64 else out.to(dtype)
+
+    def scaled(self, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor,
+               bias: torch.Tensor | None) -> torch.Tensor | None:
+        """``call(a, b, torch.float32) * scale (+ bias)`` in one pass (`dequantize`'s
+        operations), from `scaling`'s float32 `scale` and `bias`; None as for a call."""
+        out = torch.from_numpy(np.empty(self.shape, dtype=np.float32))
+        if self.fn_f32(self.ref, a.data_ptr(), b.data_ptr(), out.data_ptr(),
+                       torch.get_num_threads(), scale.data_ptr(), int(scale.numel() != 1),
+                       None if bias is None else bias.data_ptr()):
             return None
         return out
 
@@ -347,6 +371,18 @@ def quantize(x: torch.Tensor, scale: float, qmin: int, qmax: int) -> torch.Tenso
     return out
 
 
+def quantize_int8(x: torch.Tensor, scale: float, qmin: int, qmax: int) -> torch.Tensor | None:
+    """`quantize`'s values as int8 (``-128 <= qmin``, ``qmax <= 127``), in one pass; None
+    where not applicable, or when some value is NaN."""
+    if x.dtype not in (torch.float32, torch.float64) or not x.numel() or not _elementwise(x) \
+            or qmin < -128 or qmax > 127:
+        return None
+    out = torch.empty_like(x, dtype=torch.int8)
+    bad = library().axsa_quantize_i8(x.data_ptr(), DTYPES[x.dtype], x.numel(), scale, qmin,
+                                     qmax, out.data_ptr(), torch.get_num_threads())
+    return None if bad else out
+
+
 def codes(x: torch.Tensor, lo: int, hi: int, width: int,
           table: torch.Tensor | None = None, out: torch.Tensor | None = None
           ) -> torch.Tensor | bool | None:
@@ -364,6 +400,16 @@ def codes(x: torch.Tensor, lo: int, hi: int, width: int,
                                None if table is None else table.data_ptr(), out.data_ptr(),
                                torch.get_num_threads())
     return False if bad else out
+
+
+def scaling(scale: torch.Tensor, bias: torch.Tensor | None, n: int):
+    """(scale, bias) as contiguous float32 for `NativeCall.scaled`, or None unless
+    `scale` holds one value or `n` (one per column) and `bias` is None or `n` values."""
+    if scale.dim() > 1 or scale.numel() not in (1, n) or \
+            (bias is not None and (bias.dim() != 1 or bias.numel() != n)):
+        return None
+    return (scale.detach().to(torch.float32).contiguous(),
+            None if bias is None else bias.detach().to(torch.float32).contiguous())
 
 
 def dequantize(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,

@@ -107,8 +107,11 @@ namespace {
 constexpr int64_t kTileN = 32;         // output columns per micro tile (two 16-lane vectors)
 constexpr int64_t kMaxMR = 8;          // output rows per micro tile
 constexpr int64_t kMaxK4 = 16384;      // K' / 4 per int32 chunk (K' <= 65536)
-constexpr int64_t kRowChunk = 256;     // rows whose digits are made at once
-constexpr int64_t kPanelBytes = 1 << 20;  // packed b digits per column panel
+constexpr int64_t kRowChunk = 1024;    // most rows whose digits are made at once
+constexpr int64_t kChunkBytes = 384 << 10;   // their digits: at most this (in L2)
+constexpr int64_t kPackedBytes = 8 << 20;    // b's packed digits, made once per call
+constexpr int64_t kGatherRows = 256;   // rows per chunk of the gathers and conversions
+constexpr int64_t kL1Bytes = 32 << 10;    // b's packed words per K' chunk of a tile
 constexpr int64_t kShortK = 8;    // below, per-code costs outweigh the GEMM: the scalar
                                   // front end, digits at their stored (padded) width
 
@@ -198,9 +201,23 @@ T* scratch(std::vector<T>& v, size_t n) {
     return v.data();
 }
 
+// The output: int64 (`out`), or float32 (`outf`, when not null), then optionally
+// dequantized: outf[r, j] = float(sum) * scale[j or 0] (+ bias[j]), the very operations
+// of `axsa_dequantize` (torch.mul then add_).
+struct Out {
+    int64_t* out;
+    float* outf;
+    const float* scale;   // null: the sums as they are
+    int64_t s_step;       // 1: a scale per column, 0: one scale
+    const float* bias;    // per column, or null
+};
+
 // Where a full tile's sums go, straight from the accumulators: dst[i, j] = rs[i] + cs[j]
-// + scale * sum (the first group's first K' chunk), else dst[i, j] += scale * sum.
-// (Storing the int32 tile and reading it back costs store-forwarding stalls.)
+// + scale * sum (the first group's first K' chunk), else dst[i, j] += scale * sum; on
+// the last pass of a float result (fdst not null) that sum goes to fdst[i, j] as float32
+// instead, times fs[j or 0] plus fb[j] where given (`Out`'s dequantization; all four
+// pointers at the tile's first column). (Storing the int32 tile and reading it back
+// costs store-forwarding stalls.)
 struct Epi {
     int64_t* dst;
     int64_t ldd;
@@ -208,49 +225,99 @@ struct Epi {
     const int64_t* cs;
     int64_t scale;
     bool first;
+    float* fdst = nullptr;
+    const float* fs = nullptr;
+    int64_t fs_step = 0;
+    const float* fb = nullptr;
 };
+
+// The finished sum v of tile element (i, c) into its place.
+inline void put1(const Epi& e, int64_t i, int64_t c, int64_t v) {
+    if (!e.fdst) {
+        e.dst[i * e.ldd + c] = v;
+        return;
+    }
+    float f = float(v);
+    if (e.fs) {
+        f = f * e.fs[e.fs_step ? c : 0];
+        if (e.fb) f = f + e.fb[c];
+    }
+    e.fdst[i * e.ldd + c] = f;
+}
+
+#if AXSA_VNNI
+// The finished sums v of tile elements (i, c .. c + 7) into their places.
+inline void put8(const Epi& e, int64_t i, int64_t c, __m512i v) {
+    if (!e.fdst) {
+        _mm512_storeu_si512(e.dst + i * e.ldd + c, v);
+        return;
+    }
+    __m256 f = _mm512_cvtepi64_ps(v);
+    if (e.fs) {
+        f = _mm256_mul_ps(f, e.fs_step ? _mm256_loadu_ps(e.fs + c) : _mm256_set1_ps(e.fs[0]));
+        if (e.fb) f = _mm256_add_ps(f, _mm256_loadu_ps(e.fb + c));
+    }
+    _mm256_storeu_ps(e.fdst + i * e.ldd + c, f);
+}
+#endif
 
 // ---- int8 micro kernel: C[i, j] = sum_k4 sum_q A[i, 4 k4 + q] * B[k4, j, q] ------------
 // A: u8 rows of stride lda; B: packed s8, `ldb` bytes per k4 (4 per column);
 // C: int32, kTileN per row.
 
 #if AXSA_VNNI
+// acc += dot(a, b) in place: GCC 12 copies the accumulator of the intrinsic through
+// another register (and spills) in an 8 x 2 tile, which halved the kernel's rate.
+inline void dot_add(__m512i& acc, __m512i a, __m512i b) {
+    asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+}
+
 template <int MR, int NV>
 void micro(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t k4n,
            int32_t* C, const Epi* e) {
     __m512i acc[MR][NV];
+#pragma GCC unroll 8
     for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
         for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_si512();
     for (int64_t k4 = 0; k4 < k4n; ++k4) {
         __m512i b[NV];
+#pragma GCC unroll 2
         for (int j = 0; j < NV; ++j) b[j] = _mm512_loadu_si512(B + k4 * ldb + 64 * j);
+#pragma GCC unroll 8
         for (int i = 0; i < MR; ++i) {
             int32_t word;
             std::memcpy(&word, A + i * lda + 4 * k4, 4);
             __m512i av = _mm512_set1_epi32(word);
-            for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], av, b[j]);
+#pragma GCC unroll 2
+            for (int j = 0; j < NV; ++j) dot_add(acc[i][j], av, b[j]);
         }
     }
     if (!e) {
+#pragma GCC unroll 8
         for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
             for (int j = 0; j < NV; ++j)
                 _mm512_storeu_si512(C + i * kTileN + 16 * j, acc[i][j]);
         return;
     }
     const __m512i scale = _mm512_set1_epi64(e->scale);
+#pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
         int64_t* d = e->dst + i * e->ldd;
         const __m512i rs = _mm512_set1_epi64(e->first ? e->rs[i] : 0);
+#pragma GCC unroll 2
         for (int j = 0; j < NV; ++j) {
             __m512i half[2] = {_mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc[i][j])),
                                _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc[i][j], 1))};
+#pragma GCC unroll 2
             for (int h = 0; h < 2; ++h) {
-                int64_t* out = d + 16 * j + 8 * h;
+                const int64_t* out = d + 16 * j + 8 * h;
                 __m512i v = e->scale == 1 ? half[h] : _mm512_mullo_epi64(half[h], scale);
                 __m512i base = e->first ? _mm512_add_epi64(rs, _mm512_loadu_si512(
                                                                e->cs + 16 * j + 8 * h))
                                         : _mm512_loadu_si512(out);
-                _mm512_storeu_si512(out, _mm512_add_epi64(base, v));
+                put8(*e, i, 16 * j + 8 * h, _mm512_add_epi64(base, v));
             }
         }
     }
@@ -296,17 +363,21 @@ void micro8(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(C + i * kTileN), acc[i]);
             continue;
         }
-        int64_t* out = e->dst + i * e->ldd;
+        const int64_t* out = e->dst + i * e->ldd;
         __m512i v = _mm512_cvtepi32_epi64(acc[i]);
         if (e->scale != 1) v = _mm512_mullo_epi64(v, _mm512_set1_epi64(e->scale));
         __m512i base = e->first ? _mm512_add_epi64(_mm512_set1_epi64(e->rs[i]),
                                                    _mm512_loadu_si512(e->cs))
                                 : _mm512_loadu_si512(out);
-        _mm512_storeu_si512(out, _mm512_add_epi64(base, v));
+        put8(*e, i, 0, _mm512_add_epi64(base, v));
     }
 }
 #else
+// (Without GCC 12's loop vectorizer: its -O3 code for this loop read far past the
+// operands, a crash on mitchell@s8 70x600x24 at 2 threads that -O2 and ASan builds did
+// not show; the cause is not understood.)
 template <int MR, int NV>
+__attribute__((optimize("no-tree-loop-vectorize")))
 void micro(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t k4n,
            int32_t* C, const Epi* e) {
     constexpr int W = NV ? 16 * NV : 8;   // NV = 0: 8 columns
@@ -327,9 +398,8 @@ void micro(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t 
                 C[i * kTileN + j] = acc[i][j];
                 continue;
             }
-            int64_t* out = e->dst + i * e->ldd + j;
             const int64_t v = e->scale * int64_t(acc[i][j]);
-            *out = e->first ? e->rs[i] + e->cs[j] + v : *out + v;
+            put1(*e, i, j, (e->first ? e->rs[i] + e->cs[j] : e->dst[i * e->ldd + j]) + v);
         }
 }
 
@@ -366,7 +436,7 @@ struct Scratch {
     std::vector<int32_t> ca, cb, tile;
     std::vector<uint8_t> ca8, cb8, digits_a, column_digits;
     std::vector<int8_t> packed_b;
-    std::vector<int64_t> rowsum, colsum, acc64;
+    std::vector<int64_t> rowsum, colsum, acc64, out64;
 };
 
 thread_local Scratch tls;
@@ -866,47 +936,87 @@ void pack_b_planes(const AxsaGroup& grp, const uint8_t* cb, int64_t K, int64_t N
 }
 #endif
 
-// One output row of a partial tile (full tiles are written by the micro kernel itself):
-// dst = row term + column terms + scale * src (the first group's first K' chunk), else
-// dst += scale * src, for the `valid` columns.
-inline void store_tile(int64_t* dst, const int32_t* src, bool first, int64_t rs,
-                       const int64_t* cs, int64_t scale, int64_t valid) {
+// Row i of a partial tile's int32 sums src (full tiles are written by the micro kernel
+// itself), its `valid` columns, where `e` puts them.
+inline void store_tile(const Epi& e, int64_t i, const int32_t* src, int64_t valid) {
     for (int64_t j = 0; j < valid; ++j)
-        dst[j] = (first ? rs + cs[j] : dst[j]) + scale * int64_t(src[j]);
+        put1(e, i, j, (e.first ? e.rs[i] + e.cs[j] : e.dst[i * e.ldd + j]) +
+                          e.scale * int64_t(src[j]));
 }
 
 // Low rank: `rows` rows of a (global rows r0..) against columns [n_lo, n_hi) of b's
-// codes cb (K x N), into out (rows x N). Code: int32_t for the scalar front end (digits
+// codes cb (K x N), into out (rows x N); with `fout` (rows x N float32; needs N > 1 and
+// groups), the last pass writes there instead, as `stage` says (`out` then holds only
+// the partial sums of earlier passes). Code: int32_t for the scalar front end (digits
 // interleaved), uint8_t for the digit planes.
 template <typename Code>
 bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
-                  const Code* cb, int64_t n_lo, int64_t n_hi, int64_t* out) {
+                  const Code* cb, int64_t n_lo, int64_t n_hi, int64_t* out, float* fout,
+                  const Out& stage) {
     constexpr bool planes = sizeof(Code) == 1;
-    const int64_t K = p.k, N = p.n, Kp = (K + 3) / 4 * 4;
+    const int64_t K = p.k, N = p.n, Kp = (K + 3) / 4 * 4, cols = n_hi - n_lo;
     int64_t* colsum = scratch(tls.colsum, size_t(N));
     for (int64_t n = 0; n < N; ++n) colsum[n] = 0;
-    const int64_t chunk = std::min(rows, kRowChunk);
+    if constexpr (!planes)
+        if (p.col && p.ngroups == 0)   // (else summed while the first group's b is packed)
+            for (int64_t k = 0; k < K; ++k)
+                gather_add_i64(p.col, cb + k * N + n_lo, cols, colsum + n_lo);
+    // each group's K' digits per row, and b's words of every column tile: packed once
+    // for all the rows when they fit kPackedBytes (else again for each chunk of rows)
+    const bool mv = planes && AXSA_VBMI && N == 1;   // matrix-vector products: no packing
+    int64_t kps[64], offs[64], kp_max = 4, packed_bytes = 0;
+    const int64_t cols_pad = cols / kTileN * kTileN + (cols % kTileN + 7) / 8 * 8;
+    for (int gi = 0; gi < p.ngroups && gi < 64; ++gi) {
+        const AxsaGroup& g = p.groups[gi];
+        const int64_t w = !planes && K < kShortK ? g.stride : g.width;
+        kps[gi] = planes ? Kp * w : (K * w + 3) / 4 * 4;
+        kp_max = std::max(kp_max, kps[gi]);
+        offs[gi] = packed_bytes;
+        packed_bytes += kps[gi] * cols_pad;
+    }
+    if (p.ngroups > 64) return false;   // (never: plans have a handful of groups)
+    const bool pack_once = !mv && packed_bytes <= kPackedBytes;
+    // rows per chunk: their digits stay in L2 while each column tile sweeps them
+    const int64_t step = std::max<int64_t>(kMaxMR, std::min<int64_t>(
+        kRowChunk, kChunkBytes / kp_max / kMaxMR * kMaxMR));
+    const int64_t chunk = std::min(rows, step);
     Code* ca;
     if constexpr (planes)
         ca = scratch(tls.ca8, size_t(chunk * K));
     else
         ca = scratch(tls.ca, size_t(chunk * K));
-    if constexpr (!planes)
-        if (p.col && p.ngroups == 0)   // (else summed while the first group's b is packed)
-            for (int64_t k = 0; k < K; ++k)
-                gather_add_i64(p.col, cb + k * N + n_lo, n_hi - n_lo, colsum + n_lo);
     int64_t* rowsum = scratch(tls.rowsum, size_t(chunk));
     int32_t* tile = scratch(tls.tile, size_t(kMaxMR * kTileN));
-    int64_t max_w = 1;
-    for (int gi = 0; gi < p.ngroups; ++gi) max_w = std::max(max_w, p.groups[gi].stride);
-    const int64_t kp_max = planes ? Kp * max_w : (K * max_w + 3) / 4 * 4;
-    int64_t panel = std::max<int64_t>(kTileN, kPanelBytes / std::max<int64_t>(1, kp_max) /
-                                                  kTileN * kTileN);
-    panel = std::min(panel, (n_hi - n_lo + kTileN - 1) / kTileN * kTileN);
-    for (int64_t c0 = 0; c0 < rows; c0 += kRowChunk) {
-        const int64_t rc = std::min(kRowChunk, rows - c0);
+    // b's digits of group gi for the tile of columns [n0, n0 + kTileN) into pb; with cs,
+    // adds the column terms into colsum
+    auto pack = [&](const AxsaGroup& grp, int64_t kp, int64_t n0, int8_t* pb, bool cs) {
+        const int64_t np = std::min(kTileN, n_hi - n0), np_pad = (np + 7) / 8 * 8;
+        int64_t* sums = p.col && cs ? colsum : nullptr;
+        if constexpr (planes) {
+#if AXSA_VBMI
+            pack_b_planes(grp, cb, K, N, n0, np, np_pad, Kp, pb, p.col_terms,
+                          sums ? sums + n0 : nullptr);
+#endif
+        } else {
+            pack_b(grp, cb, K, N, n0, np, np_pad, kp / 4, pb, p.col, sums);
+        }
+    };
+    int8_t* packed = nullptr;
+    if (pack_once) {
+        packed = scratch(tls.packed_b, size_t(std::max<int64_t>(1, packed_bytes)));
+        for (int gi = 0; gi < p.ngroups; ++gi) {
+            AxsaGroup grp = p.groups[gi];
+            if (!planes && K < kShortK) grp.width = grp.stride;
+            for (int64_t n0 = n_lo; n0 < n_hi; n0 += kTileN)
+                pack(grp, kps[gi], n0, packed + offs[gi] + (n0 - n_lo) * kps[gi], gi == 0);
+        }
+    }
+    for (int64_t c0 = 0; c0 < rows; c0 += step) {
+        const int64_t rc = std::min(step, rows - c0);
         if (!a_codes(p, a, r0 + c0, rc, ca)) return false;
-        int64_t* o = out + c0 * N;
+        // a float result's partial sums (of results in several passes) live per chunk
+        int64_t* o = fout ? scratch(tls.out64, size_t(chunk * N)) : out + c0 * N;
+        float* fo = fout ? fout + c0 * N : nullptr;
         if constexpr (!planes)
             if (p.ngroups == 0) {   // (else the first group's tiles write row + col terms)
                 for (int64_t r = 0; r < rc; ++r)
@@ -917,11 +1027,11 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
         for (int gi = 0; gi < p.ngroups; ++gi) {
             AxsaGroup grp = p.groups[gi];
             if (!planes && K < kShortK) grp.width = grp.stride;   // zero digits padded in
-            const int64_t kp = planes ? Kp * grp.width : (K * grp.width + 3) / 4 * 4;
+            const int64_t kp = kps[gi];
             const int64_t k4n = kp / 4;
 #if AXSA_VBMI
             if constexpr (planes)
-                if (N == 1 && kp <= 4 * kMaxK4) {   // a matrix-vector product: no digit rows
+                if (mv && kp <= 4 * kMaxK4) {   // a matrix-vector product: no digit rows
                     matrix_vector(grp, ca, cb, rc, K, Kp, p.row_terms, p.col_terms, gi == 0, o);
                     continue;
                 }
@@ -935,39 +1045,47 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
             } else {
                 digits_a(grp, ca, rc, K, kp, da, p.row, gi == 0 ? rowsum : nullptr);
             }
-            for (int64_t n0 = n_lo; n0 < n_hi; n0 += panel) {
-                const int64_t np = std::min(panel, n_hi - n0);
+            for (int64_t n0 = n_lo; n0 < n_hi; n0 += kTileN) {
+                const int64_t np = std::min(kTileN, n_hi - n0);
                 const int64_t np_pad = (np + 7) / 8 * 8;
-                int8_t* pb = scratch(tls.packed_b, size_t(k4n * np_pad * 4));
-                int64_t* cs = p.col && gi == 0 && c0 == 0 ? colsum : nullptr;
-                if constexpr (planes) {
-#if AXSA_VBMI
-                    pack_b_planes(grp, cb, K, N, n0, np, np_pad, Kp, pb, p.col_terms,
-                                  cs ? cs + n0 : nullptr);
-#endif
+                int8_t* pb;
+                if (pack_once) {
+                    pb = packed + offs[gi] + (n0 - n_lo) * kp;
                 } else {
-                    pack_b(grp, cb, K, N, n0, np, np_pad, k4n, pb, p.col, cs);
+                    pb = scratch(tls.packed_b, size_t(k4n * np_pad * 4));
+                    pack(grp, kp, n0, pb, gi == 0 && c0 == 0);
                 }
                 for (int64_t t0 = 0, tw = 0; t0 < np_pad; t0 += tw) {
                     const int64_t rest = np_pad - t0;   // tiles of 32, then 16, then 8
                     tw = rest >= 32 ? 32 : rest >= 16 ? 16 : 8;
                     const int64_t valid = std::min(tw, np - t0);
-                    for (int64_t i0 = 0; i0 < rc; i0 += kMaxMR) {
-                        const int64_t mr = std::min(kMaxMR, rc - i0);
-                        MicroFn fn = micro_for(mr, tw);
-                        for (int64_t q0 = 0; q0 < k4n; q0 += kMaxK4) {
-                            const int64_t qn = std::min(kMaxK4, k4n - q0);
-                            const bool first = gi == 0 && q0 == 0;
-                            const Epi epi{o + i0 * N + n0 + t0, N, rowsum + i0,
-                                          colsum + n0 + t0, grp.scale, first};
+                    // K' in (even) chunks whose b words stay in L1 across all the rows
+                    const int64_t chunks = (k4n + kL1Bytes / (4 * tw) - 1) /
+                                           (kL1Bytes / (4 * tw));
+                    const int64_t qstep = std::min(kMaxK4, (k4n + chunks - 1) / chunks);
+                    const int64_t c = n0 + t0;   // the tile's first column
+                    for (int64_t q0 = 0; q0 < k4n; q0 += qstep) {
+                        const int64_t qn = std::min(qstep, k4n - q0);
+                        const bool first = gi == 0 && q0 == 0;
+                        const bool last = fout && gi + 1 == p.ngroups && q0 + qn == k4n;
+                        for (int64_t i0 = 0; i0 < rc; i0 += kMaxMR) {
+                            const int64_t mr = std::min(kMaxMR, rc - i0);
+                            Epi epi{o + i0 * N + c, N, rowsum + i0, colsum + c, grp.scale,
+                                    first};
+                            if (last) {
+                                epi.fdst = fo + i0 * N + c;
+                                epi.fs = stage.scale ? stage.scale + (stage.s_step ? c : 0)
+                                                     : nullptr;
+                                epi.fs_step = stage.s_step;
+                                epi.fb = stage.bias ? stage.bias + c : nullptr;
+                            }
                             const bool full = valid == tw;   // else via the int32 tile
-                            fn(da + i0 * kp + 4 * q0, kp, pb + (q0 * np_pad + t0) * 4,
-                               np_pad * 4, qn, tile, full ? &epi : nullptr);
+                            micro_for(mr, tw)(da + i0 * kp + 4 * q0, kp,
+                                              pb + (q0 * np_pad + t0) * 4, np_pad * 4, qn,
+                                              tile, full ? &epi : nullptr);
                             if (!full)
                                 for (int64_t i = 0; i < mr; ++i)
-                                    store_tile(o + (i0 + i) * N + n0 + t0, tile + i * kTileN,
-                                               first, rowsum[i0 + i], colsum + n0 + t0,
-                                               grp.scale, valid);
+                                    store_tile(epi, i, tile + i * kTileN, valid);
                         }
                     }
                 }
@@ -1183,13 +1301,13 @@ bool gather_block(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
                   const int32_t* cb, const uint8_t* cb8, int64_t n_lo, int64_t n_hi,
                   int64_t* out) {
     const int64_t K = p.k, N = p.n, nb = int64_t(1) << p.b.width;
-    const int64_t chunk = std::min(rows, kRowChunk);
+    const int64_t chunk = std::min(rows, kGatherRows);
 #if AXSA_VBMI
     if (cb8) {
         uint8_t* ca = scratch(tls.ca8, size_t(chunk * K));
         uint8_t* at = nullptr;
-        for (int64_t c0 = 0; c0 < rows; c0 += kRowChunk) {
-            const int64_t rc = std::min(kRowChunk, rows - c0);
+        for (int64_t c0 = 0; c0 < rows; c0 += kGatherRows) {
+            const int64_t rc = std::min(kGatherRows, rows - c0);
             if (!a_codes(p, a, r0 + c0, rc, ca)) return false;
             if (lanes_down(p, rc)) {   // a's codes transposed: 64 rows' codes of a k
                 at = scratch(tls.digits_a, size_t(chunk * K));
@@ -1213,8 +1331,8 @@ bool gather_block(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
     (void)cb8;
 #endif
     int32_t* ca = scratch(tls.ca, size_t(chunk * K));
-    for (int64_t c0 = 0; c0 < rows; c0 += kRowChunk) {
-        const int64_t rc = std::min(kRowChunk, rows - c0);
+    for (int64_t c0 = 0; c0 < rows; c0 += kGatherRows) {
+        const int64_t rc = std::min(kGatherRows, rows - c0);
         if (!a_codes(p, a, r0 + c0, rc, ca)) return false;
         int64_t* o = out + c0 * N;
         int64_t* acc = scratch(tls.acc64, size_t(N));
@@ -1235,14 +1353,71 @@ constexpr int64_t kMinParallelProducts = 1 << 16;
 
 // One block of output: rows [r0, r0 + rows) (global rows, see a_codes) of pass `g`
 // against columns [n_lo, n_hi), b's codes already made (cb or cb8).
-bool run_block(const AxsaPlan& p, bool planes, bool lut_planes, const void* a, int64_t r0,
-               int64_t rows, const int32_t* cb, const uint8_t* cb8, int64_t n_lo,
-               int64_t n_hi, int64_t* out) {
-    int64_t* dst = out + r0 * p.n;
+// Whether the low-rank kernel writes a float result itself (`lowrank_rows`' fout).
+bool writes_floats(const AxsaPlan& p) { return p.engine == 0 && p.ngroups > 0 && p.n > 1; }
+
+// The int64 sums of that block into dst (its first row's); with fout (writes_floats),
+// the finished sums there instead, as `stage` says.
+bool block_sums(const AxsaPlan& p, bool planes, bool lut_planes, const void* a, int64_t r0,
+                int64_t rows, const int32_t* cb, const uint8_t* cb8, int64_t n_lo,
+                int64_t n_hi, int64_t* dst, float* fout = nullptr, const Out& stage = {}) {
     if (p.engine != 0) return gather_block(p, a, r0, rows, cb, lut_planes ? cb8 : nullptr,
                                            n_lo, n_hi, dst);
-    return planes ? lowrank_rows(p, a, r0, rows, cb8, n_lo, n_hi, dst)
-                  : lowrank_rows(p, a, r0, rows, cb, n_lo, n_hi, dst);
+    return planes ? lowrank_rows(p, a, r0, rows, cb8, n_lo, n_hi, dst, fout, stage)
+                  : lowrank_rows(p, a, r0, rows, cb, n_lo, n_hi, dst, fout, stage);
+}
+
+// Columns [n0, n0 + n) of one row of sums into float32 (rounded to nearest, as torch's
+// .to(float32): exact below 2^24), dequantized as `o` says.
+void to_float(const int64_t* __restrict src, float* __restrict dst, int64_t n0, int64_t n,
+              const Out& o) {
+    src += n0;
+    dst += n0;
+    if (!o.scale) {
+        for (int64_t j = 0; j < n; ++j) dst[j] = float(src[j]);
+        return;
+    }
+    const float* __restrict s = o.scale + (o.s_step ? n0 : 0);
+    const float* __restrict b = o.bias ? o.bias + n0 : nullptr;
+    if (o.s_step && b) {
+        for (int64_t j = 0; j < n; ++j) {
+            const float y = float(src[j]) * s[j];
+            dst[j] = y + b[j];
+        }
+    } else if (o.s_step) {
+        for (int64_t j = 0; j < n; ++j) dst[j] = float(src[j]) * s[j];
+    } else if (b) {
+        const float s0 = s[0];
+        for (int64_t j = 0; j < n; ++j) {
+            const float y = float(src[j]) * s0;
+            dst[j] = y + b[j];
+        }
+    } else {
+        const float s0 = s[0];
+        for (int64_t j = 0; j < n; ++j) dst[j] = float(src[j]) * s0;
+    }
+}
+
+bool run_block(const AxsaPlan& p, bool planes, bool lut_planes, const void* a, int64_t r0,
+               int64_t rows, const int32_t* cb, const uint8_t* cb8, int64_t n_lo,
+               int64_t n_hi, Out out) {
+    const int64_t N = p.n;
+    if (!out.outf)
+        return block_sums(p, planes, lut_planes, a, r0, rows, cb, cb8, n_lo, n_hi,
+                          out.out + r0 * N);
+    if (writes_floats(p))   // the kernel writes the floats itself
+        return block_sums(p, planes, lut_planes, a, r0, rows, cb, cb8, n_lo, n_hi, nullptr,
+                          out.outf + r0 * N, out);
+    for (int64_t c0 = 0; c0 < rows; c0 += kGatherRows) {
+        const int64_t rc = std::min(kGatherRows, rows - c0);
+        int64_t* sums = scratch(tls.out64, size_t(rc * N));
+        float* rows_f = out.outf + (r0 + c0) * N;
+        if (!block_sums(p, planes, lut_planes, a, r0 + c0, rc, cb, cb8, n_lo, n_hi, sums))
+            return false;
+        for (int64_t r = 0; r < rc; ++r)   // (while the chunk's sums are in cache)
+            to_float(sums + r * N, rows_f + r * N, n_lo, n_hi - n_lo, out);
+    }
+    return true;
 }
 
 // b's codes of pass g into the calling thread's scratch (cb or cb8, the other null).
@@ -1262,17 +1437,8 @@ bool b_codes(const AxsaPlan& p, const void* b, int64_t g, bool bytes, int32_t** 
                     o.width, *cb);
 }
 
-}  // namespace
-
-extern "C" {
-
-// C = approx(a, b) into `out` ((batches, m, n) int64, contiguous), on up to `threads`
-// threads (OpenMP; one without it). Every output element is one thread's integer sum,
-// so the result is the same whatever the thread count.
-// Returns 0, or 1 / 2 when operand a / b holds a value outside its range or not an
-// integer (the caller finds and names it).
-int32_t axsa_approx_gemm(const AxsaPlan* plan, const void* a, const void* b, int64_t* out,
-                         int32_t threads) {
+int32_t approx_gemm(const AxsaPlan* plan, const void* a, const void* b, Out out,
+                    int32_t threads) {
     const AxsaPlan& p = *plan;
     const int64_t K = p.k, N = p.n;
     const bool planes = use_planes(p), lut_planes = use_lut_planes(p);
@@ -1332,6 +1498,29 @@ int32_t axsa_approx_gemm(const AxsaPlan* plan, const void* a, const void* b, int
         if (err.load()) return 1;
     }
     return 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+// C = approx(a, b) into `out` ((batches, m, n) int64, contiguous), on up to `threads`
+// threads (OpenMP; one without it). Every output element is one thread's integer sum,
+// so the result is the same whatever the thread count.
+// Returns 0, or 1 / 2 when operand a / b holds a value outside its range or not an
+// integer (the caller finds and names it).
+int32_t axsa_approx_gemm(const AxsaPlan* plan, const void* a, const void* b, int64_t* out,
+                         int32_t threads) {
+    return approx_gemm(plan, a, b, Out{out, nullptr, nullptr, 0, nullptr}, threads);
+}
+
+// The same as float32 values (`out`: (batches, m, n) float32, contiguous), without an
+// int64 result in memory; with `scale` (n floats if s_step, else one), dequantized:
+// out = float(C) * scale (+ bias, n floats, when not null).
+int32_t axsa_approx_gemm_f32(const AxsaPlan* plan, const void* a, const void* b, float* out,
+                             int32_t threads, const float* scale, int64_t s_step,
+                             const float* bias) {
+    return approx_gemm(plan, a, b, Out{nullptr, out, scale, s_step, bias}, threads);
 }
 
 // --- elementwise kernels of the quantized paths (models/_native.py `quantize`, `codes`,
@@ -1436,6 +1625,30 @@ void quantize_all(const T* x, int64_t n, T s, T qmin, T qmax, T* out, int nt) {
     chunks(n, nt, [&](int64_t lo, int64_t hi) { quantize_loop(x, lo, hi, s, qmin, qmax, out); });
 }
 
+// The same values as int8 (qmin..qmax within -128..127); false when some x is NaN (a NaN
+// has no int8 code: the caller quantizes in floats, and the GEMM names the value).
+template <typename T>
+bool quantize_i8_loop(const T* __restrict x, int64_t lo, int64_t hi, T s, T qmin, T qmax,
+                      int8_t* __restrict out) {
+    using I = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;   // (vectorizes)
+    I nan = 0;
+    for (int64_t i = lo; i < hi; ++i) {
+        const T q = std::min(std::max(std::floor(x[i] / s + T(0.5)), qmin), qmax);
+        nan += q != q;
+        out[i] = int8_t(I(q == q ? q : T(0)));
+    }
+    return nan == 0;
+}
+
+template <typename T>
+bool quantize_i8_all(const T* x, int64_t n, T s, T qmin, T qmax, int8_t* out, int nt) {
+    std::atomic<bool> ok{true};
+    chunks(n, nt, [&](int64_t lo, int64_t hi) {
+        if (!quantize_i8_loop(x, lo, hi, s, qmin, qmax, out)) ok.store(false);
+    });
+    return ok.load();
+}
+
 // what codes_loop emits: the code, or a table's value at the code (plain structs, not
 // lambdas capturing the pointers by reference, so that the loops vectorize)
 struct CodeOut {
@@ -1493,6 +1706,20 @@ int32_t axsa_quantize(const void* x, int32_t dtype, int64_t n, double scale, dou
         return 3;
     }
     return 0;
+}
+
+// The same as int8 values (qmin, qmax within -128..127) into out (n int8).
+// Returns 0, 1 when some value is NaN (out is then incomplete), 3 for a bad dtype.
+int32_t axsa_quantize_i8(const void* x, int32_t dtype, int64_t n, double scale, double qmin,
+                         double qmax, int8_t* out, int32_t threads) {
+    const int nt = elementwise_threads(n, threads);
+    if (dtype == 0)
+        return quantize_i8_all(static_cast<const float*>(x), n, float(scale), float(qmin),
+                               float(qmax), out, nt) ? 0 : 1;
+    if (dtype == 1)
+        return quantize_i8_all(static_cast<const double*>(x), n, scale, qmin, qmax, out, nt)
+                   ? 0 : 1;
+    return 3;
 }
 
 // Codes (low `width` bits) of n values of dtype 0..6 (AxsaOperand's codes) into out

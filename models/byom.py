@@ -68,7 +68,7 @@ from torch.overrides import TorchFunctionMode
 from axsa.errors import InputError
 
 from . import _native
-from .gemm import GemmHook
+from .gemm import Dequantize, GemmHook
 from .layers import MODES
 from .quant import Observer, qrange, ste
 
@@ -147,12 +147,24 @@ def _quantize(x: torch.Tensor, scale: torch.Tensor, qmin: int, qmax: int, dtype)
         return ste(q, t, (t >= qmin - 0.5) & (t <= qmax + 0.5)).to(dtype)
     if x.dtype == cdt and scale.numel() == 1:     # the one-pass kernel, same values
         x = x.detach()
-        q = _native.quantize(x if _native.dense(x) else x.contiguous(), float(scale), qmin,
-                             qmax)
+        x = x if _native.dense(x) else x.contiguous()
+        if dtype is torch.int8:
+            q = _native.quantize_int8(x, float(scale), qmin, qmax)
+            if q is not None:
+                return q
+        q = _native.quantize(x, float(scale), qmin, qmax)
         if q is not None:
-            return q.to(dtype)
+            return _as_codes(q, dtype)
     q = torch.div(x.detach().to(cdt), s)
     q.add_(0.5).floor_().clamp_(qmin, qmax)
+    return _as_codes(q, dtype)
+
+
+def _as_codes(q: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Float codes `q` in ``dtype``; an integer dtype keeps them floats where one is NaN
+    (no integer holds it: the GEMM's operand check names it)."""
+    if not dtype.is_floating_point and bool(torch.isnan(q).any()):
+        return q
     return q.to(dtype)
 
 
@@ -170,6 +182,15 @@ def _code_dtype(bits: int, k: int) -> torch.dtype:
     """float32 while a K-term sum of ``bits``-bit products stays below 2^24 (exact),
     else float64."""
     return torch.float32 if k * (1 << (2 * bits - 2)) < 1 << 24 else torch.float64
+
+
+def _codes_for(owner: ByomModel, name: str, k: int) -> torch.dtype:
+    """The codes' dtype of GEMM `name` (K = `k`): int8 where the hook runs it as one
+    table GEMM with its output stage (`GemmHook.fuses`, no gradients: a quarter of the
+    bytes to write and read), else `_code_dtype`."""
+    if owner.config.bits <= 8 and not torch.is_grad_enabled() and owner.hook.fuses(name):
+        return torch.int8
+    return _code_dtype(owner.config.bits, k)
 
 
 def _dequantize(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
@@ -190,6 +211,13 @@ def _dequantize(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | Non
     if bias is not None:
         y.add_(bias.detach().to(dtype).reshape(bias_shape))
     return y
+
+
+def _stage(scale: torch.Tensor, bias: torch.Tensor | None, dtype) -> Dequantize:
+    """`_dequantize` along the last dimension as a GEMM output stage (which a table's
+    GEMM applies in its kernel, with the same float operations)."""
+    return Dequantize(scale, bias, dtype,
+                      lambda acc: _dequantize(acc, scale, bias, (-1,), dtype))
 
 
 class _Routed(nn.Module):
@@ -214,6 +242,11 @@ class _Routed(nn.Module):
     def _out(self, acc: torch.Tensor, scale: torch.Tensor, dtype) -> torch.Tensor:
         return _dequantize(acc, scale, self.bias, self._bias_shape(), dtype)
 
+    def _stage(self, scale: torch.Tensor, dtype) -> Dequantize:
+        """The GEMM's output stage for a result whose last dimension is the output
+        channels (`scale`: one per channel)."""
+        return _stage(scale, self.bias, dtype)
+
 
 class RoutedLinear(_Routed):
     """``nn.Linear`` whose GEMM is hook GEMM ``name`` (see the module docstring)."""
@@ -235,11 +268,10 @@ class RoutedLinear(_Routed):
                 self.owner._register(self.name)
                 self.aq.observe(x)
                 return F.linear(x, self.weight, self.bias)
-            dt = _code_dtype(self.owner.config.bits, self.in_features)
+            dt = _codes_for(self.owner, self.name, self.in_features)
             qx, sx = self.aq.codes(x, dt, self.name)
             qw, sw = self._wcodes(dt)
-            acc = self.owner._gemm(self.name, qx, qw.t())
-            return self._out(acc, sx * sw, x.dtype)
+            return self.owner._gemm(self.name, qx, qw.t(), self._stage(sx * sw, x.dtype))
 
     def extra_repr(self) -> str:
         return f"{self.name!r}, in={self.in_features}, out={self.out_features}"
@@ -295,7 +327,7 @@ class RoutedConv2d(_Routed):
                 return self._float(x)
             g = self.groups
             k = self.in_channels // g * self.kernel_size[0] * self.kernel_size[1]
-            dt = _code_dtype(self.owner.config.bits, k)
+            dt = _code_dtype(self.owner.config.bits, k)   # (float: unfold has no int8)
             qx, sx = self.aq.codes(x, dt, self.name)
             qx, pad = self._pad(qx)
             batch, h, w = qx.shape[0], qx.shape[-2], qx.shape[-1]
@@ -305,10 +337,11 @@ class RoutedConv2d(_Routed):
             wout = (w + 2 * pad[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) \
                 // self.stride[1] + 1
             qw, sw = self._wcodes(dt)
-            if g == 1:
-                acc = self.owner._gemm(self.name, cols.transpose(1, 2),
-                                       qw.reshape(self.out_channels, k).t())   # (B, L, Co)
-                acc = acc.transpose(1, 2)
+            if g == 1:                                                          # (B, L, Co)
+                y = self.owner._gemm(self.name, cols.transpose(1, 2),
+                                     qw.reshape(self.out_channels, k).t(),
+                                     self._stage(sx * sw, x.dtype))
+                return y.transpose(1, 2).reshape(batch, self.out_channels, hout, wout)
             else:
                 a = cols.reshape(batch, g, k, -1).transpose(2, 3)                # (B, g, L, K)
                 b = qw.reshape(g, self.out_channels // g, k).transpose(1, 2)     # (g, K, Co/g)
@@ -532,12 +565,15 @@ class ByomModel(nn.Module):
             self._names.add(name)
 
     # -- the GEMMs -----------------------------------------------------------------------
-    def _gemm(self, name: str, qa: torch.Tensor, qb: torch.Tensor) -> torch.Tensor:
-        """``qa @ qb`` on codes through the hook: int64 (integer mode) or float codes."""
+    def _gemm(self, name: str, qa: torch.Tensor, qb: torch.Tensor,
+              stage: Dequantize | None = None) -> torch.Tensor:
+        """``qa @ qb`` on codes through the hook: int64 (integer mode) or float codes;
+        with `stage`, its dequantized result."""
         if self.mode == "integer":
-            return self.hook(name, qa.detach().to(torch.int64), qb.detach().to(torch.int64),
-                             True)
-        return self.hook(name, qa, qb, False)
+            acc = self.hook(name, qa.detach().to(torch.int64), qb.detach().to(torch.int64),
+                            True)
+            return acc if stage is None else stage.apply(acc)
+        return self.hook(name, qa, qb, False, dequantize=stage)
 
     def _operands(self, name: str) -> _Product:
         key = name.replace(".", ":")
@@ -556,11 +592,11 @@ class ByomModel(nn.Module):
             ops.a.observe(a)
             ops.b.observe(b)
             return torch.matmul(a, b)
-        dt = _code_dtype(self.config.bits, a.shape[-1])
+        dt = _codes_for(self, name, a.shape[-1])
         qa, sa = ops.a.codes(a, dt, name)
         qb, sb = ops.b.codes(b, dt, name)
-        acc = self._gemm(name, qa, qb)
-        return _dequantize(acc, sa * sb, None, (), torch.promote_types(a.dtype, b.dtype))
+        return self._gemm(name, qa, qb,
+                          _stage(sa * sb, None, torch.promote_types(a.dtype, b.dtype)))
 
     def _sdpa(self, where: str, query, key, value, attn_mask=None, dropout_p=0.0,
               is_causal=False, scale=None, enable_gqa=False):

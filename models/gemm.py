@@ -61,7 +61,7 @@ import torch
 
 from axsa.errors import InputError, ToolError
 
-__all__ = ["GemmBackend", "GemmHook", "GemmMismatch", "OutputStage"]
+__all__ = ["Dequantize", "GemmBackend", "GemmHook", "GemmMismatch", "OutputStage"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,25 @@ class OutputStage:
 
 
 #: ``backend(name, a, b, stage) -> numpy int64 (M, N) or (G, M, N)`` (module docstring)
+@dataclass(frozen=True)
+class Dequantize:
+    """A fake-quant GEMM's output stage, ``acc.to(dtype) * scale (+ bias)`` along the
+    result's last dimension: `apply` computes it (with gradients) on the accumulators;
+    a product table's GEMM without gradients takes `scale` (one value or one per column),
+    `bias` (one per column, or None) and `dtype` into its kernel instead, with the same
+    float operations."""
+
+    scale: torch.Tensor
+    bias: torch.Tensor | None
+    dtype: torch.dtype
+    apply: Callable[[torch.Tensor], torch.Tensor]
+
+    def grads(self, a: torch.Tensor, b: torch.Tensor) -> bool:
+        """Whether any input of the GEMM and its stage needs a gradient."""
+        return a.requires_grad or b.requires_grad or self.scale.requires_grad or (
+            self.bias is not None and self.bias.requires_grad)
+
+
 GemmBackend = Callable[[str, np.ndarray, np.ndarray, "OutputStage | None"], np.ndarray]
 
 
@@ -215,21 +234,37 @@ class GemmHook:
     # -- the GEMM -----------------------------------------------------------------------
 
     def __call__(self, name: str, a: torch.Tensor, b: torch.Tensor,
-                 integer: bool, stage: OutputStage | None = None) -> torch.Tensor:
+                 integer: bool, stage: OutputStage | None = None,
+                 dequantize: Dequantize | None = None) -> torch.Tensor:
         """``a @ b`` on integer codes: exact, or through ``name``'s product table.
 
         ``integer``: int64 in, int64 out. Otherwise (fake-quant) float tensors holding
         codes in and out, with gradients (straight-through, or the table's gradient).
         ``stage`` (integer mode): return ``stage.apply`` of the accumulators, the
         requantized codes (a backend does it in its own output stage).
+        ``dequantize`` (fake-quant): return ``dequantize.apply`` of the accumulators; a
+        table's GEMM without gradients applies it while its sums are in cache.
         """
         bshape = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         g = int(np.prod(bshape)) if bshape else 1
         self.shapes[name] = (g, a.shape[-2], a.shape[-1], b.shape[-1])
         if integer and self.backend is not None:
             return self._backend_gemm(name, a, b, bshape, stage)
+        if dequantize is not None and not integer and self.fuses(name) and not (
+                torch.is_grad_enabled() and dequantize.grads(a, b)):
+            from .approx import approx_matmul
+            return approx_matmul(a, b, self.tables[name], dtype=dequantize.dtype,
+                                 scale=dequantize.scale, bias=dequantize.bias)
         out = self._gemm(name, a, b, integer, bshape, g)
+        if dequantize is not None:
+            out = dequantize.apply(out)
         return out if stage is None else stage.apply(out)
+
+    def fuses(self, name: str) -> bool:
+        """Whether fake-quant GEMM ``name`` given a `Dequantize` stage and no gradients
+        runs as one table GEMM with that stage (a table assigned, no recording); its codes
+        may then be any integer dtype."""
+        return not self.recording and self.tables.get(name) is not None
 
     def _backend_gemm(self, name, a, b, bshape, stage) -> torch.Tensor:
         """The GEMM on the backend: (M, K) @ (K, N) or (G, M, K) @ (G, K, N) in numpy."""

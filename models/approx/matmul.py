@@ -29,7 +29,8 @@ _TUNED = cache.TUNED
 
 
 def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto",
-                  dtype: torch.dtype = torch.int64) -> torch.Tensor:
+                  dtype: torch.dtype = torch.int64, scale: torch.Tensor | None = None,
+                  bias: torch.Tensor | None = None) -> torch.Tensor:
     """Approximate GEMM ``C[..., m, n] = sum_k lut[code(a[..., m, k]), code(b[..., k, n])]``.
 
     Bit-exact with the product table for every operand, like ``torch.matmul`` in shapes
@@ -48,6 +49,11 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto",
         Of the result: always ``approx_matmul(a, b, table).to(dtype)``, but without the
         int64 round trip where an engine computes in that float dtype already (a caller
         that wants floats anyway, like the fake-quant models).
+    scale, bias : torch.Tensor, optional
+        A dequantizing output stage (float `dtype` only): the result is then
+        ``approx_matmul(a, b, table).to(dtype) * scale.to(dtype) (+ bias.to(dtype))``
+        (torch.mul, then add_), `scale` one value or one per column (N), `bias` one per
+        column. The native kernel applies it while the sums are in cache (float32).
 
     Returns
     -------
@@ -58,8 +64,8 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto",
     Raises
     ------
     InputError
-        An operand value outside the table's range, a non-integer value, or shapes that
-        do not multiply.
+        An operand value outside the table's range, a non-integer value, shapes that
+        do not multiply, or a scale or bias of the wrong shape.
     ToolError
         A native engine forced where the kernels cannot be compiled.
     """
@@ -73,10 +79,16 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto",
         if call is not None:
             if call.contiguous:
                 a, b = a.contiguous(), b.contiguous()
-            out = torch.from_numpy(np.empty(call.shape, dtype=np.int64))
-            if not call.fn(call.ref, a.data_ptr(), b.data_ptr(), out.data_ptr(), threads):
-                return out if dtype is torch.int64 else out.to(dtype)
-            # else a bad value: found and named below
+            if scale is None:
+                out = call(a, b, dtype)
+                if out is not None:
+                    return out
+            elif dtype is torch.float32:
+                sb = _native.scaling(scale, bias, call.shape[-1])
+                out = None if sb is None else call.scaled(a, b, *sb)
+                if out is not None:
+                    return out
+            # else a bad value (found and named below), or a stage the kernel cannot do
     if not isinstance(table, ProductTable):
         raise InputError(f"table must be a ProductTable, got {type(table).__name__}")
     if isinstance(a, np.ndarray):
@@ -87,6 +99,8 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto",
         raise InputError("operands a and b must be torch tensors, got "
                          f"{type(a).__name__} and {type(b).__name__}")
     a, b, batch, squeeze = shapes(a, b)
+    if scale is not None:
+        _check_stage(scale, bias, b.shape[-1], dtype)
     plan = table.plan
     auto = engine == "auto"
     floats = dtype.is_floating_point
@@ -98,7 +112,8 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto",
             if out is not None:
                 for dim in squeeze:
                     out = out.squeeze(dim)
-                return out.to(dtype)
+                return out.to(dtype) if scale is None else _scaled(out.to(dtype), scale,
+                                                                   bias, dtype)
     ca = as_codes(a, "a", *table.a_range, table.wa, table)
     cb = as_codes(b, "b", *table.b_range, table.wb, table)
     if not auto and engine not in ENGINES:
@@ -107,7 +122,7 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto",
         out = torch.zeros(*batch, ca.shape[-2], cb.shape[-1], dtype=dtype)
         for dim in squeeze:
             out = out.squeeze(dim)
-        return out
+        return out if scale is None else _scaled(out, scale, bias, dtype)
     if auto and engine is None:
         engine = choose(key, plan, ca, cb, batch, floats)
     if engine in ("native", "native-gather"):
@@ -117,7 +132,7 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto",
         if not _native.available():
             raise ToolError(f"engine {engine!r} needs the compiled kernels: "
                             f"{_native.unavailable_reason}")
-        out = native_matmul(ca, cb, batch, plan, engine)
+        out = native_matmul(ca, cb, batch, plan, engine, dtype)
         if auto and _TUNED.get(key) == engine:   # later calls skip the checks in Python
             prepare_fast(table, engine, a, b, batch)
     elif engine == "terms":                # auto only: the float GEMM over integer terms
@@ -135,7 +150,30 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto",
         raise InputError(f"unknown engine {engine!r}: expected one of {', '.join(ENGINES)}")
     for dim in squeeze:
         out = out.squeeze(dim)
-    return out.to(dtype)
+    return out.to(dtype) if scale is None else _scaled(out.to(dtype), scale, bias, dtype)
+
+
+def _check_stage(scale, bias, n: int, dtype: torch.dtype) -> None:
+    """A dequantizing stage's scale and bias, for results of `n` columns in `dtype`."""
+    if not dtype.is_floating_point:
+        raise InputError(f"a scale needs a floating result dtype, got {dtype}")
+    if not isinstance(scale, torch.Tensor) or scale.dim() > 1 or scale.numel() not in (1, n):
+        raise InputError(f"scale must be one value or one per column ({n}), got shape "
+                         f"{tuple(getattr(scale, 'shape', ()))}")
+    if bias is not None and (not isinstance(bias, torch.Tensor) or bias.dim() != 1
+                             or bias.numel() != n):
+        raise InputError(f"bias must hold one value per column ({n}), got shape "
+                         f"{tuple(getattr(bias, 'shape', ()))}")
+
+
+def _scaled(out: torch.Tensor, scale, bias, dtype: torch.dtype) -> torch.Tensor:
+    """``out * scale (+ bias)`` in `dtype` (`out` already in it): torch.mul, then add_."""
+    y = _native.dequantize(out, scale, bias, dtype) if out.is_contiguous() else None
+    if y is None:
+        y = torch.mul(out, scale.detach().to(dtype))
+        if bias is not None:
+            y.add_(bias.detach().to(dtype))
+    return y
 
 
 def emulate_gemm(A, B, multiplier, mode: int = 0) -> np.ndarray:

@@ -32,10 +32,12 @@ def native_operands(ca, cb, batch):
     return ca, cb
 
 
-def native_matmul(ca, cb, batch, plan, kind: str) -> torch.Tensor:
-    """The native kernel on int64 codes (checked already, so it cannot refuse them)."""
+def native_matmul(ca, cb, batch, plan, kind: str,
+                  dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """The native kernel on int64 codes (checked already, so it cannot refuse them);
+    the result in `dtype`."""
     ca, cb = native_operands(ca, cb, batch)
-    return native_call(plan, kind, ca, cb, batch)(ca, cb)
+    return native_call(plan, kind, ca, cb, batch)(ca, cb, dtype)
 
 
 def fast_key(table, a, b) -> tuple:

@@ -96,12 +96,13 @@ def fit(plan, ca, cb, batch, floats: bool = False) -> str:
             if name.startswith("native"):    # timed as the prepared call later calls make
                 xa, xb = native_operands(ca, cb, batch)
                 call = native_call(plan, name, xa, xb, batch)
-                fns[name] = lambda *_, call=call, xa=xa, xb=xb: call(xa, xb)   # noqa: E731
+                dt = torch.float32 if floats else torch.int64
+                fns[name] = lambda *_, c=call, xa=xa, xb=xb, dt=dt: c(xa, xb, dt)  # noqa: E731
+            elif floats:       # as `approx_matmul(..., dtype=float32)` runs each
+                fns[name] = (_float_terms if name == "terms" else
+                             lambda *args, fn=ENGINE_FUNCTIONS[name]: fn(*args).to(torch.float32))
             else:
                 fns[name] = ENGINE_FUNCTIONS[name]
-            if floats:         # as `approx_matmul(..., dtype=float32)` runs each
-                fns[name] = (_float_terms if name == "terms" else
-                             lambda *args, fn=fns[name]: fn(*args).to(torch.float32))
             fns[name](ca, cb, batch, plan)    # warm-up: scratch buffers, caches
         times = dict.fromkeys(names, math.inf)
         for _ in range(FIT_ROUNDS):
