@@ -85,7 +85,7 @@ def fit(plan, ca, cb, batch, floats: bool = False) -> str:
     """Time every plausible engine on these very operands (all are exact, so only the
     speed differs) and return the fastest: the cost model's constants are rough, and on
     small GEMMs fixed per-call costs decide. The engines take turns, `FIT_ROUNDS` rounds,
-    best time of each, so that a burst of load on a shared machine falls on one round of
+    best time of each (each timed on its second call of a round: warm), so that a burst of load on a shared machine falls on one round of
     every engine rather than on all of one engine's. With `floats`, each is timed with
     its result in float32, as such a call gets it. Counted in `cache.FITS`."""
     names = candidates(plan, ca, cb, batch)
@@ -107,8 +107,9 @@ def fit(plan, ca, cb, batch, floats: bool = False) -> str:
         times = dict.fromkeys(names, math.inf)
         for _ in range(FIT_ROUNDS):
             for name, fn in fns.items():
-                t0 = time.perf_counter()
-                fn(ca, cb, batch, plan)
+                fn(ca, cb, batch, plan)    # warm: a model calls the same engine over and
+                t0 = time.perf_counter()   # over (cold, a tiny GEMM's engines differ by
+                fn(ca, cb, batch, plan)    # what the previous engine left in the caches)
                 times[name] = min(times[name], time.perf_counter() - t0)
         names = [min(times, key=times.get)]
     return names[0]
