@@ -85,9 +85,10 @@ def fit(plan, ca, cb, batch, floats: bool = False) -> str:
     """Time every plausible engine on these very operands (all are exact, so only the
     speed differs) and return the fastest: the cost model's constants are rough, and on
     small GEMMs fixed per-call costs decide. The engines take turns, `FIT_ROUNDS` rounds,
-    best time of each (each timed on its second call of a round: warm), so that a burst of load on a shared machine falls on one round of
-    every engine rather than on all of one engine's. With `floats`, each is timed with
-    its result in float32, as such a call gets it. Counted in `cache.FITS`."""
+    best time of each (each timed on its second call of a round: warm), so that a burst
+    of load on a shared machine falls on one round of every engine rather than on all of
+    one engine's. With `floats`, each is timed with its result in float32, as such a call
+    gets it. Counted in `cache.FITS`."""
     names = candidates(plan, ca, cb, batch)
     if len(names) > 1:
         cache.FITS[0] += 1

@@ -17,14 +17,6 @@ from axsa import formats
 pytestmark = pytest.mark.skipif(not _native.available(), reason="no C++ compiler")
 
 
-@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
-def threads(request):
-    old = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(old)
-
-
 def _torch_quantize(x, scale, qmin, qmax):
     q = torch.div(x, torch.tensor(scale, dtype=torch.float64).to(x.dtype))
     return q.add_(0.5).floor_().clamp_(qmin, qmax)

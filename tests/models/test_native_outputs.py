@@ -24,14 +24,6 @@ from axsa.errors import InputError
 pytestmark = pytest.mark.skipif(not _native.available(), reason="no C++ compiler")
 
 
-@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
-def threads(request):
-    old = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(old)
-
-
 def _random_table() -> ProductTable:
     v = np.arange(256)
     v = np.where(v < 128, v, v - 256)
