@@ -1127,6 +1127,15 @@ void gather_rows(const L* lut, int64_t nb, const int32_t* ca, int64_t rows, int6
         return;
     }
     const int64_t nn = n_hi - n_lo;
+    if (K == 1) {   // an outer product (the ts model's input projection): one lookup each
+        for (int64_t r = 0; r < rows; ++r) {
+            const L* row = lut + int64_t(ca[r]) * nb;
+            const int32_t* idx = cb + n_lo;
+            int64_t* dst = out + r * N + n_lo;
+            for (int64_t n = 0; n < nn; ++n) dst[n] = int64_t(row[idx[n]]);
+        }
+        return;
+    }
     for (int64_t r = 0; r < rows; ++r) {
         for (int64_t n = 0; n < nn; ++n) acc[n] = 0;
         for (int64_t k = 0; k < K; ++k) {
@@ -1283,9 +1292,11 @@ void plane_rows(const AxsaTerms& lp, const AxsaTerms& lpt, const uint8_t* ca,
 // Whether the gather runs on the lut's byte planes (CPU, table, shape).
 bool use_lut_planes(const AxsaPlan& p) {
 #if AXSA_VBMI
+    // (K < 4: the planes' per-row set-up outweighs the products; an outer product, the
+    // ts model's input projection, ran at half the plain loop's speed)
     return p.engine == 1 && p.lut_planes.planes && p.lut_planes_t.planes &&
            p.lut_planes.count >= 1 && p.lut_planes.count <= 4 && p.a.width <= 8 &&
-           p.b.width <= 8 && p.n >= 8;
+           p.b.width <= 8 && p.n >= 8 && p.k >= 4;
 #else
     (void)p;
     return false;
