@@ -81,7 +81,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40",
           "iCE40UP5K-SG48", 12e6,
           {"LUT": 5280, "FF": 5280, "carry": 5280, "DSP": 8, "BRAM": 30},
-          rows=9, cols=2, mult="exact", bits=4),
+          rows=8, cols=2, mult="exact", bits=4),
     Board("ulx3s-85f", "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5",
           "LFE5U-85F-6BG381C", 25e6,
           {"LUT": 83640, "FF": 83640, "carry": 41820, "DSP": 156, "BRAM": 208},
