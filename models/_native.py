@@ -300,25 +300,26 @@ class NativeCall:
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor,
                  dtype: torch.dtype = torch.int64) -> torch.Tensor | None:
-        threads = torch.get_num_threads()
         if dtype is torch.float32:
-            out = torch.from_numpy(np.empty(self.shape, dtype=np.float32))
-            bad = self.fn_f32(self.ref, a.data_ptr(), b.data_ptr(), out.data_ptr(), threads,
-                              None, 0, None)
-            return None if bad else out
+            return self.scaled(a, b)
         out = torch.from_numpy(np.empty(self.shape, dtype=np.int64))   # (faster than
-        if self.fn(self.ref, a.data_ptr(), b.data_ptr(), out.data_ptr(), threads):   # empty)
+        if self.fn(self.ref, a.data_ptr(), b.data_ptr(), out.data_ptr(),   # torch.empty)
+                   torch.get_num_threads()):
             return None
         return out if dtype is torch.int64 else out.to(dtype)
 
-    def scaled(self, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor,
-               bias: torch.Tensor | None) -> torch.Tensor | None:
-        """``call(a, b, torch.float32) * scale (+ bias)`` in one pass (`dequantize`'s
-        operations), from `scaling`'s float32 `scale` and `bias`; None as for a call."""
+    def scaled(self, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | None = None,
+               bias: torch.Tensor | None = None) -> torch.Tensor | None:
+        """``call(a, b).to(float32)`` converted in the kernel, with `scale` (one value or
+        one per column) times it plus `bias` (one per column) in the same pass
+        (`dequantize`'s float32 operations); None as for a call."""
+        s32 = None if scale is None else scale.detach().to(torch.float32).contiguous()
+        b32 = None if bias is None else bias.detach().to(torch.float32).contiguous()
         out = torch.from_numpy(np.empty(self.shape, dtype=np.float32))
         if self.fn_f32(self.ref, a.data_ptr(), b.data_ptr(), out.data_ptr(),
-                       torch.get_num_threads(), scale.data_ptr(), int(scale.numel() != 1),
-                       None if bias is None else bias.data_ptr()):
+                       torch.get_num_threads(), None if s32 is None else s32.data_ptr(),
+                       int(s32 is not None and s32.numel() != 1),
+                       None if b32 is None else b32.data_ptr()):
             return None
         return out
 
@@ -400,16 +401,6 @@ def codes(x: torch.Tensor, lo: int, hi: int, width: int,
                                None if table is None else table.data_ptr(), out.data_ptr(),
                                torch.get_num_threads())
     return False if bad else out
-
-
-def scaling(scale: torch.Tensor, bias: torch.Tensor | None, n: int):
-    """(scale, bias) as contiguous float32 for `NativeCall.scaled`, or None unless
-    `scale` holds one value or `n` (one per column) and `bias` is None or `n` values."""
-    if scale.dim() > 1 or scale.numel() not in (1, n) or \
-            (bias is not None and (bias.dim() != 1 or bias.numel() != n)):
-        return None
-    return (scale.detach().to(torch.float32).contiguous(),
-            None if bias is None else bias.detach().to(torch.float32).contiguous())
 
 
 def dequantize(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,

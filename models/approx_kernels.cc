@@ -436,7 +436,7 @@ struct Scratch {
     std::vector<int32_t> ca, cb, tile;
     std::vector<uint8_t> ca8, cb8, digits_a, column_digits;
     std::vector<int8_t> packed_b;
-    std::vector<int64_t> rowsum, colsum, acc64, out64;
+    std::vector<int64_t> rowsum, colsum, acc64, out64, group_kp, group_off;
 };
 
 thread_local Scratch tls;
@@ -964,9 +964,11 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
     // each group's K' digits per row, and b's words of every column tile: packed once
     // for all the rows when they fit kPackedBytes (else again for each chunk of rows)
     const bool mv = planes && AXSA_VBMI && N == 1;   // matrix-vector products: no packing
-    int64_t kps[64], offs[64], kp_max = 4, packed_bytes = 0;
+    int64_t* kps = scratch(tls.group_kp, size_t(std::max(1, p.ngroups)));
+    int64_t* offs = scratch(tls.group_off, size_t(std::max(1, p.ngroups)));
+    int64_t kp_max = 4, packed_bytes = 0;
     const int64_t cols_pad = cols / kTileN * kTileN + (cols % kTileN + 7) / 8 * 8;
-    for (int gi = 0; gi < p.ngroups && gi < 64; ++gi) {
+    for (int gi = 0; gi < p.ngroups; ++gi) {
         const AxsaGroup& g = p.groups[gi];
         const int64_t w = !planes && K < kShortK ? g.stride : g.width;
         kps[gi] = planes ? Kp * w : (K * w + 3) / 4 * 4;
@@ -974,7 +976,6 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
         offs[gi] = packed_bytes;
         packed_bytes += kps[gi] * cols_pad;
     }
-    if (p.ngroups > 64) return false;   // (never: plans have a handful of groups)
     const bool pack_once = !mv && packed_bytes <= kPackedBytes;
     // rows per chunk: their digits stay in L2 while each column tile sweeps them
     const int64_t step = std::max<int64_t>(kMaxMR, std::min<int64_t>(
@@ -1378,35 +1379,44 @@ bool block_sums(const AxsaPlan& p, bool planes, bool lut_planes, const void* a, 
                   : lowrank_rows(p, a, r0, rows, cb, n_lo, n_hi, dst, fout, stage);
 }
 
+// out[r, j] = T(acc[r, j]) * s[j or 0] (+ b[j]): torch.mul then add_, two roundings
+template <typename A, typename T>
+void dequantize_rows(const A* __restrict acc, int64_t r0, int64_t r1, int64_t n,
+                     const T* __restrict s, int64_t s_step, const T* __restrict b,
+                     T* __restrict out) {
+    for (int64_t r = r0; r < r1; ++r) {
+        const A* src = acc + r * n;
+        T* dst = out + r * n;
+        if (b && s_step) {
+            for (int64_t j = 0; j < n; ++j) {
+                const T y = T(src[j]) * s[j];
+                dst[j] = y + b[j];
+            }
+        } else if (s_step) {
+            for (int64_t j = 0; j < n; ++j) dst[j] = T(src[j]) * s[j];
+        } else {
+            const T s0 = s[0];
+            if (b) {
+                for (int64_t j = 0; j < n; ++j) {
+                    const T y = T(src[j]) * s0;
+                    dst[j] = y + b[j];
+                }
+            } else {
+                for (int64_t j = 0; j < n; ++j) dst[j] = T(src[j]) * s0;
+            }
+        }
+    }
+}
+
 // Columns [n0, n0 + n) of one row of sums into float32 (rounded to nearest, as torch's
-// .to(float32): exact below 2^24), dequantized as `o` says.
-void to_float(const int64_t* __restrict src, float* __restrict dst, int64_t n0, int64_t n,
-              const Out& o) {
-    src += n0;
-    dst += n0;
-    if (!o.scale) {
-        for (int64_t j = 0; j < n; ++j) dst[j] = float(src[j]);
-        return;
-    }
-    const float* __restrict s = o.scale + (o.s_step ? n0 : 0);
-    const float* __restrict b = o.bias ? o.bias + n0 : nullptr;
-    if (o.s_step && b) {
-        for (int64_t j = 0; j < n; ++j) {
-            const float y = float(src[j]) * s[j];
-            dst[j] = y + b[j];
-        }
-    } else if (o.s_step) {
-        for (int64_t j = 0; j < n; ++j) dst[j] = float(src[j]) * s[j];
-    } else if (b) {
-        const float s0 = s[0];
-        for (int64_t j = 0; j < n; ++j) {
-            const float y = float(src[j]) * s0;
-            dst[j] = y + b[j];
-        }
-    } else {
-        const float s0 = s[0];
-        for (int64_t j = 0; j < n; ++j) dst[j] = float(src[j]) * s0;
-    }
+// .to(float32): exact below 2^24), dequantized as `o` says (without a scale, times 1:
+// exact).
+void to_float(const int64_t* src, float* dst, int64_t n0, int64_t n, const Out& o) {
+    static const float one = 1.0f;
+    const bool scaled = o.scale != nullptr;
+    dequantize_rows(src + n0, 0, 1, n, scaled ? o.scale + (o.s_step ? n0 : 0) : &one,
+                    scaled ? o.s_step : 0, scaled && o.bias ? o.bias + n0 : nullptr,
+                    dst + n0);
 }
 
 bool run_block(const AxsaPlan& p, bool planes, bool lut_planes, const void* a, int64_t r0,
@@ -1600,35 +1610,6 @@ bool codes_loop(const T* __restrict x, int64_t i0, int64_t i1, int64_t lo, int64
         emit(i, C(c & C(mask)));
     }
     return !bad;
-}
-
-// out[r, j] = T(acc[r, j]) * s[j or 0] (+ b[j]): torch.mul then add_, two roundings
-template <typename A, typename T>
-void dequantize_rows(const A* __restrict acc, int64_t r0, int64_t r1, int64_t n,
-                     const T* __restrict s, int64_t s_step, const T* __restrict b,
-                     T* __restrict out) {
-    for (int64_t r = r0; r < r1; ++r) {
-        const A* src = acc + r * n;
-        T* dst = out + r * n;
-        if (b && s_step) {
-            for (int64_t j = 0; j < n; ++j) {
-                const T y = T(src[j]) * s[j];
-                dst[j] = y + b[j];
-            }
-        } else if (s_step) {
-            for (int64_t j = 0; j < n; ++j) dst[j] = T(src[j]) * s[j];
-        } else {
-            const T s0 = s[0];
-            if (b) {
-                for (int64_t j = 0; j < n; ++j) {
-                    const T y = T(src[j]) * s0;
-                    dst[j] = y + b[j];
-                }
-            } else {
-                for (int64_t j = 0; j < n; ++j) dst[j] = T(src[j]) * s0;
-            }
-        }
-    }
 }
 
 template <typename T>

@@ -84,8 +84,8 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto",
                 if out is not None:
                     return out
             elif dtype is torch.float32:
-                sb = _native.scaling(scale, bias, call.shape[-1])
-                out = None if sb is None else call.scaled(a, b, *sb)
+                _check_stage(scale, bias, call.shape[-1], dtype)
+                out = call.scaled(a, b, scale, bias)
                 if out is not None:
                     return out
             # else a bad value (found and named below), or a stage the kernel cannot do
