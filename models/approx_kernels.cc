@@ -130,6 +130,52 @@ void row_codes(const T* src, int64_t inner, int64_t cols, T lo, T hi, int32_t ma
     }
 }
 
+#if AXSA_VNNI
+// row_codes for a contiguous row of integer values into u8 codes, a vector at a time
+// (GCC's vectorization of the generic loop has a long set-up, which short rows pay: the
+// models' operands are rows of 1 to 768 values).
+template <typename T>
+constexpr bool kSimdCodes = std::is_same_v<T, int64_t> || std::is_same_v<T, int32_t> ||
+                            std::is_same_v<T, int8_t> || std::is_same_v<T, uint8_t>;
+
+template <typename T>
+void simd_row_codes(const T* src, int64_t cols, T lo, T hi, int32_t mask, uint8_t* dst,
+                    int& bad) {
+    constexpr int64_t L = 64 / sizeof(T);   // values per vector
+    uint64_t out = 0;                       // lanes outside [lo, hi]
+    auto step = [&](int64_t c, uint64_t live) {
+        if constexpr (sizeof(T) == 8) {
+            const __m512i v = _mm512_maskz_loadu_epi64(__mmask8(live), src + c);
+            out |= _mm512_mask_cmplt_epi64_mask(__mmask8(live), v, _mm512_set1_epi64(lo)) |
+                   _mm512_mask_cmpgt_epi64_mask(__mmask8(live), v, _mm512_set1_epi64(hi));
+            _mm512_mask_cvtepi64_storeu_epi8(dst + c, __mmask8(live),
+                                             _mm512_and_si512(v, _mm512_set1_epi64(mask)));
+        } else if constexpr (sizeof(T) == 4) {
+            const __m512i v = _mm512_maskz_loadu_epi32(__mmask16(live), src + c);
+            out |= _mm512_mask_cmplt_epi32_mask(__mmask16(live), v, _mm512_set1_epi32(lo)) |
+                   _mm512_mask_cmpgt_epi32_mask(__mmask16(live), v, _mm512_set1_epi32(hi));
+            _mm512_mask_cvtepi32_storeu_epi8(dst + c, __mmask16(live),
+                                             _mm512_and_si512(v, _mm512_set1_epi32(mask)));
+        } else {
+            const __m512i v = _mm512_maskz_loadu_epi8(live, src + c);
+            if constexpr (std::is_signed_v<T>)
+                out |= _mm512_mask_cmplt_epi8_mask(live, v, _mm512_set1_epi8(char(lo))) |
+                       _mm512_mask_cmpgt_epi8_mask(live, v, _mm512_set1_epi8(char(hi)));
+            else
+                out |= _mm512_mask_cmplt_epu8_mask(live, v, _mm512_set1_epi8(char(lo))) |
+                       _mm512_mask_cmpgt_epu8_mask(live, v, _mm512_set1_epi8(char(hi)));
+            _mm512_mask_storeu_epi8(dst + c, live,
+                                    _mm512_and_si512(v, _mm512_set1_epi8(char(mask))));
+        }
+    };
+    constexpr uint64_t all = L == 64 ? ~uint64_t(0) : (uint64_t(1) << L) - 1;
+    int64_t c = 0;
+    for (; c + L <= cols; c += L) step(c, all);
+    if (c < cols) step(c, (uint64_t(1) << (cols - c)) - 1);
+    bad |= int(out != 0);
+}
+#endif
+
 // Values at x[offset + r * outer + c * inner] (r < rows, c < cols) -> codes, row-major
 // (D: int32_t, or uint8_t for codes of at most 8 bits). False on a value outside [lo, hi]
 // or not an integer.
@@ -146,6 +192,13 @@ bool to_codes(const void* base, int64_t offset, int64_t outer, int64_t inner, in
     const T thi = double(hi) > tmax ? std::numeric_limits<T>::max() : T(hi);
     int bad = 0;
     for (int64_t r = 0; r < rows; ++r) {
+#if AXSA_VNNI
+        if constexpr (std::is_same_v<D, uint8_t> && kSimdCodes<T>)
+            if (inner == 1) {
+                simd_row_codes(x + r * outer, cols, tlo, thi, mask, out + r * cols, bad);
+                continue;
+            }
+#endif
         if (inner == 1)
             row_codes<T, true>(x + r * outer, 1, cols, tlo, thi, mask, out + r * cols, bad);
         else
@@ -939,6 +992,23 @@ void pack_b_planes(const AxsaGroup& grp, const uint8_t* cb, int64_t K, int64_t N
 // Row i of a partial tile's int32 sums src (full tiles are written by the micro kernel
 // itself), its `valid` columns, where `e` puts them.
 inline void store_tile(const Epi& e, int64_t i, const int32_t* src, int64_t valid) {
+#if AXSA_VNNI
+    if (!e.fdst) {   // 8 columns at a time, masked (the heads' 10 columns, say)
+        int64_t* d = e.dst + i * e.ldd;
+        const __m512i rs = _mm512_set1_epi64(e.first ? e.rs[i] : 0);
+        const __m512i scale = _mm512_set1_epi64(e.scale);
+        for (int64_t j = 0; j < valid; j += 8) {
+            const __mmask8 m = valid - j >= 8 ? 0xFF : __mmask8((1u << (valid - j)) - 1);
+            __m512i v = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, src + j));
+            if (e.scale != 1) v = _mm512_mullo_epi64(v, scale);
+            const __m512i base = e.first
+                ? _mm512_add_epi64(rs, _mm512_maskz_loadu_epi64(m, e.cs + j))
+                : _mm512_maskz_loadu_epi64(m, d + j);
+            _mm512_mask_storeu_epi64(d + j, m, _mm512_add_epi64(base, v));
+        }
+        return;
+    }
+#endif
     for (int64_t j = 0; j < valid; ++j)
         put1(e, i, j, (e.first ? e.rs[i] + e.cs[j] : e.dst[i * e.ldd + j]) +
                           e.scale * int64_t(src[j]));
@@ -1304,8 +1374,15 @@ bool use_lut_planes(const AxsaPlan& p) {
 #endif
 }
 
-// Whether the plane gather's lanes run down the columns (narrow outputs, many rows).
-inline bool lanes_down(const AxsaPlan& p, int64_t rows) { return p.n < 128 && rows >= 128; }
+// Whether the plane gather's lanes run down the columns: when that takes fewer vector
+// operations. Along a row, each (row, k) loads a table row (4 registers a plane) and
+// permutes once per 64 columns; down a column, each (column, k) loads one and permutes
+// once per 64 rows, after a's codes are transposed (counted as a fifth more).
+inline bool lanes_down(int64_t cols, int64_t rows) {
+    const int64_t along = rows * (4 + 2 * ((cols + 63) / 64));
+    const int64_t down = cols * (4 + 2 * ((rows + 63) / 64));
+    return 6 * down < 5 * along;
+}
 
 // Gather rows r0 .. r0 + rows of a against columns [n_lo, n_hi): int32 codes cb, or u8
 // codes cb8 for the plane gather.
@@ -1321,7 +1398,7 @@ bool gather_block(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
         for (int64_t c0 = 0; c0 < rows; c0 += kGatherRows) {
             const int64_t rc = std::min(kGatherRows, rows - c0);
             if (!a_codes(p, a, r0 + c0, rc, ca)) return false;
-            if (lanes_down(p, rc)) {   // a's codes transposed: 64 rows' codes of a k
+            if (lanes_down(n_hi - n_lo, rc)) {   // a's codes transposed: 64 rows' codes of a k
                 at = scratch(tls.digits_a, size_t(chunk * K));
                 for (int64_t r = 0; r < rc; ++r)
                     for (int64_t k = 0; k < K; ++k) at[k * rc + r] = ca[r * K + k];

@@ -1,0 +1,69 @@
+"""The kernels' operand check and code conversion, and the plane gather's two lane
+orders (models/approx_kernels.cc): the vector conversion of contiguous integer rows in
+every integer dtype, a bad value in every lane position and in the tail, and the gather
+along rows or down columns on the shapes where the choice between them changes."""
+
+import numpy as np
+import pytest
+import torch
+from axsa.models.approx import ProductTable, approx_matmul
+from test_approx import gather_reference, tables_of
+from test_native import kinds, native
+
+from axsa.errors import InputError
+
+K = 131   # two 64-lane int8 vectors and a tail; 16 int64 vectors and a tail
+
+
+def bad_values(dtype, lo, hi):
+    """Values `dtype` holds that are outside lo..hi (2^40: beyond int32 too)."""
+    info = torch.iinfo(dtype)
+    return [v for v in (lo - 1, hi + 1, info.min, info.max, 2**40, -2**40)
+            if info.min <= v <= info.max and not lo <= v <= hi]
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int8, torch.uint8])
+@pytest.mark.parametrize("spec", ["exact@s8", "exact@u8", "exact@s4", "drum(k=4)@s8"])
+def test_codes_of_contiguous_rows(spec, dtype):
+    table = tables_of(spec)[0]
+    info = torch.iinfo(dtype)
+    lo, hi = max(table.a_range[0], info.min), min(table.a_range[1], info.max)
+    rng = np.random.default_rng(K)
+    a = rng.integers(lo, hi + 1, size=(3, K + 5))
+    b = rng.integers(lo, hi + 1, size=(K, 6))
+    a[0], a[1] = lo, hi
+    b[:, 0], b[:, 1] = lo, hi
+    want = gather_reference(a[:, :K], b, table.table, table.wa, table.wb)
+    ta, tb = torch.from_numpy(a).to(dtype), torch.from_numpy(b).to(dtype)
+    # rows back to back (one run of values) and rows of a wider tensor (one run a row)
+    for x in (ta[:, :K].contiguous(), ta[:, :K]):
+        for kind in kinds(table):
+            np.testing.assert_array_equal(native(table, kind, x, tb).numpy(), want,
+                                          err_msg=f"{kind} {tuple(x.stride())}")
+        for pos in (0, 1, 7, 8, 15, 16, 63, 64, 127, 128, K - 1):
+            for value in bad_values(dtype, *table.a_range):
+                y = x.clone() if x.is_contiguous() else ta.clone()[:, :K]
+                y[1, pos] = value
+                assert native(table, kinds(table)[0], y, tb) is None, (pos, value)
+                with pytest.raises(InputError, match=f"operand a holds {value},"):
+                    approx_matmul(y, tb, table)
+    for value in bad_values(dtype, *table.b_range):
+        y = tb.clone()
+        y[K - 1, 5] = value             # the last value of b: the tail of its run
+        assert native(table, kinds(table)[0], ta[:, :K], y) is None
+        with pytest.raises(InputError, match=f"operand b holds {value},"):
+            approx_matmul(ta[:, :K], y, table)
+
+
+@pytest.mark.parametrize("m, k, n", [(64, 32, 10), (24, 24, 32), (130, 40, 9), (64, 5, 64),
+                                     (200, 7, 100), (256, 16, 8), (16, 16, 16)])
+def test_plane_gather_along_rows_and_down_columns(m, k, n, threads):
+    # vit's head (64 rows, 10 columns) runs down the columns, attention's 24x32 along
+    # the rows; the others lie on either side of the choice
+    rng = np.random.default_rng(m * k + n)
+    lut = rng.integers(-2**15, 2**15, size=(256, 256))
+    table = ProductTable(lut, signed=True, name="random")
+    a = rng.integers(-128, 128, size=(3, m, k))
+    b = rng.integers(-128, 128, size=(3, k, n))
+    got = native(table, "native-gather", torch.from_numpy(a), torch.from_numpy(b))
+    np.testing.assert_array_equal(got.numpy(), gather_reference(a, b, lut, 8, 8))
