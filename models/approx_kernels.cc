@@ -27,10 +27,16 @@
 #include <cmath>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <limits>
 #include <type_traits>
 #include <vector>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -141,29 +147,30 @@ constexpr bool kSimdCodes = std::is_same_v<T, int64_t> || std::is_same_v<T, int3
 template <typename T>
 void simd_row_codes(const T* src, int64_t cols, T lo, T hi, int32_t mask, uint8_t* dst,
                     int& bad) {
+    // v is in [lo, hi] iff the unsigned v - lo (wrapping) is at most hi - lo: one vector
+    // maximum of those differences a vector, checked once at the end (exact for any
+    // value of T while hi - lo < 2^16, which the caller ensures)
     constexpr int64_t L = 64 / sizeof(T);   // values per vector
-    uint64_t out = 0;                       // lanes outside [lo, hi]
+    using U = std::make_unsigned_t<T>;
+    const U span = U(U(hi) - U(lo));
+    __m512i top = _mm512_setzero_si512();
     auto step = [&](int64_t c, uint64_t live) {
         if constexpr (sizeof(T) == 8) {
             const __m512i v = _mm512_maskz_loadu_epi64(__mmask8(live), src + c);
-            out |= _mm512_mask_cmplt_epi64_mask(__mmask8(live), v, _mm512_set1_epi64(lo)) |
-                   _mm512_mask_cmpgt_epi64_mask(__mmask8(live), v, _mm512_set1_epi64(hi));
+            top = _mm512_mask_max_epu64(top, __mmask8(live), top,
+                                        _mm512_sub_epi64(v, _mm512_set1_epi64(lo)));
             _mm512_mask_cvtepi64_storeu_epi8(dst + c, __mmask8(live),
                                              _mm512_and_si512(v, _mm512_set1_epi64(mask)));
         } else if constexpr (sizeof(T) == 4) {
             const __m512i v = _mm512_maskz_loadu_epi32(__mmask16(live), src + c);
-            out |= _mm512_mask_cmplt_epi32_mask(__mmask16(live), v, _mm512_set1_epi32(lo)) |
-                   _mm512_mask_cmpgt_epi32_mask(__mmask16(live), v, _mm512_set1_epi32(hi));
+            top = _mm512_mask_max_epu32(top, __mmask16(live), top,
+                                        _mm512_sub_epi32(v, _mm512_set1_epi32(lo)));
             _mm512_mask_cvtepi32_storeu_epi8(dst + c, __mmask16(live),
                                              _mm512_and_si512(v, _mm512_set1_epi32(mask)));
         } else {
             const __m512i v = _mm512_maskz_loadu_epi8(live, src + c);
-            if constexpr (std::is_signed_v<T>)
-                out |= _mm512_mask_cmplt_epi8_mask(live, v, _mm512_set1_epi8(char(lo))) |
-                       _mm512_mask_cmpgt_epi8_mask(live, v, _mm512_set1_epi8(char(hi)));
-            else
-                out |= _mm512_mask_cmplt_epu8_mask(live, v, _mm512_set1_epi8(char(lo))) |
-                       _mm512_mask_cmpgt_epu8_mask(live, v, _mm512_set1_epi8(char(hi)));
+            top = _mm512_mask_max_epu8(top, live, top,
+                                       _mm512_sub_epi8(v, _mm512_set1_epi8(char(lo))));
             _mm512_mask_storeu_epi8(dst + c, live,
                                     _mm512_and_si512(v, _mm512_set1_epi8(char(mask))));
         }
@@ -172,7 +179,11 @@ void simd_row_codes(const T* src, int64_t cols, T lo, T hi, int32_t mask, uint8_
     int64_t c = 0;
     for (; c + L <= cols; c += L) step(c, all);
     if (c < cols) step(c, (uint64_t(1) << (cols - c)) - 1);
-    bad |= int(out != 0);
+    alignas(64) U lanes[L];
+    _mm512_store_si512(lanes, top);
+    U most = 0;
+    for (int64_t i = 0; i < L; ++i) most = std::max(most, lanes[i]);
+    bad |= int(most > span);
 }
 #endif
 
@@ -194,7 +205,7 @@ bool to_codes(const void* base, int64_t offset, int64_t outer, int64_t inner, in
     for (int64_t r = 0; r < rows; ++r) {
 #if AXSA_VNNI
         if constexpr (std::is_same_v<D, uint8_t> && kSimdCodes<T>)
-            if (inner == 1) {
+            if (inner == 1 && double(thi) - double(tlo) < 65536.0) {
                 simd_row_codes(x + r * outer, cols, tlo, thi, mask, out + r * cols, bad);
                 continue;
             }
@@ -485,11 +496,42 @@ MicroFn micro_for(int64_t mr, int64_t lanes) {
     }
 }
 
+// A scratch buffer in 2 MB pages where the kernel grants them (transparent huge pages on
+// request): physically contiguous, so that a table of 1 MB that must stay in L2 does not
+// lose ways to the placement of 4 KB pages (measured: the same call 1.5x slower in some
+// processes than in others).
+struct HugeBuffer {
+    void* data = nullptr;
+    size_t bytes = 0;
+    HugeBuffer() = default;
+    HugeBuffer(const HugeBuffer&) = delete;
+    HugeBuffer& operator=(const HugeBuffer&) = delete;
+    ~HugeBuffer() { std::free(data); }
+    template <typename T>
+    T* get(size_t n) {
+        constexpr size_t kPage = size_t(2) << 20;
+        if (n * sizeof(T) > bytes) {
+            std::free(data);
+            bytes = (n * sizeof(T) + kPage - 1) / kPage * kPage;
+            if (posix_memalign(&data, kPage, bytes) != 0) {
+                data = nullptr;
+                bytes = 0;
+                throw std::bad_alloc();
+            }
+#ifdef MADV_HUGEPAGE
+            madvise(data, bytes, MADV_HUGEPAGE);
+#endif
+        }
+        return static_cast<T*>(data);
+    }
+};
+
 struct Scratch {
     std::vector<int32_t> ca, cb, tile;
     std::vector<uint8_t> ca8, cb8, digits_a, column_digits;
     std::vector<int8_t> packed_b;
     std::vector<int64_t> rowsum, colsum, acc64, out64, group_kp, group_off;
+    HugeBuffer row_tables, row_sums;   // table_rows' tables (V) and 16-bit sums
 };
 
 thread_local Scratch tls;
@@ -1232,6 +1274,51 @@ void gather_rows(const L* lut, int64_t nb, const int32_t* ca, int64_t rows, int6
 
 constexpr int64_t kPlaneK = 256;   // k per 16-bit partial sum (256 * 255 < 2^16)
 
+// t[0 .. 64) (64-byte aligned) += the weighed sums of one vector's planes: even[j] and
+// odd[j] hold plane j's 16-bit sums of all its bytes (mod 2^16) and of its odd bytes.
+template <int P>
+inline void add_plane_sums(__m512i* even, const __m512i* odd, int64_t* tot) {
+    for (int j = 0; j < P; ++j)   // the even bytes' sums: all sums - 256 * odd ones
+        even[j] = _mm512_sub_epi16(even[j], _mm512_slli_epi16(odd[j], 8));
+    if constexpr (P <= 2) {   // planes weighed in int32 (< 2^16 + 2^24), in order
+        alignas(64) static const int32_t order[32] = {
+            0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+            8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+        const __m512i lo_idx = _mm512_load_si512(order);
+        const __m512i hi_idx = _mm512_load_si512(order + 16);
+        for (int h = 0; h < 2; ++h) {
+            auto half = [h](__m512i x) {
+                return _mm512_cvtepu16_epi32(h ? _mm512_extracti64x4_epi64(x, 1)
+                                               : _mm512_castsi512_si256(x));
+            };
+            __m512i E = half(even[0]), O = half(odd[0]);
+            if constexpr (P == 2) {
+                E = _mm512_add_epi32(E, _mm512_slli_epi32(half(even[1]), 8));
+                O = _mm512_add_epi32(O, _mm512_slli_epi32(half(odd[1]), 8));
+            }
+            const __m512i cols[2] = {_mm512_permutex2var_epi32(E, lo_idx, O),
+                                     _mm512_permutex2var_epi32(E, hi_idx, O)};
+            int64_t* t = tot + 32 * h;
+            for (int q = 0; q < 4; ++q) {
+                const __m512i c = cols[q / 2];
+                const __m512i w = _mm512_cvtepi32_epi64(
+                    q % 2 ? _mm512_extracti64x4_epi64(c, 1) : _mm512_castsi512_si256(c));
+                _mm512_store_si512(t + 8 * q, _mm512_add_epi64(_mm512_load_si512(t + 8 * q), w));
+            }
+        }
+        return;
+    }
+    alignas(64) uint16_t e[32], o[32];
+    for (int j = 0; j < P; ++j) {
+        _mm512_store_si512(e, even[j]);
+        _mm512_store_si512(o, odd[j]);
+        for (int i = 0; i < 32; ++i) {
+            tot[2 * i] += int64_t(e[i]) << (8 * j);
+            tot[2 * i + 1] += int64_t(o[i]) << (8 * j);
+        }
+    }
+}
+
 // tot[0 .. 64 NV) += the sums over k of sum_j 256^j P_j[sel[k * step], lanes[k * ld + i]]
 // (i < width: the lanes; planes: (256, P, 256) bytes, P_j of code c at c * P * 256 + j).
 template <int P, int NV>
@@ -1266,51 +1353,7 @@ void plane_block(const uint8_t* planes, const uint8_t* sel, int64_t step, int64_
                 }
             }
         }
-        for (int v = 0; v < NV; ++v)   // the even bytes' sums: all sums - 256 * odd ones
-            for (int j = 0; j < P; ++j)
-                even[v][j] = _mm512_sub_epi16(even[v][j], _mm512_slli_epi16(odd[v][j], 8));
-        if constexpr (P <= 2) {   // planes weighed in int32 (< 2^16 + 2^24), in order
-            alignas(64) static const int32_t order[32] = {
-                0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
-                8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-            const __m512i lo_idx = _mm512_load_si512(order);
-            const __m512i hi_idx = _mm512_load_si512(order + 16);
-            for (int v = 0; v < NV; ++v)
-                for (int h = 0; h < 2; ++h) {
-                    auto half = [h](__m512i x) {
-                        return _mm512_cvtepu16_epi32(h ? _mm512_extracti64x4_epi64(x, 1)
-                                                       : _mm512_castsi512_si256(x));
-                    };
-                    __m512i E = half(even[v][0]), O = half(odd[v][0]);
-                    if constexpr (P == 2) {
-                        E = _mm512_add_epi32(E, _mm512_slli_epi32(half(even[v][1]), 8));
-                        O = _mm512_add_epi32(O, _mm512_slli_epi32(half(odd[v][1]), 8));
-                    }
-                    const __m512i cols[2] = {_mm512_permutex2var_epi32(E, lo_idx, O),
-                                             _mm512_permutex2var_epi32(E, hi_idx, O)};
-                    int64_t* t = tot + 64 * v + 32 * h;
-                    for (int q = 0; q < 4; ++q) {
-                        const __m512i c = cols[q / 2];
-                        const __m512i w = _mm512_cvtepi32_epi64(
-                            q % 2 ? _mm512_extracti64x4_epi64(c, 1) : _mm512_castsi512_si256(c));
-                        _mm512_store_si512(t + 8 * q,
-                                           _mm512_add_epi64(_mm512_load_si512(t + 8 * q), w));
-                    }
-                }
-            continue;
-        }
-        for (int v = 0; v < NV; ++v) {
-            alignas(64) uint16_t e[32], o[32];
-            int64_t* t = tot + 64 * v;
-            for (int j = 0; j < P; ++j) {
-                _mm512_store_si512(e, even[v][j]);
-                _mm512_store_si512(o, odd[v][j]);
-                for (int i = 0; i < 32; ++i) {
-                    t[2 * i] += int64_t(e[i]) << (8 * j);
-                    t[2 * i + 1] += int64_t(o[i]) << (8 * j);
-                }
-            }
-        }
+        for (int v = 0; v < NV; ++v) add_plane_sums<P>(even[v], odd[v], tot + 64 * v);
     }
 }
 
@@ -1358,6 +1401,94 @@ void plane_rows(const AxsaTerms& lp, const AxsaTerms& lpt, const uint8_t* ca,
         }
     }
 }
+
+// The plane gather by row tables, for many rows. For a block of 64 columns and a chunk
+// of k, each code's table row is looked up at b's codes once, V[k][c] = P_j[c, b[k, n0 +
+// i]] (64 lanes, 256 lookups a k, the permutations above), rather than once a row; every
+// row then adds its codes' vectors V[k][a[r, k]] (a load where the row-wise gather loads a
+// table row and permutes) into the same 16-bit sums, weighed into int64 every 256 k.
+// The tables cost 256 rows' lookups a k: they pay on many rows (`use_table_rows`).
+constexpr int64_t kTableBytes = 1 << 20;   // V of one chunk of k (L2)
+
+template <int P>
+void table_rows(const AxsaTerms& lp, const uint8_t* ca, int64_t rows, int64_t K,
+                const uint8_t* cb, int64_t N, int64_t n_lo, int64_t n_hi, int64_t* out) {
+    // k per chunk, a power of two (so no chunk straddles a weighing): V within kTableBytes
+    constexpr int64_t kc = P == 1 ? 64 : P == 2 ? 32 : 16;
+    static_assert(kc * 256 * P * 64 <= kTableBytes, "V must stay in L2");
+    static_assert(kPlaneK % kc == 0, "a chunk of k must not straddle a weighing");
+    uint8_t* V = tls.row_tables.get<uint8_t>(size_t(kc * 256 * P * 64));
+    // each row's even and odd 16-bit sums of every plane: 2 P vectors
+    __m512i* S = tls.row_sums.get<__m512i>(size_t(rows * 2 * P));
+    const int64_t base = K * lp.offset;
+    alignas(64) int64_t tot[64];
+    for (int64_t n0 = n_lo; n0 < n_hi; n0 += 64) {
+        const int64_t w = std::min<int64_t>(64, n_hi - n0);
+        const __mmask64 live = low_bytes(w);
+        for (int64_t k0 = 0; k0 < K; k0 += kc) {
+            const int64_t kn = std::min(kc, K - k0);
+            for (int64_t c = 0; c < 256; ++c) {   // V[kk][c][j] for this chunk's k
+                const uint8_t* T = lp.planes + size_t(c) * (P * 256);
+                __m512i t[P][4];
+                for (int j = 0; j < P; ++j)
+                    for (int q = 0; q < 4; ++q) t[j][q] = _mm512_loadu_si512(T + 256 * j + 64 * q);
+                for (int64_t kk = 0; kk < kn; ++kk) {
+                    const __m512i codes = _mm512_maskz_loadu_epi8(live, cb + (k0 + kk) * N + n0);
+                    const __mmask64 hi = _mm512_movepi8_mask(codes);
+                    uint8_t* dst = V + ((kk * 256 + c) * P) * 64;
+                    for (int j = 0; j < P; ++j)
+                        _mm512_storeu_si512(dst + 64 * j, _mm512_maskz_mov_epi8(live,
+                            _mm512_mask_blend_epi8(hi,
+                                _mm512_permutex2var_epi8(t[j][0], codes, t[j][1]),
+                                _mm512_permutex2var_epi8(t[j][2], codes, t[j][3]))));
+                }
+            }
+            const bool fresh = k0 % kPlaneK == 0;
+            const bool flush = (k0 + kn) % kPlaneK == 0 || k0 + kn == K;
+            for (int64_t r = 0; r < rows; ++r) {
+                __m512i* s = S + r * 2 * P;   // even[0..P), then odd[0..P)
+                __m512i even[P], odd[P];
+                for (int j = 0; j < P; ++j) {
+                    even[j] = fresh ? _mm512_setzero_si512() : _mm512_load_si512(s + j);
+                    odd[j] = fresh ? _mm512_setzero_si512() : _mm512_load_si512(s + P + j);
+                }
+                const uint8_t* ar = ca + r * K + k0;
+                for (int64_t kk = 0; kk < kn; ++kk) {
+                    const uint8_t* v = V + ((kk * 256 + ar[kk]) * P) * 64;
+                    for (int j = 0; j < P; ++j) {
+                        const __m512i x = _mm512_loadu_si512(v + 64 * j);
+                        even[j] = _mm512_add_epi16(even[j], x);
+                        odd[j] = _mm512_add_epi16(odd[j], _mm512_srli_epi16(x, 8));
+                    }
+                }
+                if (flush) {   // (the first weighing of the row writes base + its sums)
+                    const bool first = k0 < kPlaneK;
+                    for (int64_t i = 0; i < 64; ++i) tot[i] = first ? base : 0;
+                    add_plane_sums<P>(even, odd, tot);
+                    int64_t* o = out + r * N + n0;
+                    if (first)
+                        for (int64_t i = 0; i < w; ++i) o[i] = tot[i];
+                    else
+                        for (int64_t i = 0; i < w; ++i) o[i] += tot[i];
+                } else {
+                    for (int j = 0; j < P; ++j) {
+                        _mm512_store_si512(s + j, even[j]);
+                        _mm512_store_si512(s + P + j, odd[j]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Whether the plane gather runs by row tables on these rows, columns and k: from 512 rows
+// on, unless the 64-lane vectors are half empty (32 columns or fewer) and K > 32. (Timed
+// against the row-wise gather on 197 to 1576 rows, 4 to 192 k and 8 to 768 columns: 0.4x
+// to 0.9x its time from 512 rows on, but 1.1x on 1024x64@64x32 and 1.7-4x below 300 rows.)
+inline bool use_table_rows(int64_t cols, int64_t rows, int64_t K) {
+    const int64_t blocks = (cols + 63) / 64;
+    return rows >= 512 && (2 * cols > 64 * blocks || K <= 32);
+}
 #endif
 
 // Whether the gather runs on the lut's byte planes (CPU, table, shape).
@@ -1392,6 +1523,18 @@ bool gather_block(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
     const int64_t K = p.k, N = p.n, nb = int64_t(1) << p.b.width;
     const int64_t chunk = std::min(rows, kGatherRows);
 #if AXSA_VBMI
+    if (cb8 && use_table_rows(n_hi - n_lo, rows, K)) {
+        uint8_t* ca = scratch(tls.ca8, size_t(rows * K));
+        if (!a_codes(p, a, r0, rows, ca)) return false;
+        const AxsaTerms& lp = p.lut_planes;
+        switch (lp.count) {
+            case 1: table_rows<1>(lp, ca, rows, K, cb8, N, n_lo, n_hi, out); break;
+            case 2: table_rows<2>(lp, ca, rows, K, cb8, N, n_lo, n_hi, out); break;
+            case 3: table_rows<3>(lp, ca, rows, K, cb8, N, n_lo, n_hi, out); break;
+            default: table_rows<4>(lp, ca, rows, K, cb8, N, n_lo, n_hi, out);
+        }
+        return true;
+    }
     if (cb8) {
         uint8_t* ca = scratch(tls.ca8, size_t(chunk * K));
         uint8_t* at = nullptr;
@@ -1436,9 +1579,10 @@ bool gather_block(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
     return true;
 }
 
-// Below this many products per call the kernels stay on one thread (waking the others
-// costs more than they save on the models' smallest GEMMs).
-constexpr int64_t kMinParallelProducts = 1 << 16;
+// Below this much work per call (products, plus one for each output: an outer
+// product's work is its outputs) the kernels stay on one thread (waking the others costs
+// more than they save on the models' smallest GEMMs).
+constexpr int64_t kMinParallelWork = 1 << 16;
 
 // One block of output: rows [r0, r0 + rows) (global rows, see a_codes) of pass `g`
 // against columns [n_lo, n_hi), b's codes already made (cb or cb8).
@@ -1549,7 +1693,7 @@ int32_t approx_gemm(const AxsaPlan* plan, const void* a, const void* b, Out out,
 #ifndef _OPENMP
     nt = 1;
 #endif
-    if (p.batches * p.m * K * N < kMinParallelProducts) nt = 1;
+    if (p.batches * p.m * (K + 1) * N < kMinParallelWork) nt = 1;
     if (nt > 1 && passes >= nt) {   // batched on both sides: whole passes per thread
         std::atomic<int32_t> err{0};
 #pragma omp parallel for num_threads(nt) schedule(static)

@@ -67,3 +67,22 @@ def test_plane_gather_along_rows_and_down_columns(m, k, n, threads):
     b = rng.integers(-128, 128, size=(3, k, n))
     got = native(table, "native-gather", torch.from_numpy(a), torch.from_numpy(b))
     np.testing.assert_array_equal(got.numpy(), gather_reference(a, b, lut, 8, 8))
+
+
+@pytest.mark.parametrize("bound", [2**7, 2**15, 2**23, 2**30], ids=["1-plane", "2-planes",
+                                                                    "3-planes", "4-planes"])
+@pytest.mark.parametrize("m, k, n", [(512, 5, 64), (600, 40, 100), (520, 300, 9),
+                                     (1030, 33, 32)])
+def test_plane_gather_by_row_tables(m, k, n, bound, threads):
+    # 512 rows and more run by row tables (k in chunks of 16 to 64, weighed every 256 k:
+    # K = 300 does both), 1030 x 33 x 32 too (32 columns, K just past 32: row-wise)
+    rng = np.random.default_rng(bound % 1000 + m + k + n)
+    lut = rng.integers(-bound, bound, size=(256, 256))
+    lut[0, 0], lut[255, 255] = bound - 1, -bound
+    table = ProductTable(lut, signed=True, name="random")
+    a = rng.integers(-128, 128, size=(m, k))
+    b = rng.integers(-128, 128, size=(k, n))
+    a[0], b[:, 0] = 0, 0       # out[0, 0] = k * (bound - 1): the sums' full width
+    a[1], b[:, 1] = -1, -1     # out[1, 1] = k * -bound
+    got = native(table, "native-gather", torch.from_numpy(a), torch.from_numpy(b))
+    np.testing.assert_array_equal(got.numpy(), gather_reference(a, b, lut, 8, 8))
