@@ -365,11 +365,13 @@ void micro(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t 
                 _mm512_storeu_si512(C + i * kTileN + 16 * j, acc[i][j]);
         return;
     }
-    const __m512i scale = _mm512_set1_epi64(e->scale);
+    const Epi ep = *e;   // a copy, which the stores below cannot alias (else each store
+                         // makes the compiler reload the pointers)
+    const __m512i scale = _mm512_set1_epi64(ep.scale);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-        int64_t* d = e->dst + i * e->ldd;
-        const __m512i rs = _mm512_set1_epi64(e->first ? e->rs[i] : 0);
+        int64_t* d = ep.dst + i * ep.ldd;
+        const __m512i rs = _mm512_set1_epi64(ep.first ? ep.rs[i] : 0);
 #pragma GCC unroll 2
         for (int j = 0; j < NV; ++j) {
             __m512i half[2] = {_mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc[i][j])),
@@ -377,11 +379,11 @@ void micro(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t 
 #pragma GCC unroll 2
             for (int h = 0; h < 2; ++h) {
                 const int64_t* out = d + 16 * j + 8 * h;
-                __m512i v = e->scale == 1 ? half[h] : _mm512_mullo_epi64(half[h], scale);
-                __m512i base = e->first ? _mm512_add_epi64(rs, _mm512_loadu_si512(
-                                                               e->cs + 16 * j + 8 * h))
+                __m512i v = ep.scale == 1 ? half[h] : _mm512_mullo_epi64(half[h], scale);
+                __m512i base = ep.first ? _mm512_add_epi64(rs, _mm512_loadu_si512(
+                                                               ep.cs + 16 * j + 8 * h))
                                         : _mm512_loadu_si512(out);
-                put8(*e, i, 16 * j + 8 * h, _mm512_add_epi64(base, v));
+                put8(ep, i, 16 * j + 8 * h, _mm512_add_epi64(base, v));
             }
         }
     }
@@ -422,18 +424,20 @@ void micro8(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t
             acc[i] = _mm256_dpbusd_epi32(acc[i], _mm256_set1_epi32(word), b);
         }
     }
-    for (int i = 0; i < MR; ++i) {
-        if (!e) {
+    if (!e) {
+        for (int i = 0; i < MR; ++i)
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(C + i * kTileN), acc[i]);
-            continue;
-        }
-        const int64_t* out = e->dst + i * e->ldd;
+        return;
+    }
+    const Epi ep = *e;   // (a copy, as in micro)
+    for (int i = 0; i < MR; ++i) {
+        const int64_t* out = ep.dst + i * ep.ldd;
         __m512i v = _mm512_cvtepi32_epi64(acc[i]);
-        if (e->scale != 1) v = _mm512_mullo_epi64(v, _mm512_set1_epi64(e->scale));
-        __m512i base = e->first ? _mm512_add_epi64(_mm512_set1_epi64(e->rs[i]),
-                                                   _mm512_loadu_si512(e->cs))
+        if (ep.scale != 1) v = _mm512_mullo_epi64(v, _mm512_set1_epi64(ep.scale));
+        __m512i base = ep.first ? _mm512_add_epi64(_mm512_set1_epi64(ep.rs[i]),
+                                                   _mm512_loadu_si512(ep.cs))
                                 : _mm512_loadu_si512(out);
-        put8(*e, i, 0, _mm512_add_epi64(base, v));
+        put8(ep, i, 0, _mm512_add_epi64(base, v));
     }
 }
 #else
