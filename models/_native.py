@@ -63,7 +63,8 @@ class _Plan(ctypes.Structure):
                 ("groups", _vp), ("row", _vp), ("col", _vp), ("lut32", _vp), ("lut64", _vp),
                 ("acc32", _i32), ("row_terms", _Terms), ("col_terms", _Terms),
                 ("planes", _i32), ("lut_planes", _Terms),
-                ("lut_planes_t", _Terms)]
+                ("lut_planes_t", _Terms), ("u16", _vp), ("v16", _vp), ("pair_bound", _i64),
+                ("u_planes", _vp), ("v_planes", _vp)]
 
 
 _LIBS: dict[bool, ctypes.CDLL | None] = {}
@@ -182,6 +183,7 @@ def table_data(plan) -> dict:
         data["row_terms"] = _byte_planes(row, data["keep"]) if narrow and plan.has_row \
             else _Terms()
         data["col_terms"] = _byte_planes(col, data["keep"]) if narrow else _Terms()
+        data.update(_pairs(plan, data["keep"]))
     lut = np.ascontiguousarray(table.table)
     data["lut_planes"] = _lut_planes(lut, data["keep"]) if narrow else _Terms()
     data["lut_planes_t"] = _lut_planes(lut.T, data["keep"]) if narrow else _Terms()
@@ -191,6 +193,30 @@ def table_data(plan) -> dict:
     data["lut32"] = lut32.ctypes.data if fits else None
     data["lut64"] = lut.ctypes.data
     return data
+
+
+def _pairs(plan, keep: list) -> dict:
+    """The kernel's int16 engine (2) for a rank-1 table, ``lut == outer(u, v)``, whose
+    factors need two int8 parts each (four int8 products a pair of codes in the digit
+    engine, one int16 product here): u and v per code, and max|u| * max|v|; empty where
+    it does not apply."""
+    terms = plan.terms
+    if terms is None or len(terms) != 1 or plan.width <= 2 or not narrow_table(plan.table):
+        return {}
+    u, v = (np.asarray(x, dtype=np.int64) for x in terms[0])
+    if np.abs(u).max() >= 2**15 or np.abs(v).max() >= 2**15 or \
+            not np.array_equal(np.outer(u, v), plan.table.table):
+        return {}
+    u16, v16 = u.astype(np.int16), v.astype(np.int16)
+    # low bytes then high bytes of every code's factor (256 codes each), for the SIMD
+    # front end's byte lookups
+    planes = [np.zeros((2, 256), dtype=np.uint8) for _ in range(2)]
+    for f, pl in zip((u16, v16), planes):
+        pl[:, :len(f)] = f.view(np.uint8).reshape(-1, 2).T
+    keep += [u16, v16, *planes]
+    return {"u16": u16.ctypes.data, "v16": v16.ctypes.data,
+            "pair_bound": int(np.abs(u).max()) * int(np.abs(v).max()),
+            "u_planes": planes[0].ctypes.data, "v_planes": planes[1].ctypes.data}
 
 
 def narrow_table(table) -> bool:
@@ -252,8 +278,9 @@ class NativeCall:
     value outside the table's range or not an integer (the caller then finds and names
     the value). `codes`: the operands hold codes (0..2^w-1), not values;
     `generic`: the library built with the portable loops instead of AVX512-VNNI;
-    `planes`: False keeps the scalar front end where the digit planes would run, and
-    the plain lookup loop where the gather would run on the table's byte planes.
+    `planes`: False keeps the scalar front end where the digit planes would run, the
+    int8 digits where the int16 pairs would, and the plain lookup loop where the gather
+    would run on the table's byte planes.
     Raises ValueError when a batch dimension cannot be walked with one stride.
     """
 
@@ -285,6 +312,10 @@ class NativeCall:
             p.groups = ctypes.addressof(data["groups"])
             p.row, p.col = data["row"], data["col"]
             p.row_terms, p.col_terms, p.planes = data["row_terms"], data["col_terms"], planes
+            if data.get("u16") and planes:   # int16 pairs (the digits above: for a K too
+                p.engine = 2                 # long for their int32 sums)
+                p.u16, p.v16, p.pair_bound = data["u16"], data["v16"], data["pair_bound"]
+                p.u_planes, p.v_planes = data["u_planes"], data["v_planes"]
         else:
             p.engine = 1
             p.lut32, p.lut64 = data["lut32"], data["lut64"]

@@ -19,6 +19,11 @@
 // Engine 1, gather: the plain table lookup for tables without structure, with int32
 // partial sums where K * max|lut| < 2^31, else int64.
 //
+// Engine 2, pairs: a rank-1 table whose factors need two int8 parts each (so four int8
+// products in engine 0), lut[a, b] == u[a] * v[b] with |u|, |v| < 2^15, in int16: pairs
+// of k per 32-bit word, 32 multiply-adds an instruction (AVX512-VNNI vpdpwssd), int32
+// sums (K * max|u v| < 2^31; else the call runs engine 0). DRUM at 8 bits is one.
+//
 // Build: g++ -std=c++17 -O3 -march=native -fno-strict-aliasing -ffp-contract=off
 // -fno-trapping-math -fopenmp -fPIC -shared
 // (models/_native.py); define AXSA_GENERIC to force the portable loops (the tests build
@@ -87,7 +92,7 @@ struct AxsaTerms {
 struct AxsaPlan {
     int64_t batches, m, k, n;
     AxsaOperand a, b;
-    int32_t engine;   // 0 low rank, 1 gather
+    int32_t engine;   // 0 low rank, 1 gather, 2 pairs
     int32_t ngroups;
     const AxsaGroup* groups;
     const int64_t* row;     // per code of a, or null
@@ -102,6 +107,11 @@ struct AxsaPlan {
                             // null planes
     AxsaTerms lut_planes_t; // the same for the transposed table (planes[(b * count + j) *
                             // 256 + a], same offset)
+    const int16_t* u16;     // pairs: u per code of a (codes of at most 8 bits), or null
+    const int16_t* v16;     // pairs: v per code of b
+    int64_t pair_bound;     // pairs: max|u| * max|v|
+    const uint8_t* u_planes;   // pairs: u's low bytes (256), then its high bytes (256)
+    const uint8_t* v_planes;   // pairs: the same for v
 };
 
 int32_t axsa_approx_simd(void) { return AXSA_VNNI + AXSA_VBMI; }
@@ -531,7 +541,8 @@ struct HugeBuffer {
 };
 
 struct Scratch {
-    std::vector<int32_t> ca, cb, tile;
+    std::vector<int32_t> ca, cb, tile, pair_b;
+    std::vector<int16_t> pair_a, pair_v;
     std::vector<uint8_t> ca8, cb8, digits_a, column_digits;
     std::vector<int8_t> packed_b;
     std::vector<int64_t> rowsum, colsum, acc64, out64, group_kp, group_off;
@@ -1212,6 +1223,156 @@ bool lowrank_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
     return true;
 }
 
+// ---- engine 2, pairs -------------------------------------------------------------------
+// The factor f (u or v) of `n` u8 codes into int16 dst: f[codes[i]] for i < n, zeros up
+// to `pad` (AVX512-VBMI: 64 a time from f's byte planes, `planes`).
+void factors16(const int16_t* f, const uint8_t* planes, const uint8_t* codes, int64_t n,
+               int64_t pad, int16_t* dst) {
+    int64_t i = 0;
+#if AXSA_VBMI
+    // words 0..31 and 32..63 from the bytes' 128-bit lanes, unpacked lane by lane
+    const __m512i first = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
+    const __m512i second = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+    for (; i < n; i += 64) {
+        const __m512i c = _mm512_maskz_loadu_epi8(low_bytes(n - i), codes + i);
+        const __m512i lo = lookup256(c, planes), hi = lookup256(c, planes + 256);
+        const __m512i a = _mm512_unpacklo_epi8(lo, hi), b = _mm512_unpackhi_epi8(lo, hi);
+        const int64_t left = std::min<int64_t>(64, pad - i);
+        _mm512_mask_storeu_epi16(dst + i, __mmask32(low_bytes(left)),
+                                 _mm512_maskz_mov_epi16(__mmask32(low_bytes(n - i)),
+                                     _mm512_permutex2var_epi64(a, first, b)));
+        if (left > 32)
+            _mm512_mask_storeu_epi16(dst + i + 32, __mmask32(low_bytes(left - 32)),
+                                     _mm512_maskz_mov_epi16(__mmask32(low_bytes(n - i - 32)),
+                                         _mm512_permutex2var_epi64(a, second, b)));
+    }
+    for (int64_t j = std::max(i, n); j < pad; ++j) dst[j] = 0;   // (pad beyond the loop)
+#else
+    (void)planes;
+    for (; i < n; ++i) dst[i] = f[codes[i]];
+    for (; i < pad; ++i) dst[i] = 0;
+#endif
+}
+
+// b's factors vb (K x N int16, rows of N) of columns [n0, n0 + np) in pairs of k: word
+// (q, c) of out (K2 x np_pad) holds vb[2q, n0 + c] and vb[2q + 1, n0 + c] (zero beyond K
+// and np).
+void pack_pairs_b(const int16_t* vb, int64_t K, int64_t N, int64_t n0, int64_t np,
+                  int64_t np_pad, int32_t* out) {
+    const int64_t K2 = (K + 1) / 2;
+    for (int64_t q = 0; q < K2; ++q) {
+        const int16_t* r0 = vb + 2 * q * N + n0;
+        const int16_t* r1 = 2 * q + 1 < K ? r0 + N : nullptr;
+        int32_t* o = out + q * np_pad;
+        for (int64_t c = 0; c < np; ++c)
+            o[c] = int32_t(uint32_t(uint16_t(r0[c])) |
+                           (r1 ? uint32_t(uint16_t(r1[c])) << 16 : 0u));
+        for (int64_t c = np; c < np_pad; ++c) o[c] = 0;
+    }
+}
+
+#if AXSA_VNNI
+// A tile of MR rows x 16 NV columns: acc = sum_q a's pair q . b's pair q, 32 products an
+// instruction; the int32 sums into int64 dst (row stride ldd), their first `valid`
+// columns.
+template <int MR, int NV>
+void micro_pairs(const int32_t* A, int64_t lda, const int32_t* B, int64_t ldb, int64_t K2,
+                 int64_t* dst, int64_t ldd, int64_t valid) {
+    __m512i acc[MR][NV];
+    for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_si512();
+    for (int64_t q = 0; q < K2; ++q) {
+        __m512i b[NV];
+        for (int j = 0; j < NV; ++j) b[j] = _mm512_loadu_si512(B + q * ldb + 16 * j);
+        for (int i = 0; i < MR; ++i) {
+            const __m512i av = _mm512_set1_epi32(A[i * lda + q]);
+            for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_dpwssd_epi32(acc[i][j], av, b[j]);
+        }
+    }
+    for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NV; ++j)
+            for (int h = 0; h < 2; ++h) {
+                const int64_t c = 16 * j + 8 * h;
+                const __m512i w = _mm512_cvtepi32_epi64(
+                    h ? _mm512_extracti64x4_epi64(acc[i][j], 1) : _mm512_castsi512_si256(acc[i][j]));
+                if (valid - c >= 8)
+                    _mm512_storeu_si512(dst + i * ldd + c, w);
+                else if (valid > c)
+                    _mm512_mask_storeu_epi64(dst + i * ldd + c,
+                                             __mmask8((1u << (valid - c)) - 1), w);
+            }
+}
+
+using PairsFn = void (*)(const int32_t*, int64_t, const int32_t*, int64_t, int64_t, int64_t*,
+                         int64_t, int64_t);
+template <int NV>
+PairsFn pairs_for_rows(int64_t mr) {
+    switch (mr) {
+        case 1: return micro_pairs<1, NV>;
+        case 2: return micro_pairs<2, NV>;
+        case 3: return micro_pairs<3, NV>;
+        case 4: return micro_pairs<4, NV>;
+        case 5: return micro_pairs<5, NV>;
+        case 6: return micro_pairs<6, NV>;
+        case 7: return micro_pairs<7, NV>;
+        default: return micro_pairs<8, NV>;
+    }
+}
+#endif
+
+// Engine 2: `rows` rows of a (global rows r0..) against columns [n_lo, n_hi) of b's u8
+// codes cb (K x N), into out (rows x N).
+bool pair_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows, const uint8_t* cb,
+               int64_t n_lo, int64_t n_hi, int64_t* out) {
+    const int64_t K = p.k, N = p.n, K2 = (K + 1) / 2, cols = n_hi - n_lo;
+    const int64_t cols_pad = (cols + 15) / 16 * 16;
+    int16_t* vb = scratch(tls.pair_v, size_t(K * N));
+    factors16(p.v16, p.v_planes, cb, K * N, K * N, vb);
+    int32_t* pb = scratch(tls.pair_b, size_t(K2 * cols_pad));   // tile after tile
+    for (int64_t n0 = n_lo; n0 < n_hi; n0 += kTileN) {
+        const int64_t np = std::min(kTileN, n_hi - n0), np_pad = (np + 15) / 16 * 16;
+        pack_pairs_b(vb, K, N, n0, np, np_pad, pb + (n0 - n_lo) * K2);
+    }
+    const int64_t chunk = std::min(rows, kGatherRows);
+    uint8_t* ca = scratch(tls.ca8, size_t(chunk * K));
+    int16_t* pa16 = scratch(tls.pair_a, size_t(chunk * 2 * K2));
+    const int32_t* pa = reinterpret_cast<const int32_t*>(pa16);   // (word q: k = 2q, 2q + 1)
+    for (int64_t c0 = 0; c0 < rows; c0 += kGatherRows) {
+        const int64_t rc = std::min(kGatherRows, rows - c0);
+        if (!a_codes(p, a, r0 + c0, rc, ca)) return false;
+        if (K % 2 == 0)   // a's factors, each row padded to pairs (even K: none)
+            factors16(p.u16, p.u_planes, ca, rc * K, rc * K, pa16);
+        else
+            for (int64_t r = 0; r < rc; ++r)
+                factors16(p.u16, p.u_planes, ca + r * K, K, 2 * K2, pa16 + r * 2 * K2);
+        int64_t* o = out + c0 * N;
+        for (int64_t n0 = n_lo; n0 < n_hi; n0 += kTileN) {
+            const int64_t np = std::min(kTileN, n_hi - n0), np_pad = (np + 15) / 16 * 16;
+            const int32_t* bt = pb + (n0 - n_lo) * K2;
+#if AXSA_VNNI
+            for (int64_t i0 = 0; i0 < rc; i0 += kMaxMR) {
+                const int64_t mr = std::min(kMaxMR, rc - i0);
+                (np_pad > 16 ? pairs_for_rows<2>(mr) : pairs_for_rows<1>(mr))(
+                    pa + i0 * K2, K2, bt, np_pad, K2, o + i0 * N + n0, N, np);
+            }
+#else
+            for (int64_t r = 0; r < rc; ++r)
+                for (int64_t c = 0; c < np; ++c) {
+                    int64_t sum = 0;
+                    for (int64_t q = 0; q < K2; ++q) {
+                        const uint32_t x = uint32_t(pa[r * K2 + q]);
+                        const uint32_t y = uint32_t(bt[q * np_pad + c]);
+                        sum += int64_t(int16_t(x & 0xFFFF)) * int16_t(y & 0xFFFF) +
+                               int64_t(int16_t(x >> 16)) * int16_t(y >> 16);
+                    }
+                    o[r * N + n0 + c] = sum;
+                }
+#endif
+        }
+    }
+    return true;
+}
+
 // Whether this call can use the digit planes (CPU, table, shape).
 bool use_planes(const AxsaPlan& p) {
 #if AXSA_VBMI
@@ -1598,6 +1759,7 @@ bool writes_floats(const AxsaPlan& p) { return p.engine == 0 && p.ngroups > 0 &&
 bool block_sums(const AxsaPlan& p, bool planes, bool lut_planes, const void* a, int64_t r0,
                 int64_t rows, const int32_t* cb, const uint8_t* cb8, int64_t n_lo,
                 int64_t n_hi, int64_t* dst, float* fout = nullptr, const Out& stage = {}) {
+    if (p.engine == 2) return pair_rows(p, a, r0, rows, cb8, n_lo, n_hi, dst);
     if (p.engine != 0) return gather_block(p, a, r0, rows, cb, lut_planes ? cb8 : nullptr,
                                            n_lo, n_hi, dst);
     return planes ? lowrank_rows(p, a, r0, rows, cb8, n_lo, n_hi, dst, fout, stage)
@@ -1685,10 +1847,18 @@ bool b_codes(const AxsaPlan& p, const void* b, int64_t g, bool bytes, int32_t** 
 
 int32_t approx_gemm(const AxsaPlan* plan, const void* a, const void* b, Out out,
                     int32_t threads) {
+    if (plan->engine == 2 && (plan->k * plan->pair_bound >= (int64_t(1) << 31) ||
+                              plan->k < 4 || plan->n == 1)) {
+        // the int8 digits: where int32 pair sums would not be exact, and on the shapes
+        // where their front end is the faster (an outer product, a matrix-vector product)
+        AxsaPlan digits = *plan;
+        digits.engine = 0;
+        return approx_gemm(&digits, a, b, out, threads);
+    }
     const AxsaPlan& p = *plan;
     const int64_t K = p.k, N = p.n;
     const bool planes = use_planes(p), lut_planes = use_lut_planes(p);
-    const bool bytes = planes || lut_planes;
+    const bool bytes = planes || lut_planes || p.engine == 2;   // (pairs: u8 codes)
     // b shared by every batch: one pass over all batches' rows
     const bool shared = p.b.batch_stride == 0;
     const int64_t passes = shared ? 1 : p.batches;
@@ -1721,7 +1891,7 @@ int32_t approx_gemm(const AxsaPlan* plan, const void* a, const void* b, Out out,
         // smaller than b's packing (duplicated by a row split); the gather duplicates
         // nothing either way and splits rows
         const bool by_cols = nt > 1 && N >= 32 * nt &&
-                             ((p.engine == 0 && rows <= N) || rows < 8 * nt);
+                             ((p.engine != 1 && rows <= N) || rows < 8 * nt);
         const bool by_rows = nt > 1 && !by_cols && rows >= 8 * nt;
         if (!by_cols && !by_rows) {
             if (!run_block(p, planes, lut_planes, a, r0, rows, cb, cb8, 0, N, out)) return 1;
@@ -1729,7 +1899,7 @@ int32_t approx_gemm(const AxsaPlan* plan, const void* a, const void* b, Out out,
         }
         // (the plane gather's blocks: 64 rows)
         const int64_t extent = by_cols ? N : rows;
-        const int64_t unit = by_cols ? kTileN : p.engine != 0 ? 64 : kMaxMR;
+        const int64_t unit = by_cols ? kTileN : p.engine == 1 ? 64 : kMaxMR;
         const int64_t step = (extent + nt * unit - 1) / (nt * unit) * unit;
         const int64_t parts = (extent + step - 1) / step;
         std::atomic<int32_t> err{0};

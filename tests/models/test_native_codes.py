@@ -86,3 +86,24 @@ def test_plane_gather_by_row_tables(m, k, n, bound, threads):
     a[1], b[:, 1] = -1, -1     # out[1, 1] = k * -bound
     got = native(table, "native-gather", torch.from_numpy(a), torch.from_numpy(b))
     np.testing.assert_array_equal(got.numpy(), gather_reference(a, b, lut, 8, 8))
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["simd", "generic"])
+@pytest.mark.parametrize("m, k, n", [(9, 33, 40), (24, 24, 32), (300, 64, 17), (5, 1, 9),
+                                     (7, 20, 1), (3, 110000, 3)])
+def test_int16_pairs_of_a_rank1_table(m, k, n, generic, threads):
+    # DRUM at 8 bits: lut == outer(u, v) with factors of 264 values (two int8 parts each),
+    # so the kernel multiplies int16 pairs of k; odd K pads a pair, K < 4 and N = 1 take
+    # the int8 digits, and K = 110000 too (int32 pair sums would overflow: K * 144^2)
+    table = tables_of("drum(k=4)@s8")[0]
+    assert table.plan.native_data.get("u16")
+    rng = np.random.default_rng(m + k + n)
+    a = rng.integers(-128, 128, size=(2, m, k))
+    b = rng.integers(-128, 128, size=(2, k, n))
+    a[0, 0], b[0, :, 0] = -128, -128    # u(-128) v(-128) = 144^2 in every product
+    want = gather_reference(a, b, table.table, 8, 8) if k < 1000 else \
+        native(table, "native-gather", torch.from_numpy(a), torch.from_numpy(b))
+    for planes in (True, False):         # pairs, and the int8 digits of the same call
+        got = native(table, "native", torch.from_numpy(a), torch.from_numpy(b), generic,
+                     planes=planes)
+        np.testing.assert_array_equal(got.numpy(), np.asarray(want), err_msg=str(planes))
