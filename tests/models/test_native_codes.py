@@ -107,3 +107,16 @@ def test_int16_pairs_of_a_rank1_table(m, k, n, generic, threads):
         got = native(table, "native", torch.from_numpy(a), torch.from_numpy(b), generic,
                      planes=planes)
         np.testing.assert_array_equal(got.numpy(), np.asarray(want), err_msg=str(planes))
+
+
+def test_huge_page_arena_hands_out_zeroed_disjoint_arrays():
+    from axsa.models import _native
+    arena = _native._HugeArena()
+    arrays = [arena.zeros((256, 2, 256)) for _ in range(40)]   # 40 x 128 KB: two chunks
+    big = arena.zeros((8 << 20,))                                # beyond a chunk: numpy's
+    for i, x in enumerate(arrays):
+        assert x.dtype == np.uint8 and not x.any() and x.ctypes.data % 4096 == 0
+        x[...] = i + 1
+    assert [int(x[0, 0, 0]) for x in arrays] == list(range(1, 41))   # none overlaps
+    assert all(int(x[-1, -1, -1]) == i + 1 for i, x in enumerate(arrays))
+    assert big.shape == (8 << 20,) and not big.any()
