@@ -79,7 +79,11 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto",
         if call is not None:
             if call.contiguous:
                 a, b = a.contiguous(), b.contiguous()
-            if scale is None:
+            if scale is None and dtype is torch.int64:   # (NativeCall.__call__ inlined)
+                out = torch.from_numpy(np.empty(call.shape, dtype=np.int64))
+                if not call.fn(call.ref, a.data_ptr(), b.data_ptr(), out.data_ptr(), threads):
+                    return out
+            elif scale is None:
                 out = call(a, b, dtype)
                 if out is not None:
                     return out
