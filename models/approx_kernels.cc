@@ -1440,9 +1440,11 @@ void gather_rows(const L* lut, int64_t nb, const int32_t* ca, int64_t rows, int6
 constexpr int64_t kPlaneK = 256;   // k per 16-bit partial sum (256 * 255 < 2^16)
 
 // t[0 .. 64) (64-byte aligned) += the weighed sums of one vector's planes: even[j] and
-// odd[j] hold plane j's 16-bit sums of all its bytes (mod 2^16) and of its odd bytes.
+// odd[j] hold plane j's 16-bit sums of all its bytes (mod 2^16) and of its odd bytes;
+// `width`: the lanes wanted (the first 32 only, below 33: the rest of t is left).
 template <int P>
-inline void add_plane_sums(__m512i* even, const __m512i* odd, int64_t* tot) {
+inline void add_plane_sums(__m512i* even, const __m512i* odd, int64_t* tot,
+                           int64_t width = 64) {
     for (int j = 0; j < P; ++j)   // the even bytes' sums: all sums - 256 * odd ones
         even[j] = _mm512_sub_epi16(even[j], _mm512_slli_epi16(odd[j], 8));
     if constexpr (P <= 2) {   // planes weighed in int32 (< 2^16 + 2^24), in order
@@ -1451,7 +1453,7 @@ inline void add_plane_sums(__m512i* even, const __m512i* odd, int64_t* tot) {
             8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
         const __m512i lo_idx = _mm512_load_si512(order);
         const __m512i hi_idx = _mm512_load_si512(order + 16);
-        for (int h = 0; h < 2; ++h) {
+        for (int h = 0; h < (width > 32 ? 2 : 1); ++h) {
             auto half = [h](__m512i x) {
                 return _mm512_cvtepu16_epi32(h ? _mm512_extracti64x4_epi64(x, 1)
                                                : _mm512_castsi512_si256(x));
@@ -1518,7 +1520,8 @@ void plane_block(const uint8_t* planes, const uint8_t* sel, int64_t step, int64_
                 }
             }
         }
-        for (int v = 0; v < NV; ++v) add_plane_sums<P>(even[v], odd[v], tot + 64 * v);
+        for (int v = 0; v < NV; ++v)
+            add_plane_sums<P>(even[v], odd[v], tot + 64 * v, width - 64 * v);
     }
 }
 
@@ -1550,7 +1553,7 @@ void plane_rows(const AxsaTerms& lp, const AxsaTerms& lpt, const uint8_t* ca,
         for (int64_t r0 = 0; r0 < rows; r0 += L) {
             const int64_t w = std::min(L, rows - r0);
             for (int64_t n = n_lo; n < n_hi; ++n) {
-                for (int64_t i = 0; i < L; ++i) tot[i] = base;
+                for (int64_t i = 0; i < (w + 63) / 64 * 64; ++i) tot[i] = base;
                 plane_lanes<P, NV>(lpt.planes, cb + n, N, K, at + r0, rows, w, tot);
                 for (int64_t i = 0; i < w; ++i) out[(r0 + i) * N + n] = tot[i];
             }
@@ -1560,7 +1563,7 @@ void plane_rows(const AxsaTerms& lp, const AxsaTerms& lpt, const uint8_t* ca,
     for (int64_t r = 0; r < rows; ++r) {
         for (int64_t n0 = n_lo; n0 < n_hi; n0 += L) {
             const int64_t w = std::min(L, n_hi - n0);
-            for (int64_t i = 0; i < L; ++i) tot[i] = base;
+            for (int64_t i = 0; i < (w + 63) / 64 * 64; ++i) tot[i] = base;
             plane_lanes<P, NV>(lp.planes, ca + r * K, 1, K, cb + n0, N, w, tot);
             std::memcpy(out + r * N + n0, tot, size_t(w) * 8);
         }
