@@ -377,6 +377,23 @@ void micro(const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int64_t 
     }
     const Epi ep = *e;   // a copy, which the stores below cannot alias (else each store
                          // makes the compiler reload the pointers)
+    if (ep.first && ep.scale == 1 && !ep.fdst) {   // one pass (an exact table): rs + cs + sum
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) {
+            int64_t* d = ep.dst + i * ep.ldd;
+            const __m512i rs = _mm512_set1_epi64(ep.rs[i]);
+#pragma GCC unroll 2
+            for (int j = 0; j < NV; ++j) {
+                const __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc[i][j]));
+                const __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc[i][j], 1));
+                _mm512_storeu_si512(d + 16 * j, _mm512_add_epi64(
+                    lo, _mm512_add_epi64(rs, _mm512_loadu_si512(ep.cs + 16 * j))));
+                _mm512_storeu_si512(d + 16 * j + 8, _mm512_add_epi64(
+                    hi, _mm512_add_epi64(rs, _mm512_loadu_si512(ep.cs + 16 * j + 8))));
+            }
+        }
+        return;
+    }
     const __m512i scale = _mm512_set1_epi64(ep.scale);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
