@@ -264,7 +264,8 @@ class _HugeArena:
         with self._lock:
             if self._free is None or self._free.size < n:
                 self._free = self._chunk()
-            out, self._free = self._free[:n], self._free[-(-n // 4096) * 4096:]
+            used = -(-n // 4096) * 4096   # (the next array on its own 4 KB page)
+            out, self._free = self._free[:n], self._free[used:]
         return out.reshape(shape)   # (a fresh mapping is zero)
 
     def _chunk(self) -> np.ndarray:

@@ -1311,7 +1311,8 @@ void micro_pairs(const int32_t* A, int64_t lda, const int32_t* B, int64_t ldb, i
             for (int h = 0; h < 2; ++h) {
                 const int64_t c = 16 * j + 8 * h;
                 const __m512i w = _mm512_cvtepi32_epi64(
-                    h ? _mm512_extracti64x4_epi64(acc[i][j], 1) : _mm512_castsi512_si256(acc[i][j]));
+                    h ? _mm512_extracti64x4_epi64(acc[i][j], 1)
+                      : _mm512_castsi512_si256(acc[i][j]));
                 if (valid - c >= 8)
                     _mm512_storeu_si512(dst + i * ldd + c, w);
                 else if (valid > c)
