@@ -1273,7 +1273,7 @@ void factors16(const int16_t* f, const uint8_t* planes, const uint8_t* codes, in
 
 // b's factors vb (K x N int16, rows of N) of columns [n0, n0 + np) in pairs of k: word
 // (q, c) of out (K2 x np_pad) holds vb[2q, n0 + c] and vb[2q + 1, n0 + c] (zero beyond K
-// and np).
+// and np). (N: vb's row length, the block's columns.)
 void pack_pairs_b(const int16_t* vb, int64_t K, int64_t N, int64_t n0, int64_t np,
                   int64_t np_pad, int32_t* out) {
     const int64_t K2 = (K + 1) / 2;
@@ -1344,12 +1344,17 @@ bool pair_rows(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows, const
                int64_t n_lo, int64_t n_hi, int64_t* out) {
     const int64_t K = p.k, N = p.n, K2 = (K + 1) / 2, cols = n_hi - n_lo;
     const int64_t cols_pad = (cols + 15) / 16 * 16;
-    int16_t* vb = scratch(tls.pair_v, size_t(K * N));
-    factors16(p.v16, p.v_planes, cb, K * N, K * N, vb);
+    // b's factors of this block's columns (K x cols: one run when it has all of them)
+    int16_t* vb = scratch(tls.pair_v, size_t(K * cols));
+    if (cols == N)
+        factors16(p.v16, p.v_planes, cb, K * N, K * N, vb);
+    else
+        for (int64_t k = 0; k < K; ++k)
+            factors16(p.v16, p.v_planes, cb + k * N + n_lo, cols, cols, vb + k * cols);
     int32_t* pb = scratch(tls.pair_b, size_t(K2 * cols_pad));   // tile after tile
     for (int64_t n0 = n_lo; n0 < n_hi; n0 += kTileN) {
         const int64_t np = std::min(kTileN, n_hi - n0), np_pad = (np + 15) / 16 * 16;
-        pack_pairs_b(vb, K, N, n0, np, np_pad, pb + (n0 - n_lo) * K2);
+        pack_pairs_b(vb, K, cols, n0 - n_lo, np, np_pad, pb + (n0 - n_lo) * K2);
     }
     const int64_t chunk = std::min(rows, kGatherRows);
     uint8_t* ca = scratch(tls.ca8, size_t(chunk * K));

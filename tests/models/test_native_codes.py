@@ -120,3 +120,14 @@ def test_huge_page_arena_hands_out_zeroed_disjoint_arrays():
     assert [int(x[0, 0, 0]) for x in arrays] == list(range(1, 41))   # none overlaps
     assert all(int(x[-1, -1, -1]) == i + 1 for i, x in enumerate(arrays))
     assert big.shape == (8 << 20,) and not big.any()
+
+
+def test_int16_pairs_split_by_columns(threads):
+    # one GEMM of fewer rows than columns: at 2 threads each takes a block of columns,
+    # and looks up b's factors of its own columns only
+    table = tables_of("drum(k=4)@s8")[0]
+    rng = np.random.default_rng(12)
+    a = rng.integers(-128, 128, size=(40, 50))
+    b = rng.integers(-128, 128, size=(50, 100))
+    got = native(table, "native", torch.from_numpy(a), torch.from_numpy(b))
+    np.testing.assert_array_equal(got.numpy(), gather_reference(a, b, table.table, 8, 8))
