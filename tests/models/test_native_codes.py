@@ -1,7 +1,10 @@
-"""The kernels' operand check and code conversion, and the plane gather's two lane
-orders (models/approx_kernels.cc): the vector conversion of contiguous integer rows in
-every integer dtype, a bad value in every lane position and in the tail, and the gather
-along rows or down columns on the shapes where the choice between them changes."""
+"""The kernels' operand check and code conversion, the plane gather's lane orders and
+row tables, and the int16 pairs engine (models/approx_kernels.cc), bit for bit against
+the definition: the vector conversion of contiguous integer rows in every integer
+dtype, a bad value in every lane position and in the tail; the gather along rows, down
+columns and by row tables on the shapes where the choice between them changes, for
+tables of 1 to 4 byte planes; DRUM's int16 pairs on odd K, tails, the int8 digits'
+fallbacks and a split by columns; the huge-page arena the planes live in."""
 
 import numpy as np
 import pytest
