@@ -529,8 +529,8 @@ MicroFn micro_for(int64_t mr, int64_t lanes) {
 
 // A scratch buffer in 2 MB pages where the kernel grants them (transparent huge pages on
 // request): physically contiguous, so that a table of 1 MB that must stay in L2 does not
-// lose ways to the placement of 4 KB pages (measured: the same call 1.5x slower in some
-// processes than in others).
+// lose ways to the placement of 4 KB pages (measured: the same call 1.5-1.7x slower in
+// some processes than in others).
 struct HugeBuffer {
     void* data = nullptr;
     size_t bytes = 0;
@@ -802,13 +802,18 @@ void digits_a(const AxsaGroup& grp, const int32_t* ca, int64_t rows, int64_t K, 
 
 constexpr int64_t kPlanesMaxK = 1 << 22;   // int32 column-term sums stay exact
 
+// t[codes] for 64 codes of a 256-byte table held in four registers t[0..3] (`high`: the
+// codes' top bits, _mm512_movepi8_mask(codes)): two byte permutations and a blend.
+inline __m512i lookup_regs(const __m512i* t, __m512i codes, __mmask64 high) {
+    return _mm512_mask_blend_epi8(high, _mm512_permutex2var_epi8(t[0], codes, t[1]),
+                                  _mm512_permutex2var_epi8(t[2], codes, t[3]));
+}
+
 // table[codes] for 64 codes (table: 256 bytes).
 inline __m512i lookup256(__m512i codes, const uint8_t* table) {
-    const __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(table), codes,
-                                                _mm512_loadu_si512(table + 64));
-    const __m512i hi = _mm512_permutex2var_epi8(_mm512_loadu_si512(table + 128), codes,
-                                                _mm512_loadu_si512(table + 192));
-    return _mm512_mask_blend_epi8(_mm512_movepi8_mask(codes), lo, hi);
+    const __m512i t[4] = {_mm512_loadu_si512(table), _mm512_loadu_si512(table + 64),
+                          _mm512_loadu_si512(table + 128), _mm512_loadu_si512(table + 192)};
+    return lookup_regs(t, codes, _mm512_movepi8_mask(codes));
 }
 
 inline __mmask64 low_bytes(int64_t n) {
@@ -1271,15 +1276,14 @@ void factors16(const int16_t* f, const uint8_t* planes, const uint8_t* codes, in
 #endif
 }
 
-// b's factors vb (K x N int16, rows of N) of columns [n0, n0 + np) in pairs of k: word
-// (q, c) of out (K2 x np_pad) holds vb[2q, n0 + c] and vb[2q + 1, n0 + c] (zero beyond K
-// and np). (N: vb's row length, the block's columns.)
-void pack_pairs_b(const int16_t* vb, int64_t K, int64_t N, int64_t n0, int64_t np,
+// b's factors vb (K rows of ld int16) of columns [n0, n0 + np) in pairs of k: word (q, c)
+// of out (K2 x np_pad) holds vb[2q, n0 + c] and vb[2q + 1, n0 + c] (zero beyond K and np).
+void pack_pairs_b(const int16_t* vb, int64_t K, int64_t ld, int64_t n0, int64_t np,
                   int64_t np_pad, int32_t* out) {
     const int64_t K2 = (K + 1) / 2;
     for (int64_t q = 0; q < K2; ++q) {
-        const int16_t* r0 = vb + 2 * q * N + n0;
-        const int16_t* r1 = 2 * q + 1 < K ? r0 + N : nullptr;
+        const int16_t* r0 = vb + 2 * q * ld + n0;
+        const int16_t* r1 = 2 * q + 1 < K ? r0 + ld : nullptr;
         int32_t* o = out + q * np_pad;
         for (int64_t c = 0; c < np; ++c)
             o[c] = int32_t(uint32_t(uint16_t(r0[c])) |
@@ -1530,14 +1534,11 @@ void plane_block(const uint8_t* planes, const uint8_t* sel, int64_t step, int64_
                 hi[v] = _mm512_movepi8_mask(c[v]);
             }
             for (int j = 0; j < P; ++j) {
-                const __m512i t0 = _mm512_loadu_si512(T + 256 * j);
-                const __m512i t1 = _mm512_loadu_si512(T + 256 * j + 64);
-                const __m512i t2 = _mm512_loadu_si512(T + 256 * j + 128);
-                const __m512i t3 = _mm512_loadu_si512(T + 256 * j + 192);
+                const __m512i t[4] = {
+                    _mm512_loadu_si512(T + 256 * j), _mm512_loadu_si512(T + 256 * j + 64),
+                    _mm512_loadu_si512(T + 256 * j + 128), _mm512_loadu_si512(T + 256 * j + 192)};
                 for (int v = 0; v < NV; ++v) {
-                    const __m512i x = _mm512_mask_blend_epi8(
-                        hi[v], _mm512_permutex2var_epi8(t0, c[v], t1),
-                        _mm512_permutex2var_epi8(t2, c[v], t3));
+                    const __m512i x = lookup_regs(t, c[v], hi[v]);
                     even[v][j] = _mm512_add_epi16(even[v][j], x);   // both bytes, mod 2^16
                     odd[v][j] = _mm512_add_epi16(odd[v][j], _mm512_srli_epi16(x, 8));
                 }
@@ -1628,10 +1629,8 @@ void table_rows(const AxsaTerms& lp, const uint8_t* ca, int64_t rows, int64_t K,
                     const __mmask64 hi = _mm512_movepi8_mask(codes);
                     uint8_t* dst = V + ((kk * 256 + c) * P) * 64;
                     for (int j = 0; j < P; ++j)
-                        _mm512_storeu_si512(dst + 64 * j, _mm512_maskz_mov_epi8(live,
-                            _mm512_mask_blend_epi8(hi,
-                                _mm512_permutex2var_epi8(t[j][0], codes, t[j][1]),
-                                _mm512_permutex2var_epi8(t[j][2], codes, t[j][3]))));
+                        _mm512_storeu_si512(dst + 64 * j, _mm512_maskz_mov_epi8(
+                            live, lookup_regs(t[j], codes, hi)));
                 }
             }
             const bool fresh = k0 % kPlaneK == 0;
@@ -1675,7 +1674,8 @@ void table_rows(const AxsaTerms& lp, const uint8_t* ca, int64_t rows, int64_t K,
 // Whether the plane gather runs by row tables on these rows, columns and k: from 512 rows
 // on, unless the 64-lane vectors are half empty (32 columns or fewer) and K > 32. (Timed
 // against the row-wise gather on 197 to 1576 rows, 4 to 192 k and 8 to 768 columns: 0.4x
-// to 0.9x its time from 512 rows on, but 1.1x on 1024x64@64x32 and 1.7-4x below 300 rows.)
+// to 0.9x its time from 512 rows on, but 1.05-1.15x on 1024x64@64x32 and 1.7-3.9x below
+// 300 rows.)
 inline bool use_table_rows(int64_t cols, int64_t rows, int64_t K) {
     const int64_t blocks = (cols + 63) / 64;
     return rows >= 512 && (2 * cols > 64 * blocks || K <= 32);
