@@ -560,7 +560,8 @@ struct HugeBuffer {
 struct Scratch {
     std::vector<int32_t> ca, cb, tile, pair_b;
     std::vector<int16_t> pair_a, pair_v;
-    std::vector<uint8_t> ca8, cb8, digits_a, column_digits;
+    std::vector<uint8_t> ca8, cb8, digits_a, column_digits, lane_codes;
+    std::vector<uint64_t> lane_high;
     std::vector<int8_t> packed_b;
     std::vector<int64_t> rowsum, colsum, acc64, out64, group_kp, group_off;
     HugeBuffer row_tables, row_sums;   // table_rows' tables (V) and 16-bit sums
@@ -814,6 +815,13 @@ inline __m512i lookup256(__m512i codes, const uint8_t* table) {
     const __m512i t[4] = {_mm512_loadu_si512(table), _mm512_loadu_si512(table + 64),
                           _mm512_loadu_si512(table + 128), _mm512_loadu_si512(table + 192)};
     return lookup_regs(t, codes, _mm512_movepi8_mask(codes));
+}
+
+// The same with the codes' top bits given.
+inline __m512i lookup256(__m512i codes, __mmask64 high, const uint8_t* table) {
+    const __m512i t[4] = {_mm512_loadu_si512(table), _mm512_loadu_si512(table + 64),
+                          _mm512_loadu_si512(table + 128), _mm512_loadu_si512(table + 192)};
+    return lookup_regs(t, codes, high);
 }
 
 inline __mmask64 low_bytes(int64_t n) {
@@ -1562,6 +1570,59 @@ void plane_lanes(const uint8_t* planes, const uint8_t* sel, int64_t step, int64_
     }
 }
 
+// The row-wise plane gather for a block of at most G columns (G = 16 or 32): R = 64 / G
+// rows share each vector, G lanes a row, b's codes of the block repeated in every group.
+// Every row still permutes its own table rows, but the 16-bit sums, their weighing, b's
+// codes and the loop serve R rows at once (a narrow block alone fills G of 64 lanes).
+template <int P, int G>
+void packed_rows(const uint8_t* planes, const uint8_t* ca, int64_t rows, int64_t K,
+                 const uint8_t* cb, int64_t N, int64_t n0, int64_t w, int64_t base,
+                 int64_t* out) {
+    constexpr int R = 64 / G;
+    uint8_t* raw = scratch(tls.lane_codes, size_t(K * 64 + 64));
+    uint8_t* C = raw + ((64 - (reinterpret_cast<uintptr_t>(raw) & 63)) & 63);
+    uint64_t* H = scratch(tls.lane_high, size_t(K));
+    const __mmask64 cols = low_bytes(w);
+    for (int64_t k = 0; k < K; ++k) {   // b's codes of row k in every group, their top bits
+        const uint8_t* src = cb + k * N + n0;
+        const __m512i c = G == 16
+            ? _mm512_broadcast_i32x4(_mm_maskz_loadu_epi8(__mmask16(cols), src))
+            : _mm512_broadcast_i64x4(_mm256_maskz_loadu_epi8(__mmask32(cols), src));
+        _mm512_store_si512(C + 64 * k, c);
+        H[k] = _mm512_movepi8_mask(c);
+    }
+    __mmask64 group[R];
+    for (int i = 0; i < R; ++i) group[i] = low_bytes(G) << (G * i);
+    alignas(64) int64_t tot[64];
+    for (int64_t r0 = 0; r0 < rows; r0 += R) {
+        const int64_t nr = std::min<int64_t>(R, rows - r0);
+        const uint8_t* sel[R];   // (a short last group repeats its last row)
+        for (int i = 0; i < R; ++i) sel[i] = ca + (r0 + std::min<int64_t>(i, nr - 1)) * K;
+        for (int i = 0; i < 64; ++i) tot[i] = base;
+        for (int64_t k0 = 0; k0 < K; k0 += kPlaneK) {
+            const int64_t k1 = std::min(K, k0 + kPlaneK);
+            __m512i even[P], odd[P];
+            for (int j = 0; j < P; ++j) even[j] = odd[j] = _mm512_setzero_si512();
+            for (int64_t k = k0; k < k1; ++k) {
+                const __m512i c = _mm512_load_si512(C + 64 * k);
+                const __mmask64 hi = H[k];
+                const uint8_t* T[R];
+                for (int i = 0; i < R; ++i) T[i] = planes + size_t(sel[i][k]) * (P * 256);
+                for (int j = 0; j < P; ++j) {
+                    __m512i x = lookup256(c, hi, T[0] + 256 * j);
+                    for (int i = 1; i < R; ++i)
+                        x = _mm512_mask_blend_epi8(group[i], x, lookup256(c, hi, T[i] + 256 * j));
+                    even[j] = _mm512_add_epi16(even[j], x);   // both bytes, mod 2^16
+                    odd[j] = _mm512_add_epi16(odd[j], _mm512_srli_epi16(x, 8));
+                }
+            }
+            add_plane_sums<P>(even, odd, tot);
+        }
+        for (int64_t i = 0; i < nr; ++i)
+            std::memcpy(out + (r0 + i) * N + n0, tot + G * i, size_t(w) * 8);
+    }
+}
+
 // The plane gather for `rows` rows of u8 codes ca (rows x K) against columns [n_lo, n_hi)
 // of cb (K x N), into out (rows x N); `at`: the same codes transposed (K x rows), or
 // null, for lanes down the columns with the transposed table's planes `lpt`.
@@ -1584,6 +1645,10 @@ void plane_rows(const AxsaTerms& lp, const AxsaTerms& lpt, const uint8_t* ca,
         }
         return;
     }
+    if (n_hi - n_lo <= 16)
+        return packed_rows<P, 16>(lp.planes, ca, rows, K, cb, N, n_lo, n_hi - n_lo, base, out);
+    if (n_hi - n_lo <= 32)
+        return packed_rows<P, 32>(lp.planes, ca, rows, K, cb, N, n_lo, n_hi - n_lo, base, out);
     for (int64_t r = 0; r < rows; ++r) {
         for (int64_t n0 = n_lo; n0 < n_hi; n0 += L) {
             const int64_t w = std::min(L, n_hi - n0);
@@ -1594,76 +1659,127 @@ void plane_rows(const AxsaTerms& lp, const AxsaTerms& lpt, const uint8_t* ca,
     }
 }
 
-// The plane gather by row tables, for many rows. For a block of 64 columns and a chunk
-// of k, each code's table row is looked up at b's codes once, V[k][c] = P_j[c, b[k, n0 +
-// i]] (64 lanes, 256 lookups a k, the permutations above), rather than once a row; every
-// row then adds its codes' vectors V[k][a[r, k]] (a load where the row-wise gather loads a
-// table row and permutes) into the same 16-bit sums, weighed into int64 every 256 k.
-// The tables cost 256 rows' lookups a k: they pay on many rows (`use_table_rows`).
+// The plane gather by row tables, for many rows. For a block of columns and a chunk of
+// k, each code's table row is looked up at b's codes once, V[k][c] = P_j[c, b[k, n0 +
+// i]] (the permutations above, 256 lookups a k), rather than once a row; every row then
+// adds its codes' entries V[k][a[r, k]] (a load where the row-wise gather loads a table
+// row and permutes) into the same 16-bit sums, weighed into int64 every 256 k. An entry
+// holds plane j's W lanes (W = 16, 32 or 64: the block's columns) at byte W j, in whole
+// vectors: a block of 32 columns with two planes is one vector an entry, one load a
+// (row, k). The tables cost 256 rows' lookups a k: they pay on many rows
+// (`use_table_rows`).
 constexpr int64_t kTableBytes = 1 << 20;   // V of one chunk of k (L2)
 
-template <int P>
+// plane j of packed entry sums v (W lanes at byte W j) in lanes 0 .. W of a vector
+template <int W>
+inline __m512i plane_of(const __m512i* v, int j) {
+    if constexpr (W == 64) return v[j];
+    else if constexpr (W == 32) {
+        const __m512i x = v[j / 2];
+        return _mm512_zextsi256_si512(j % 2 ? _mm512_extracti64x4_epi64(x, 1)
+                                            : _mm512_castsi512_si256(x));
+    } else {
+        const __m512i x = v[j / 4];
+        __m128i q;
+        switch (j % 4) {
+            case 0: q = _mm512_castsi512_si128(x); break;
+            case 1: q = _mm512_extracti32x4_epi32(x, 1); break;
+            case 2: q = _mm512_extracti32x4_epi32(x, 2); break;
+            default: q = _mm512_extracti32x4_epi32(x, 3);
+        }
+        return _mm512_zextsi128_si512(q);
+    }
+}
+
+// b's codes of a block of w <= W columns (row `src`), repeated in every W-lane group
+template <int W>
+inline __m512i group_codes(const uint8_t* src, int64_t w) {
+    const __mmask64 live = low_bytes(w);
+    if constexpr (W == 64) return _mm512_maskz_loadu_epi8(live, src);
+    else if constexpr (W == 32)
+        return _mm512_broadcast_i64x4(_mm256_maskz_loadu_epi8(__mmask32(live), src));
+    else
+        return _mm512_broadcast_i32x4(_mm_maskz_loadu_epi8(__mmask16(live), src));
+}
+
+template <int P, int W>
 void table_rows(const AxsaTerms& lp, const uint8_t* ca, int64_t rows, int64_t K,
                 const uint8_t* cb, int64_t N, int64_t n_lo, int64_t n_hi, int64_t* out) {
+    constexpr int NE = (P * W + 63) / 64;   // vectors an entry
+    constexpr int64_t E = 64 * NE;          // bytes an entry
     // k per chunk, a power of two (so no chunk straddles a weighing): V within kTableBytes
-    constexpr int64_t kc = P == 1 ? 64 : P == 2 ? 32 : 16;
-    static_assert(kc * 256 * P * 64 <= kTableBytes, "V must stay in L2");
+    constexpr int64_t kc = E <= 64 ? 64 : E <= 128 ? 32 : 16;
+    static_assert(kc * 256 * E <= kTableBytes, "V must stay in L2");
     static_assert(kPlaneK % kc == 0, "a chunk of k must not straddle a weighing");
-    uint8_t* V = tls.row_tables.get<uint8_t>(size_t(kc * 256 * P * 64));
-    // each row's even and odd 16-bit sums of every plane: 2 P vectors
-    __m512i* S = tls.row_sums.get<__m512i>(size_t(rows * 2 * P));
+    uint8_t* V = tls.row_tables.get<uint8_t>(size_t(kc * 256 * E));
+    // each row's even and odd 16-bit sums of its entries: 2 NE vectors
+    __m512i* S = tls.row_sums.get<__m512i>(size_t(rows * 2 * NE));
     const int64_t base = K * lp.offset;
     alignas(64) int64_t tot[64];
-    for (int64_t n0 = n_lo; n0 < n_hi; n0 += 64) {
-        const int64_t w = std::min<int64_t>(64, n_hi - n0);
+    for (int64_t n0 = n_lo; n0 < n_hi; n0 += W) {
+        const int64_t w = std::min<int64_t>(W, n_hi - n0);
         const __mmask64 live = low_bytes(w);
+        __mmask64 lanes[NE][P];   // the lanes of plane j in vector e
+        for (int e = 0; e < NE; ++e)
+            for (int j = 0; j < P; ++j)
+                lanes[e][j] = (W * j) / 64 == e ? live << ((W * j) % 64) : 0;
         for (int64_t k0 = 0; k0 < K; k0 += kc) {
             const int64_t kn = std::min(kc, K - k0);
-            for (int64_t c = 0; c < 256; ++c) {   // V[kk][c][j] for this chunk's k
+            for (int64_t c = 0; c < 256; ++c) {   // V[kk][c] for this chunk's k
                 const uint8_t* T = lp.planes + size_t(c) * (P * 256);
                 __m512i t[P][4];
                 for (int j = 0; j < P; ++j)
                     for (int q = 0; q < 4; ++q) t[j][q] = _mm512_loadu_si512(T + 256 * j + 64 * q);
                 for (int64_t kk = 0; kk < kn; ++kk) {
-                    const __m512i codes = _mm512_maskz_loadu_epi8(live, cb + (k0 + kk) * N + n0);
+                    const __m512i codes = group_codes<W>(cb + (k0 + kk) * N + n0, w);
                     const __mmask64 hi = _mm512_movepi8_mask(codes);
-                    uint8_t* dst = V + ((kk * 256 + c) * P) * 64;
-                    for (int j = 0; j < P; ++j)
-                        _mm512_storeu_si512(dst + 64 * j, _mm512_maskz_mov_epi8(
-                            live, lookup_regs(t[j], codes, hi)));
+                    uint8_t* dst = V + (kk * 256 + c) * E;
+                    for (int e = 0; e < NE; ++e) {
+                        __m512i x = _mm512_setzero_si512();
+                        for (int j = 0; j < P; ++j)
+                            if (lanes[e][j])
+                                x = _mm512_mask_mov_epi8(x, lanes[e][j],
+                                                         lookup_regs(t[j], codes, hi));
+                        _mm512_store_si512(dst + 64 * e, x);
+                    }
                 }
             }
             const bool fresh = k0 % kPlaneK == 0;
             const bool flush = (k0 + kn) % kPlaneK == 0 || k0 + kn == K;
             for (int64_t r = 0; r < rows; ++r) {
-                __m512i* s = S + r * 2 * P;   // even[0..P), then odd[0..P)
-                __m512i even[P], odd[P];
-                for (int j = 0; j < P; ++j) {
-                    even[j] = fresh ? _mm512_setzero_si512() : _mm512_load_si512(s + j);
-                    odd[j] = fresh ? _mm512_setzero_si512() : _mm512_load_si512(s + P + j);
+                __m512i* s = S + r * 2 * NE;   // even[0..NE), then odd[0..NE)
+                __m512i even[NE], odd[NE];
+                for (int e = 0; e < NE; ++e) {
+                    even[e] = fresh ? _mm512_setzero_si512() : _mm512_load_si512(s + e);
+                    odd[e] = fresh ? _mm512_setzero_si512() : _mm512_load_si512(s + NE + e);
                 }
                 const uint8_t* ar = ca + r * K + k0;
                 for (int64_t kk = 0; kk < kn; ++kk) {
-                    const uint8_t* v = V + ((kk * 256 + ar[kk]) * P) * 64;
-                    for (int j = 0; j < P; ++j) {
-                        const __m512i x = _mm512_loadu_si512(v + 64 * j);
-                        even[j] = _mm512_add_epi16(even[j], x);
-                        odd[j] = _mm512_add_epi16(odd[j], _mm512_srli_epi16(x, 8));
+                    const uint8_t* v = V + (kk * 256 + ar[kk]) * E;
+                    for (int e = 0; e < NE; ++e) {
+                        const __m512i x = _mm512_load_si512(v + 64 * e);
+                        even[e] = _mm512_add_epi16(even[e], x);
+                        odd[e] = _mm512_add_epi16(odd[e], _mm512_srli_epi16(x, 8));
                     }
                 }
                 if (flush) {   // (the first weighing of the row writes base + its sums)
                     const bool first = k0 < kPlaneK;
                     for (int64_t i = 0; i < 64; ++i) tot[i] = first ? base : 0;
-                    add_plane_sums<P>(even, odd, tot);
+                    __m512i pe[P], po[P];
+                    for (int j = 0; j < P; ++j) {
+                        pe[j] = plane_of<W>(even, j);
+                        po[j] = plane_of<W>(odd, j);
+                    }
+                    add_plane_sums<P>(pe, po, tot, w);
                     int64_t* o = out + r * N + n0;
                     if (first)
-                        for (int64_t i = 0; i < w; ++i) o[i] = tot[i];
+                        std::memcpy(o, tot, size_t(w) * 8);
                     else
                         for (int64_t i = 0; i < w; ++i) o[i] += tot[i];
                 } else {
-                    for (int j = 0; j < P; ++j) {
-                        _mm512_store_si512(s + j, even[j]);
-                        _mm512_store_si512(s + P + j, odd[j]);
+                    for (int e = 0; e < NE; ++e) {
+                        _mm512_store_si512(s + e, even[e]);
+                        _mm512_store_si512(s + NE + e, odd[e]);
                     }
                 }
             }
@@ -1671,15 +1787,16 @@ void table_rows(const AxsaTerms& lp, const uint8_t* ca, int64_t rows, int64_t K,
     }
 }
 
-// Whether the plane gather runs by row tables on these rows, columns and k: from 512 rows
-// on, unless the 64-lane vectors are half empty (32 columns or fewer) and K > 32. (Timed
-// against the row-wise gather on 197 to 1576 rows, 4 to 192 k and 8 to 768 columns: 0.4x
-// to 0.9x its time from 512 rows on, but 1.05-1.15x on 1024x64@64x32 and 1.7-3.9x below
-// 300 rows.)
-inline bool use_table_rows(int64_t cols, int64_t rows, int64_t K) {
-    const int64_t blocks = (cols + 63) / 64;
-    return rows >= 512 && (2 * cols > 64 * blocks || K <= 32);
+// table_rows with entries as wide as the block's columns need.
+template <int P>
+void table_rows_for(const AxsaTerms& lp, const uint8_t* ca, int64_t rows, int64_t K,
+                    const uint8_t* cb, int64_t N, int64_t n_lo, int64_t n_hi, int64_t* out) {
+    const int64_t cols = n_hi - n_lo;
+    if (cols <= 16) return table_rows<P, 16>(lp, ca, rows, K, cb, N, n_lo, n_hi, out);
+    if (cols <= 32) return table_rows<P, 32>(lp, ca, rows, K, cb, N, n_lo, n_hi, out);
+    table_rows<P, 64>(lp, ca, rows, K, cb, N, n_lo, n_hi, out);
 }
+
 #endif
 
 // Whether the gather runs on the lut's byte planes (CPU, table, shape).
@@ -1706,6 +1823,42 @@ inline bool lanes_down(int64_t cols, int64_t rows) {
     return 6 * down < 5 * along;
 }
 
+#if AXSA_VBMI
+// The plane gather's cost per k, in ns, by a model of its vector operations (each timed
+// in a loop of its own on a Xeon of 2023): a 256-byte lookup of 64 codes (two
+// permutations and a blend) 1.8 ns and its 16-bit sums 0.8, loading a table row's four
+// registers 1.0, writing a row table's entry 0.2, adding one to a row's sums 1.0; the
+// row tables' total is weighed by 1.3, as measured against the model on 600 to 4096 rows
+// of 9 to 32 columns.
+inline double along_ns(int64_t cols, int64_t rows, int P) {
+    const double blocks = double((cols + 63) / 64);
+    return double(rows) * P * (1.0 + 2.6 * blocks);
+}
+
+inline double down_ns(int64_t cols, int64_t rows, int P) {
+    double t = 0.5 * double(rows);   // a's codes transposed
+    for (int64_t r0 = 0; r0 < rows; r0 += kGatherRows)   // (in chunks of rows)
+        t += double(cols) * P * (1.0 + 2.6 * double((std::min(kGatherRows, rows - r0) + 63) / 64));
+    return t;
+}
+
+inline int64_t entry_lanes(int64_t cols) { return cols <= 16 ? 16 : cols <= 32 ? 32 : 64; }
+
+inline double table_ns(int64_t cols, int64_t rows, int64_t K, int P) {
+    const int64_t W = entry_lanes(cols), NE = (P * W + 63) / 64, blocks = (cols + W - 1) / W;
+    const double kn = double(std::min<int64_t>(K, 16));
+    return 1.3 * double(blocks) * (256.0 * P * (2.0 + 1.0 / kn) + double(rows * NE) * 1.0);
+}
+
+// Whether the plane gather runs by row tables on these rows, columns and k (P planes):
+// when the model says they cost less than the row-wise gather.
+inline bool use_table_rows(int64_t cols, int64_t rows, int64_t K, int P) {
+    const double rowwise = lanes_down(cols, std::min(rows, kGatherRows))
+                               ? down_ns(cols, rows, P) : along_ns(cols, rows, P);
+    return table_ns(cols, rows, K, P) < rowwise;
+}
+#endif
+
 // Gather rows r0 .. r0 + rows of a against columns [n_lo, n_hi): int32 codes cb, or u8
 // codes cb8 for the plane gather.
 bool gather_block(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
@@ -1714,15 +1867,15 @@ bool gather_block(const AxsaPlan& p, const void* a, int64_t r0, int64_t rows,
     const int64_t K = p.k, N = p.n, nb = int64_t(1) << p.b.width;
     const int64_t chunk = std::min(rows, kGatherRows);
 #if AXSA_VBMI
-    if (cb8 && use_table_rows(n_hi - n_lo, rows, K)) {
+    if (cb8 && use_table_rows(n_hi - n_lo, rows, K, int(p.lut_planes.count))) {
         uint8_t* ca = scratch(tls.ca8, size_t(rows * K));
         if (!a_codes(p, a, r0, rows, ca)) return false;
         const AxsaTerms& lp = p.lut_planes;
         switch (lp.count) {
-            case 1: table_rows<1>(lp, ca, rows, K, cb8, N, n_lo, n_hi, out); break;
-            case 2: table_rows<2>(lp, ca, rows, K, cb8, N, n_lo, n_hi, out); break;
-            case 3: table_rows<3>(lp, ca, rows, K, cb8, N, n_lo, n_hi, out); break;
-            default: table_rows<4>(lp, ca, rows, K, cb8, N, n_lo, n_hi, out);
+            case 1: table_rows_for<1>(lp, ca, rows, K, cb8, N, n_lo, n_hi, out); break;
+            case 2: table_rows_for<2>(lp, ca, rows, K, cb8, N, n_lo, n_hi, out); break;
+            case 3: table_rows_for<3>(lp, ca, rows, K, cb8, N, n_lo, n_hi, out); break;
+            default: table_rows_for<4>(lp, ca, rows, K, cb8, N, n_lo, n_hi, out);
         }
         return true;
     }

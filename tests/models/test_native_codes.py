@@ -3,7 +3,8 @@ row tables, and the int16 pairs engine (models/approx_kernels.cc), bit for bit a
 the definition: the vector conversion of contiguous integer rows in every integer
 dtype, a bad value in every lane position and in the tail; the gather along rows, down
 columns and by row tables on the shapes where the choice between them changes, for
-tables of 1 to 4 byte planes; DRUM's int16 pairs on odd K, tails, the int8 digits'
+tables of 1 to 4 byte planes; narrow blocks with 2 or 4 rows a vector and row tables of
+16 or 32 lanes an entry; DRUM's int16 pairs on odd K, tails, the int8 digits'
 fallbacks and a split by columns; the huge-page arena the planes live in."""
 
 import numpy as np
@@ -89,6 +90,56 @@ def test_plane_gather_by_row_tables(m, k, n, bound, threads):
     a[1], b[:, 1] = -1, -1     # out[1, 1] = k * -bound
     got = native(table, "native-gather", torch.from_numpy(a), torch.from_numpy(b))
     np.testing.assert_array_equal(got.numpy(), gather_reference(a, b, lut, 8, 8))
+
+
+def gather_by_k(a, b, lut):
+    """sum_k lut[code(a[:, k]), code(b[k, :])] one k at a time (the definition, in the
+    memory of one output)."""
+    ca, cb = np.asarray(a) & 255, np.asarray(b) & 255
+    out = np.zeros((ca.shape[0], cb.shape[1]), dtype=np.int64)
+    for k in range(ca.shape[1]):
+        out += lut[ca[:, k][:, None], cb[k][None, :]]
+    return out
+
+
+@pytest.mark.parametrize("bound", [2**7, 2**15, 2**23, 2**30], ids=["1-plane", "2-planes",
+                                                                    "3-planes", "4-planes"])
+@pytest.mark.parametrize("m, k, n", [(5, 40, 9), (9, 300, 16), (7, 33, 17), (24, 300, 32)])
+def test_plane_gather_packed_rows(m, k, n, bound, threads):
+    # at most 16 (32) columns along the rows: 4 (2) rows share a vector, a short last
+    # group (5, 9, 7 rows) repeats its last row; K = 300 weighs the 16-bit sums twice
+    rng = np.random.default_rng(bound % 1000 + m + k + n)
+    lut = rng.integers(-bound, bound, size=(256, 256))
+    lut[0, 0], lut[255, 255] = bound - 1, -bound
+    table = ProductTable(lut, signed=True, name="random")
+    a = rng.integers(-128, 128, size=(3, m, k))
+    b = rng.integers(-128, 128, size=(3, k, n))
+    a[:, m - 1], b[:, :, n - 1] = 0, 0     # the last row and column: k * (bound - 1)
+    a[:, 0], b[:, :, 0] = -1, -1           # the first: k * -bound
+    got = native(table, "native-gather", torch.from_numpy(a), torch.from_numpy(b))
+    np.testing.assert_array_equal(got.numpy(), gather_reference(a, b, lut, 8, 8))
+
+
+@pytest.mark.parametrize("bound", [2**7, 2**15, 2**23, 2**30], ids=["1-plane", "2-planes",
+                                                                    "3-planes", "4-planes"])
+@pytest.mark.parametrize("m, k, n", [(1030, 33, 32), (4096, 300, 20), (4096, 100, 12),
+                                     (2200, 70, 12), (4096, 200, 40)])
+def test_plane_gather_narrow_row_tables(m, k, n, bound, threads):
+    # row tables of 16 or 32 lanes an entry, where the cost model takes them: 1030 x 32
+    # at 1-4 planes, 4096 x 20 at 2-4 (32 lanes), 4096 x 12 at 3-4 and 2200 x 12 at 4 (16
+    # lanes), 4096 x 40 at 1-4 (64); planes at byte 16 j or 32 j, two vectors an entry
+    # from 3 planes of 32 lanes, the sums kept across chunks of k and weighed every 256 k
+    # (K = 300)
+    rng = np.random.default_rng(bound % 1000 + m + k + n)
+    lut = rng.integers(-bound, bound, size=(256, 256))
+    lut[0, 0], lut[255, 255] = bound - 1, -bound
+    table = ProductTable(lut, signed=True, name="random")
+    a = rng.integers(-128, 128, size=(m, k))
+    b = rng.integers(-128, 128, size=(k, n))
+    a[m - 1], b[:, n - 1] = 0, 0
+    a[0], b[:, 0] = -1, -1
+    got = native(table, "native-gather", torch.from_numpy(a), torch.from_numpy(b))
+    np.testing.assert_array_equal(got.numpy(), gather_by_k(a, b, lut))
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["simd", "generic"])
