@@ -1581,18 +1581,26 @@ void packed_rows(const uint8_t* planes, const uint8_t* ca, int64_t rows, int64_t
     constexpr int R = 64 / G;
     uint8_t* raw = scratch(tls.lane_codes, size_t(K * 64 + 64));
     uint8_t* C = raw + ((64 - (reinterpret_cast<uintptr_t>(raw) & 63)) & 63);
-    uint64_t* H = scratch(tls.lane_high, size_t(K));
+    // M[k][q]: the lanes whose code of row k is in quarter q (q * 64 .. q * 64 + 63): one
+    // byte permutation of the quarter's 64 table bytes each, merged, takes the place of
+    // two 128-byte permutations and a blend
+    uint64_t* M = scratch(tls.lane_high, size_t(K * 4));
     const __mmask64 cols = low_bytes(w);
-    for (int64_t k = 0; k < K; ++k) {   // b's codes of row k in every group, their top bits
+    __mmask64 group[R];
+    for (int i = 0; i < R; ++i) group[i] = low_bytes(G) << (G * i);
+    for (int64_t k = 0; k < K; ++k) {   // b's codes of row k in every group, their masks
         const uint8_t* src = cb + k * N + n0;
         const __m512i c = G == 16
             ? _mm512_broadcast_i32x4(_mm_maskz_loadu_epi8(__mmask16(cols), src))
             : _mm512_broadcast_i64x4(_mm256_maskz_loadu_epi8(__mmask32(cols), src));
         _mm512_store_si512(C + 64 * k, c);
-        H[k] = _mm512_movepi8_mask(c);
+        const __mmask64 b7 = _mm512_movepi8_mask(c);
+        const __mmask64 b6 = _mm512_test_epi8_mask(c, _mm512_set1_epi8(0x40));
+        M[4 * k] = ~b7 & ~b6;
+        M[4 * k + 1] = ~b7 & b6;
+        M[4 * k + 2] = b7 & ~b6;
+        M[4 * k + 3] = b7 & b6;
     }
-    __mmask64 group[R];
-    for (int i = 0; i < R; ++i) group[i] = low_bytes(G) << (G * i);
     alignas(64) int64_t tot[64];
     for (int64_t r0 = 0; r0 < rows; r0 += R) {
         const int64_t nr = std::min<int64_t>(R, rows - r0);
@@ -1605,15 +1613,21 @@ void packed_rows(const uint8_t* planes, const uint8_t* ca, int64_t rows, int64_t
             for (int j = 0; j < P; ++j) even[j] = odd[j] = _mm512_setzero_si512();
             for (int64_t k = k0; k < k1; ++k) {
                 const __m512i c = _mm512_load_si512(C + 64 * k);
-                const __mmask64 hi = H[k];
+                const __mmask64 m[4] = {M[4 * k], M[4 * k + 1], M[4 * k + 2], M[4 * k + 3]};
                 const uint8_t* T[R];
                 for (int i = 0; i < R; ++i) T[i] = planes + size_t(sel[i][k]) * (P * 256);
                 for (int j = 0; j < P; ++j) {
-                    __m512i x = lookup256(c, hi, T[0] + 256 * j);
-                    for (int i = 1; i < R; ++i)
-                        x = _mm512_mask_blend_epi8(group[i], x, lookup256(c, hi, T[i] + 256 * j));
-                    even[j] = _mm512_add_epi16(even[j], x);   // both bytes, mod 2^16
-                    odd[j] = _mm512_add_epi16(odd[j], _mm512_srli_epi16(x, 8));
+                    __m512i v;
+                    for (int i = 0; i < R; ++i) {
+                        const uint8_t* t = T[i] + 256 * j;
+                        __m512i x = _mm512_maskz_permutexvar_epi8(m[0], c, _mm512_loadu_si512(t));
+                        for (int q = 1; q < 4; ++q)
+                            x = _mm512_mask_permutexvar_epi8(x, m[q], c,
+                                                             _mm512_loadu_si512(t + 64 * q));
+                        v = i ? _mm512_mask_blend_epi8(group[i], v, x) : x;
+                    }
+                    even[j] = _mm512_add_epi16(even[j], v);   // both bytes, mod 2^16
+                    odd[j] = _mm512_add_epi16(odd[j], _mm512_srli_epi16(v, 8));
                 }
             }
             add_plane_sums<P>(even, odd, tot);
