@@ -1467,10 +1467,12 @@ void gather_rows(const L* lut, int64_t nb, const int32_t* ca, int64_t rows, int6
 // at once (64 products per plane in ~6 instructions, against one load and one add per
 // product in the plain loop). The bytes are summed over k in 16-bit lanes, no shuffles:
 // the lanes' 16-bit values (mod 2^16) and their high bytes apart (a shift), whence the
-// low bytes' sums; exact for up to 257 k. Every 256 k they go into int64 sums. The 64 lanes run along a row of the output (64 columns, b's codes
-// selecting in the row of a's code) or, for narrow outputs (N < 128) with many rows,
+// low bytes' sums; exact for up to 257 k. Every 256 k they go into int64 sums. The 64
+// lanes run along a row of the output (64 columns, b's codes selecting in the row of a's
+// code; 2 or 4 rows a vector for blocks of at most 32 or 16 columns, `packed_rows`) or
 // down a column (64 rows' codes of a selecting in the transposed table's row of b's
-// code): the table's registers are then loaded once per 256 products, not per N.
+// code), whichever takes fewer vector operations (`lanes_down`); or by row tables
+// (`table_rows`, where the cost model `use_table_rows` says they cost less).
 
 constexpr int64_t kPlaneK = 256;   // k per 16-bit partial sum (256 * 255 < 2^16)
 
