@@ -73,72 +73,66 @@ def test_plane_gather_along_rows_and_down_columns(m, k, n, threads):
     np.testing.assert_array_equal(got.numpy(), gather_reference(a, b, lut, 8, 8))
 
 
-@pytest.mark.parametrize("bound", [2**7, 2**15, 2**23, 2**30], ids=["1-plane", "2-planes",
-                                                                    "3-planes", "4-planes"])
-@pytest.mark.parametrize("m, k, n", [(512, 5, 64), (600, 40, 100), (520, 300, 9),
-                                     (1030, 33, 32)])
-def test_plane_gather_by_row_tables(m, k, n, bound, threads):
-    # 512 rows and more run by row tables (k in chunks of 16 to 64, weighed every 256 k:
-    # K = 300 does both), 1030 x 33 x 32 too (32 columns, K just past 32: row-wise)
-    rng = np.random.default_rng(bound % 1000 + m + k + n)
+PLANES = pytest.mark.parametrize("bound", [2**7, 2**15, 2**23, 2**30],
+                                 ids=["1-plane", "2-planes", "3-planes", "4-planes"])
+
+
+def table_of_planes(rng, bound):
+    """A random table of values in [-bound, bound) (1 to 4 byte planes), both extremes in
+    it: lut[0, 0] = bound - 1, lut[255, 255] = -bound."""
     lut = rng.integers(-bound, bound, size=(256, 256))
     lut[0, 0], lut[255, 255] = bound - 1, -bound
-    table = ProductTable(lut, signed=True, name="random")
-    a = rng.integers(-128, 128, size=(m, k))
-    b = rng.integers(-128, 128, size=(k, n))
-    a[0], b[:, 0] = 0, 0       # out[0, 0] = k * (bound - 1): the sums' full width
-    a[1], b[:, 1] = -1, -1     # out[1, 1] = k * -bound
-    got = native(table, "native-gather", torch.from_numpy(a), torch.from_numpy(b))
-    np.testing.assert_array_equal(got.numpy(), gather_reference(a, b, lut, 8, 8))
+    return lut, ProductTable(lut, signed=True, name="random")
+
+
+def with_extremes(a, b):
+    """a and b with the output's first row and column k * -bound (codes 255, values -1)
+    and its last k * (bound - 1) (codes 0): the sums' full width."""
+    a[..., 0, :], b[..., :, 0] = -1, -1
+    a[..., -1, :], b[..., :, -1] = 0, 0
+    return torch.from_numpy(a), torch.from_numpy(b)
 
 
 def gather_by_k(a, b, lut):
-    """sum_k lut[code(a[:, k]), code(b[k, :])] one k at a time (the definition, in the
-    memory of one output)."""
+    """sum_k lut[code(a[..., :, k]), code(b[..., k, :])] one k at a time (the definition,
+    in the memory of one output)."""
     ca, cb = np.asarray(a) & 255, np.asarray(b) & 255
-    out = np.zeros((ca.shape[0], cb.shape[1]), dtype=np.int64)
-    for k in range(ca.shape[1]):
-        out += lut[ca[:, k][:, None], cb[k][None, :]]
+    out = np.zeros((*ca.shape[:-1], cb.shape[-1]), dtype=np.int64)
+    for k in range(ca.shape[-1]):
+        out += lut[ca[..., :, k][..., :, None], cb[..., k, :][..., None, :]]
     return out
 
 
-@pytest.mark.parametrize("bound", [2**7, 2**15, 2**23, 2**30], ids=["1-plane", "2-planes",
-                                                                    "3-planes", "4-planes"])
-@pytest.mark.parametrize("m, k, n", [(5, 40, 9), (9, 300, 16), (7, 33, 17), (24, 300, 32)])
-def test_plane_gather_packed_rows(m, k, n, bound, threads):
+# (batch, m, k, n) and the way the plane gather takes each, at one thread (at two the
+# rows split in halves of 64-row blocks, which may take another way)
+WAYS = {
+    # row tables of 64 lanes an entry (k in chunks of 16 to 64)
+    "tables-64": [(1, 512, 5, 64), (1, 600, 40, 100), (1, 4096, 200, 40)],
+    # down the columns in two chunks of 256 rows, then along the last 8 rows (4 a vector)
+    "down-then-along": [(1, 520, 300, 9)],
     # at most 16 (32) columns along the rows: 4 (2) rows share a vector, a short last
-    # group (5, 9, 7 rows) repeats its last row; K = 300 weighs the 16-bit sums twice
-    rng = np.random.default_rng(bound % 1000 + m + k + n)
-    lut = rng.integers(-bound, bound, size=(256, 256))
-    lut[0, 0], lut[255, 255] = bound - 1, -bound
-    table = ProductTable(lut, signed=True, name="random")
-    a = rng.integers(-128, 128, size=(3, m, k))
-    b = rng.integers(-128, 128, size=(3, k, n))
-    a[:, m - 1], b[:, :, n - 1] = 0, 0     # the last row and column: k * (bound - 1)
-    a[:, 0], b[:, :, 0] = -1, -1           # the first: k * -bound
-    got = native(table, "native-gather", torch.from_numpy(a), torch.from_numpy(b))
-    np.testing.assert_array_equal(got.numpy(), gather_reference(a, b, lut, 8, 8))
-
-
-@pytest.mark.parametrize("bound", [2**7, 2**15, 2**23, 2**30], ids=["1-plane", "2-planes",
-                                                                    "3-planes", "4-planes"])
-@pytest.mark.parametrize("m, k, n", [(1030, 33, 32), (4096, 300, 20), (4096, 100, 12),
-                                     (2200, 70, 12), (4096, 200, 40)])
-def test_plane_gather_narrow_row_tables(m, k, n, bound, threads):
+    # group (5, 9, 7 rows) repeats its last row
+    "packed-rows": [(3, 5, 40, 9), (3, 9, 300, 16), (3, 7, 33, 17), (3, 24, 300, 32)],
     # row tables of 16 or 32 lanes an entry, where the cost model takes them: 1030 x 32
     # at 1-4 planes, 4096 x 20 at 2-4 (32 lanes), 4096 x 12 at 3-4 and 2200 x 12 at 4 (16
-    # lanes), 4096 x 40 at 1-4 (64); planes at byte 16 j or 32 j, two vectors an entry
-    # from 3 planes of 32 lanes, the sums kept across chunks of k and weighed every 256 k
-    # (K = 300)
+    # lanes); planes at byte 16 j or 32 j, two vectors an entry from 3 planes of 32 lanes
+    "tables-16-32": [(1, 1030, 33, 32), (1, 4096, 300, 20), (1, 4096, 100, 12),
+                     (1, 2200, 70, 12)],
+}
+
+
+@PLANES
+@pytest.mark.parametrize("g, m, k, n", [s for shapes in WAYS.values() for s in shapes],
+                         ids=[f"{way}-{'x'.join(map(str, s))}" for way, shapes in WAYS.items()
+                              for s in shapes])
+def test_plane_gather_ways(g, m, k, n, bound, threads):
+    # every way with 1-4 planes, the 16-bit sums weighed every 256 k (K = 300) and kept
+    # across chunks of k
     rng = np.random.default_rng(bound % 1000 + m + k + n)
-    lut = rng.integers(-bound, bound, size=(256, 256))
-    lut[0, 0], lut[255, 255] = bound - 1, -bound
-    table = ProductTable(lut, signed=True, name="random")
-    a = rng.integers(-128, 128, size=(m, k))
-    b = rng.integers(-128, 128, size=(k, n))
-    a[m - 1], b[:, n - 1] = 0, 0
-    a[0], b[:, 0] = -1, -1
-    got = native(table, "native-gather", torch.from_numpy(a), torch.from_numpy(b))
+    lut, table = table_of_planes(rng, bound)
+    a, b = with_extremes(rng.integers(-128, 128, size=(g, m, k)),
+                         rng.integers(-128, 128, size=(g, k, n)))
+    got = native(table, "native-gather", a, b)
     np.testing.assert_array_equal(got.numpy(), gather_by_k(a, b, lut))
 
 
