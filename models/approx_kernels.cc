@@ -561,7 +561,7 @@ struct Scratch {
     std::vector<int32_t> ca, cb, tile, pair_b;
     std::vector<int16_t> pair_a, pair_v;
     std::vector<uint8_t> ca8, cb8, digits_a, column_digits, lane_codes;
-    std::vector<uint64_t> lane_high;
+    std::vector<uint64_t> lane_masks;   // packed_rows' quarter masks of b's codes
     std::vector<int8_t> packed_b;
     std::vector<int64_t> rowsum, colsum, acc64, out64, group_kp, group_off;
     HugeBuffer row_tables, row_sums;   // table_rows' tables (V) and 16-bit sums
@@ -815,13 +815,6 @@ inline __m512i lookup256(__m512i codes, const uint8_t* table) {
     const __m512i t[4] = {_mm512_loadu_si512(table), _mm512_loadu_si512(table + 64),
                           _mm512_loadu_si512(table + 128), _mm512_loadu_si512(table + 192)};
     return lookup_regs(t, codes, _mm512_movepi8_mask(codes));
-}
-
-// The same with the codes' top bits given.
-inline __m512i lookup256(__m512i codes, __mmask64 high, const uint8_t* table) {
-    const __m512i t[4] = {_mm512_loadu_si512(table), _mm512_loadu_si512(table + 64),
-                          _mm512_loadu_si512(table + 128), _mm512_loadu_si512(table + 192)};
-    return lookup_regs(t, codes, high);
 }
 
 inline __mmask64 low_bytes(int64_t n) {
@@ -1586,7 +1579,7 @@ void packed_rows(const uint8_t* planes, const uint8_t* ca, int64_t rows, int64_t
     // M[k][q]: the lanes whose code of row k is in quarter q (q * 64 .. q * 64 + 63): one
     // byte permutation of the quarter's 64 table bytes each, merged, takes the place of
     // two 128-byte permutations and a blend
-    uint64_t* M = scratch(tls.lane_high, size_t(K * 4));
+    uint64_t* M = scratch(tls.lane_masks, size_t(K * 4));
     const __mmask64 cols = low_bytes(w);
     __mmask64 group[R];
     for (int i = 0; i < R; ++i) group[i] = low_bytes(G) << (G * i);
@@ -1803,14 +1796,18 @@ void table_rows(const AxsaTerms& lp, const uint8_t* ca, int64_t rows, int64_t K,
     }
 }
 
+// The lanes of a row table's entry for a block of `cols` columns.
+inline int64_t entry_lanes(int64_t cols) { return cols <= 16 ? 16 : cols <= 32 ? 32 : 64; }
+
 // table_rows with entries as wide as the block's columns need.
 template <int P>
 void table_rows_for(const AxsaTerms& lp, const uint8_t* ca, int64_t rows, int64_t K,
                     const uint8_t* cb, int64_t N, int64_t n_lo, int64_t n_hi, int64_t* out) {
-    const int64_t cols = n_hi - n_lo;
-    if (cols <= 16) return table_rows<P, 16>(lp, ca, rows, K, cb, N, n_lo, n_hi, out);
-    if (cols <= 32) return table_rows<P, 32>(lp, ca, rows, K, cb, N, n_lo, n_hi, out);
-    table_rows<P, 64>(lp, ca, rows, K, cb, N, n_lo, n_hi, out);
+    switch (entry_lanes(n_hi - n_lo)) {
+        case 16: return table_rows<P, 16>(lp, ca, rows, K, cb, N, n_lo, n_hi, out);
+        case 32: return table_rows<P, 32>(lp, ca, rows, K, cb, N, n_lo, n_hi, out);
+        default: return table_rows<P, 64>(lp, ca, rows, K, cb, N, n_lo, n_hi, out);
+    }
 }
 
 #endif
@@ -1841,11 +1838,11 @@ inline bool lanes_down(int64_t cols, int64_t rows) {
 
 #if AXSA_VBMI
 // The plane gather's cost per k, in ns, by a model of its vector operations (each timed
-// in a loop of its own on a Xeon of 2023): a 256-byte lookup of 64 codes (two
-// permutations and a blend) 1.8 ns and its 16-bit sums 0.8, loading a table row's four
-// registers 1.0, writing a row table's entry 0.2, adding one to a row's sums 1.0; the
-// row tables' total is weighed by 1.3, as measured against the model on 600 to 4096 rows
-// of 9 to 32 columns.
+// in a loop of its own on this project's Xeon, family 6 model 207): a 256-byte lookup of
+// 64 codes (two permutations and a blend) 1.8 ns and its 16-bit sums 0.8, loading a
+// table row's four registers 1.0, writing a row table's entry 0.2, adding one to a row's
+// sums 1.0; the row tables' total is weighed by 1.3, as measured against the model on 600
+// to 4096 rows of 9 to 32 columns.
 inline double along_ns(int64_t cols, int64_t rows, int P) {
     const double blocks = double((cols + 63) / 64);
     return double(rows) * P * (1.0 + 2.6 * blocks);
@@ -1853,12 +1850,12 @@ inline double along_ns(int64_t cols, int64_t rows, int P) {
 
 inline double down_ns(int64_t cols, int64_t rows, int P) {
     double t = 0.5 * double(rows);   // a's codes transposed
-    for (int64_t r0 = 0; r0 < rows; r0 += kGatherRows)   // (in chunks of rows)
-        t += double(cols) * P * (1.0 + 2.6 * double((std::min(kGatherRows, rows - r0) + 63) / 64));
+    for (int64_t r0 = 0; r0 < rows; r0 += kGatherRows) {   // (in chunks of rows)
+        const int64_t blocks = (std::min(kGatherRows, rows - r0) + 63) / 64;
+        t += double(cols) * P * (1.0 + 2.6 * double(blocks));
+    }
     return t;
 }
-
-inline int64_t entry_lanes(int64_t cols) { return cols <= 16 ? 16 : cols <= 32 ? 32 : 64; }
 
 inline double table_ns(int64_t cols, int64_t rows, int64_t K, int P) {
     const int64_t W = entry_lanes(cols), NE = (P * W + 63) / 64, blocks = (cols + W - 1) / W;
