@@ -1565,6 +1565,17 @@ void plane_lanes(const uint8_t* planes, const uint8_t* sel, int64_t step, int64_
     }
 }
 
+// b's codes of a block of w <= W columns (row `src`), repeated in every W-lane group
+template <int W>
+inline __m512i group_codes(const uint8_t* src, int64_t w) {
+    const __mmask64 live = low_bytes(w);
+    if constexpr (W == 64) return _mm512_maskz_loadu_epi8(live, src);
+    else if constexpr (W == 32)
+        return _mm512_broadcast_i64x4(_mm256_maskz_loadu_epi8(__mmask32(live), src));
+    else
+        return _mm512_broadcast_i32x4(_mm_maskz_loadu_epi8(__mmask16(live), src));
+}
+
 // The row-wise plane gather for a block of at most G columns (G = 16 or 32): R = 64 / G
 // rows share each vector, G lanes a row, b's codes of the block repeated in every group.
 // Every row still permutes its own table rows, but the 16-bit sums, their weighing, b's
@@ -1580,14 +1591,10 @@ void packed_rows(const uint8_t* planes, const uint8_t* ca, int64_t rows, int64_t
     // byte permutation of the quarter's 64 table bytes each, merged, takes the place of
     // two 128-byte permutations and a blend
     uint64_t* M = scratch(tls.lane_masks, size_t(K * 4));
-    const __mmask64 cols = low_bytes(w);
     __mmask64 group[R];
     for (int i = 0; i < R; ++i) group[i] = low_bytes(G) << (G * i);
     for (int64_t k = 0; k < K; ++k) {   // b's codes of row k in every group, their masks
-        const uint8_t* src = cb + k * N + n0;
-        const __m512i c = G == 16
-            ? _mm512_broadcast_i32x4(_mm_maskz_loadu_epi8(__mmask16(cols), src))
-            : _mm512_broadcast_i64x4(_mm256_maskz_loadu_epi8(__mmask32(cols), src));
+        const __m512i c = group_codes<G>(cb + k * N + n0, w);
         _mm512_store_si512(C + 64 * k, c);
         const __mmask64 b7 = _mm512_movepi8_mask(c);
         const __mmask64 b6 = _mm512_test_epi8_mask(c, _mm512_set1_epi8(0x40));
@@ -1698,17 +1705,6 @@ inline __m512i plane_of(const __m512i* v, int j) {
         }
         return _mm512_zextsi128_si512(q);
     }
-}
-
-// b's codes of a block of w <= W columns (row `src`), repeated in every W-lane group
-template <int W>
-inline __m512i group_codes(const uint8_t* src, int64_t w) {
-    const __mmask64 live = low_bytes(w);
-    if constexpr (W == 64) return _mm512_maskz_loadu_epi8(live, src);
-    else if constexpr (W == 32)
-        return _mm512_broadcast_i64x4(_mm256_maskz_loadu_epi8(__mmask32(live), src));
-    else
-        return _mm512_broadcast_i32x4(_mm_maskz_loadu_epi8(__mmask16(live), src));
 }
 
 template <int P, int W>
@@ -1841,8 +1837,9 @@ inline bool lanes_down(int64_t cols, int64_t rows) {
 // in a loop of its own on this project's Xeon, family 6 model 207): a 256-byte lookup of
 // 64 codes (two permutations and a blend) 1.8 ns and its 16-bit sums 0.8, loading a
 // table row's four registers 1.0, writing a row table's entry 0.2, adding one to a row's
-// sums 1.0; the row tables' total is weighed by 1.3, as measured against the model on
-// seven shapes of 520 to 4096 rows and 9 to 100 columns.
+// sums 1.0; transposing a's codes is put at 0.5 a row (not timed apart); the row tables'
+// total is weighed by 1.3, as measured against the model on seven shapes of 520 to 4096
+// rows and 9 to 100 columns.
 inline double along_ns(int64_t cols, int64_t rows, int P) {
     const double blocks = double((cols + 63) / 64);
     return double(rows) * P * (1.0 + 2.6 * blocks);
