@@ -337,6 +337,8 @@ class NativeCall:
         data = plan.native_data
         self.lib = library(generic)
         self.fn = self.lib.axsa_approx_gemm
+        #: the kernel's address, for the C++ fast path (`axsa.models._fastcall`)
+        self.fn_address = ctypes.cast(self.fn, ctypes.c_void_p).value
         self.fn_f32 = self.lib.axsa_approx_gemm_f32
         M, K = a.shape[-2:]
         N = b.shape[-1]

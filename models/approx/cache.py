@@ -13,7 +13,8 @@ wants the memory back).
 ``FAST``
     Prepared native kernel calls on raw operands, by (table key, shape, stride, dtype,
     is_cpu of a and b, thread count): `approx_matmul`'s fast path, filled once `auto` has
-    chosen a native engine for them.
+    chosen a native engine for them; the int64 ones also kept in C++ by
+    `axsa.models._fastcall` (emptied with it, by `clear`).
 ``PREPARED``
     Prepared native kernel calls on code tensors (the native engines as the tuner and
     forced engines run them).
@@ -108,10 +109,12 @@ def workspace(slot: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
 def clear() -> None:
     """Empty every cache (the workspace of the calling thread included); the stored
     engine choices are read again from their file on next use."""
+    from .. import _fastcall
     from . import choices
     choices.forget()
     with LOCK:
         for cache in (PLANS, TUNED, CALLS, FAST, PREPARED, PROBES):
             cache.clear()
         FITS[0] = 0
+    _fastcall.clear()
     _WORKSPACE.tensors = {}

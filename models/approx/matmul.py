@@ -9,7 +9,7 @@ import torch
 
 from axsa.errors import InputError, ToolError
 
-from .. import _native
+from .. import _fastcall, _native
 from . import cache
 from .bag import bag_matmul
 from .gather import gather_matmul
@@ -72,7 +72,11 @@ def approx_matmul(a, b, table: ProductTable, *, engine: Engine = "auto",
     if engine == "auto" and type(a) is torch.Tensor and type(b) is torch.Tensor:
         # the prepared native kernel call for these operands, once `auto` picked it
         # (`native.fast_key` and `NativeCall.__call__` inlined: on a model's head a whole
-        # call is a few microseconds)
+        # call is a few microseconds), found and run in C++ where the extension is built
+        if scale is None and dtype is torch.int64 and _fastcall.run is not None:
+            out = _fastcall.run(getattr(table, "key", None), a, b)
+            if out is not None:
+                return out
         threads = torch.get_num_threads()
         call = _FAST.get((getattr(table, "key", None), a.shape, a.stride(), a.dtype,
                           a.is_cpu, b.shape, b.stride(), b.dtype, b.is_cpu, threads))

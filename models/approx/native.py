@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _native
+from .. import _fastcall, _native
 from . import cache
 
 ENGINES = ("native", "native-gather")
@@ -64,3 +64,4 @@ def prepare_fast(table, kind: str, a, b, batch) -> None:
             return
         call.contiguous = True
     cache.remember(cache.FAST, key, call)
+    _fastcall.keep(table.key, a, b, call, cache.MAX_TUNED)

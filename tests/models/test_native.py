@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from axsa.models import _native, approx
+from axsa.models import _fastcall, _native, approx
 from axsa.models.approx import ProductTable, approx_matmul
 from axsa.rtl.multipliers import parse_spec
 from test_approx import SPECS, gather_reference, operands, tables_of, wide_factor_table
@@ -174,7 +174,7 @@ class CountingCall:
         return self.fn(*args)
 
 
-def test_fast_path_dtypes_and_bad_values():
+def test_fast_path_dtypes_and_bad_values(monkeypatch):
     table = tables_of("drum(k=4)@s8")[0]
     rng = np.random.default_rng(9)
     a, b = operands(rng, table, (6, 40), (40, 4))
@@ -186,9 +186,16 @@ def test_fast_path_dtypes_and_bad_values():
         approx.native.prepare_fast(table, "native", ta, tb, batch)
         call = approx.cache.FAST[approx.native.fast_key(table, ta, tb)]
         call.fn = counter = CountingCall(call.fn)
-        np.testing.assert_array_equal(approx_matmul(ta, tb, table).numpy(), want,
-                                      err_msg=str(dtype))
+        with monkeypatch.context() as m:   # the path in Python (without the extension)
+            m.setattr(_fastcall, "run", None)
+            np.testing.assert_array_equal(approx_matmul(ta, tb, table).numpy(), want,
+                                          err_msg=str(dtype))
         assert counter.calls == 1          # the inline key found the prepared call
+        if _fastcall.run is not None:      # the same path in C++ (tests/models/test_fastcall.py)
+            found = _fastcall.found()
+            np.testing.assert_array_equal(approx_matmul(ta, tb, table).numpy(), want,
+                                          err_msg=str(dtype))
+            assert _fastcall.found() == found + 1 and counter.calls == 1
     pos = np.clip(a, 0, 127)
     ua = torch.from_numpy(pos).to(torch.uint8)
     np.testing.assert_array_equal(native(table, "native", ua, torch.from_numpy(b)).numpy(),
