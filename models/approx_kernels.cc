@@ -1469,42 +1469,69 @@ void gather_rows(const L* lut, int64_t nb, const int32_t* ca, int64_t rows, int6
 
 constexpr int64_t kPlaneK = 256;   // k per 16-bit partial sum (256 * 255 < 2^16)
 
+// The weighed sums of one vector's planes (P <= 2) as int64, 8 lanes at a time:
+// ``sink(i, sums of lanes i .. i + 8)`` for i = 0, 8, .. 56 (0 .. 24 for `width` <= 32).
+// even[j] and odd[j] hold plane j's 16-bit sums of all its bytes (mod 2^16) and of its
+// odd bytes (even is changed).
+template <int P, class Sink>
+inline void plane_sums_by8(__m512i* even, const __m512i* odd, int64_t width, Sink sink) {
+    static_assert(P <= 2, "planes weighed in int32");
+    for (int j = 0; j < P; ++j)   // the even bytes' sums: all sums - 256 * odd ones
+        even[j] = _mm512_sub_epi16(even[j], _mm512_slli_epi16(odd[j], 8));
+    // planes weighed in int32 (< 2^16 + 2^24), in order
+    alignas(64) static const int32_t order[32] = {
+        0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+        8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i lo_idx = _mm512_load_si512(order);
+    const __m512i hi_idx = _mm512_load_si512(order + 16);
+    for (int h = 0; h < (width > 32 ? 2 : 1); ++h) {
+        auto half = [h](__m512i x) {
+            return _mm512_cvtepu16_epi32(h ? _mm512_extracti64x4_epi64(x, 1)
+                                           : _mm512_castsi512_si256(x));
+        };
+        __m512i E = half(even[0]), O = half(odd[0]);
+        if constexpr (P == 2) {
+            E = _mm512_add_epi32(E, _mm512_slli_epi32(half(even[1]), 8));
+            O = _mm512_add_epi32(O, _mm512_slli_epi32(half(odd[1]), 8));
+        }
+        const __m512i cols[2] = {_mm512_permutex2var_epi32(E, lo_idx, O),
+                                 _mm512_permutex2var_epi32(E, hi_idx, O)};
+        for (int q = 0; q < 4; ++q) {
+            const __m512i c = cols[q / 2];
+            sink(32 * h + 8 * q, _mm512_cvtepi32_epi64(
+                q % 2 ? _mm512_extracti64x4_epi64(c, 1) : _mm512_castsi512_si256(c)));
+        }
+    }
+}
+
+// o[0 .. width) = base + (or, with `add`, +=) the weighed sums of one vector's planes
+// (`plane_sums_by8`), stored straight into a row of the output.
+template <int P>
+inline void store_plane_sums(__m512i* even, const __m512i* odd, int64_t* o, int64_t width,
+                             int64_t base, bool add) {
+    const __m512i b = _mm512_set1_epi64(base);
+    plane_sums_by8<P>(even, odd, width, [&](int i, __m512i w) {
+        if (i >= width) return;
+        const __mmask8 m = width - i >= 8 ? 0xFF : __mmask8((1u << (width - i)) - 1);
+        const __m512i prev = add ? _mm512_maskz_loadu_epi64(m, o + i) : b;
+        _mm512_mask_storeu_epi64(o + i, m, _mm512_add_epi64(prev, w));
+    });
+}
+
 // t[0 .. 64) (64-byte aligned) += the weighed sums of one vector's planes: even[j] and
 // odd[j] hold plane j's 16-bit sums of all its bytes (mod 2^16) and of its odd bytes;
 // `width`: the lanes wanted (the first 32 only, below 33: the rest of t is left).
 template <int P>
 inline void add_plane_sums(__m512i* even, const __m512i* odd, int64_t* tot,
                            int64_t width = 64) {
-    for (int j = 0; j < P; ++j)   // the even bytes' sums: all sums - 256 * odd ones
-        even[j] = _mm512_sub_epi16(even[j], _mm512_slli_epi16(odd[j], 8));
-    if constexpr (P <= 2) {   // planes weighed in int32 (< 2^16 + 2^24), in order
-        alignas(64) static const int32_t order[32] = {
-            0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
-            8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-        const __m512i lo_idx = _mm512_load_si512(order);
-        const __m512i hi_idx = _mm512_load_si512(order + 16);
-        for (int h = 0; h < (width > 32 ? 2 : 1); ++h) {
-            auto half = [h](__m512i x) {
-                return _mm512_cvtepu16_epi32(h ? _mm512_extracti64x4_epi64(x, 1)
-                                               : _mm512_castsi512_si256(x));
-            };
-            __m512i E = half(even[0]), O = half(odd[0]);
-            if constexpr (P == 2) {
-                E = _mm512_add_epi32(E, _mm512_slli_epi32(half(even[1]), 8));
-                O = _mm512_add_epi32(O, _mm512_slli_epi32(half(odd[1]), 8));
-            }
-            const __m512i cols[2] = {_mm512_permutex2var_epi32(E, lo_idx, O),
-                                     _mm512_permutex2var_epi32(E, hi_idx, O)};
-            int64_t* t = tot + 32 * h;
-            for (int q = 0; q < 4; ++q) {
-                const __m512i c = cols[q / 2];
-                const __m512i w = _mm512_cvtepi32_epi64(
-                    q % 2 ? _mm512_extracti64x4_epi64(c, 1) : _mm512_castsi512_si256(c));
-                _mm512_store_si512(t + 8 * q, _mm512_add_epi64(_mm512_load_si512(t + 8 * q), w));
-            }
-        }
+    if constexpr (P <= 2) {
+        plane_sums_by8<P>(even, odd, width, [tot](int i, __m512i w) {
+            _mm512_store_si512(tot + i, _mm512_add_epi64(_mm512_load_si512(tot + i), w));
+        });
         return;
     }
+    for (int j = 0; j < P; ++j)   // the even bytes' sums: all sums - 256 * odd ones
+        even[j] = _mm512_sub_epi16(even[j], _mm512_slli_epi16(odd[j], 8));
     alignas(64) uint16_t e[32], o[32];
     for (int j = 0; j < P; ++j) {
         _mm512_store_si512(e, even[j]);
@@ -1769,18 +1796,22 @@ void table_rows(const AxsaTerms& lp, const uint8_t* ca, int64_t rows, int64_t K,
                 }
                 if (flush) {   // (the first weighing of the row writes base + its sums)
                     const bool first = k0 < kPlaneK;
-                    for (int64_t i = 0; i < 64; ++i) tot[i] = first ? base : 0;
                     __m512i pe[P], po[P];
                     for (int j = 0; j < P; ++j) {
                         pe[j] = plane_of<W>(even, j);
                         po[j] = plane_of<W>(odd, j);
                     }
-                    add_plane_sums<P>(pe, po, tot, w);
                     int64_t* o = out + r * N + n0;
-                    if (first)
-                        std::memcpy(o, tot, size_t(w) * 8);
-                    else
-                        for (int64_t i = 0; i < w; ++i) o[i] += tot[i];
+                    if constexpr (P <= 2) {
+                        store_plane_sums<P>(pe, po, o, w, base, !first);
+                    } else {
+                        for (int64_t i = 0; i < 64; ++i) tot[i] = first ? base : 0;
+                        add_plane_sums<P>(pe, po, tot, w);
+                        if (first)
+                            std::memcpy(o, tot, size_t(w) * 8);
+                        else
+                            for (int64_t i = 0; i < w; ++i) o[i] += tot[i];
+                    }
                 } else {
                     for (int e = 0; e < NE; ++e) {
                         _mm512_store_si512(s + e, even[e]);
