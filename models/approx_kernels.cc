@@ -1870,32 +1870,37 @@ inline bool lanes_down(int64_t cols, int64_t rows) {
 // table row's four registers 1.0, writing a row table's entry 0.2, adding one to a row's
 // sums 1.0; transposing a's codes is put at 0.5 a row (not timed apart); the row tables'
 // total is weighed by 1.3, as measured against the model on seven shapes of 520 to 4096
-// rows and 9 to 100 columns.
-inline double along_ns(int64_t cols, int64_t rows, int P) {
+// rows and 9 to 100 columns. Each way's writing of the int64 results, spread over the k:
+// 2.2 ns a result down the columns (strided stores), 0.45 along the rows, 0.25 from the
+// row tables (fitted to each way's time, forced, on 256 to 1024 rows of 32 and 64 columns
+// at K = 4, less the model's lookups; down the columns it matched 512 x 64 x 10 within
+// 1%): at small K it outweighs the lookups.
+inline double along_ns(int64_t cols, int64_t rows, int64_t K, int P) {
     const double blocks = double((cols + 63) / 64);
-    return double(rows) * P * (1.0 + 2.6 * blocks);
+    return double(rows) * P * (1.0 + 2.6 * blocks) + 0.45 * double(rows * cols) / double(K);
 }
 
-inline double down_ns(int64_t cols, int64_t rows, int P) {
+inline double down_ns(int64_t cols, int64_t rows, int64_t K, int P) {
     double t = 0.5 * double(rows);   // a's codes transposed
     for (int64_t r0 = 0; r0 < rows; r0 += kGatherRows) {   // (in chunks of rows)
         const int64_t blocks = (std::min(kGatherRows, rows - r0) + 63) / 64;
         t += double(cols) * P * (1.0 + 2.6 * double(blocks));
     }
-    return t;
+    return t + 2.2 * double(rows * cols) / double(K);
 }
 
 inline double table_ns(int64_t cols, int64_t rows, int64_t K, int P) {
     const int64_t W = entry_lanes(cols), NE = (P * W + 63) / 64, blocks = (cols + W - 1) / W;
     const double kn = double(std::min<int64_t>(K, 16));
-    return 1.3 * double(blocks) * (256.0 * P * (2.0 + 1.0 / kn) + double(rows * NE) * 1.0);
+    return 1.3 * double(blocks) * (256.0 * P * (2.0 + 1.0 / kn) + double(rows * NE) * 1.0) +
+           0.25 * double(rows * cols) / double(K);
 }
 
 // Whether the plane gather runs by row tables on these rows, columns and k (P planes):
 // when the model says they cost less than the row-wise gather.
 inline bool use_table_rows(int64_t cols, int64_t rows, int64_t K, int P) {
     const double rowwise = lanes_down(cols, std::min(rows, kGatherRows))
-                               ? down_ns(cols, rows, P) : along_ns(cols, rows, P);
+                               ? down_ns(cols, rows, K, P) : along_ns(cols, rows, K, P);
     return table_ns(cols, rows, K, P) < rowwise;
 }
 #endif
