@@ -114,8 +114,9 @@ WAYS = {
     # group (5, 9, 7 rows) repeats its last row
     "packed-rows": [(3, 5, 40, 9), (3, 9, 300, 16), (3, 7, 33, 17), (3, 24, 300, 32)],
     # row tables of 16 or 32 lanes an entry, where the cost model takes them: 1030 x 32
-    # at 1-4 planes, 4096 x 20 at 2-4 (32 lanes), 4096 x 12 at 3-4 and 2200 x 12 at 4 (16
-    # lanes); planes at byte 16 j or 32 j, two vectors an entry from 3 planes of 32 lanes
+    # and 4096 x 20 at 1-4 planes (32 lanes), 4096 x 12 and 2200 x 12 at 2-4 (16 lanes;
+    # at 1 plane down the columns); planes at byte 16 j or 32 j, two vectors an entry
+    # from 3 planes of 32 lanes
     "tables-16-32": [(1, 1030, 33, 32), (1, 4096, 300, 20), (1, 4096, 100, 12),
                      (1, 2200, 70, 12)],
 }
