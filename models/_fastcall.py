@@ -24,7 +24,6 @@ import threading
 from pathlib import Path
 
 import torch
-from torch.utils import cpp_extension
 
 from axsa import native
 from axsa.errors import ToolError
@@ -43,6 +42,8 @@ _LOCK = threading.Lock()
 
 
 def _compile_into(cxx: str, work: Path) -> None:
+    # (here only: it imports setuptools, 0.15 s)
+    from torch.utils import cpp_extension
     includes = [*cpp_extension.include_paths(), sysconfig.get_paths()["include"]]
     libdirs = cpp_extension.library_paths()
     native.run_compiler(
@@ -66,7 +67,7 @@ def load():
             cxx = native.cxx("the fast-call extension")
             path, _ = native.build_cached(
                 "fastcall", [RECIPE, SOURCE.read_text(), native.cxx_version(cxx),
-                             torch.__version__, sys.version, *cpp_extension.library_paths()],
+                             torch.__version__, sys.version, str(Path(torch.__file__).parent)],
                 FLAGS, f"{NAME}.so", lambda work: _compile_into(cxx, work))
             loader = importlib.machinery.ExtensionFileLoader(NAME, str(path))
             spec = importlib.util.spec_from_file_location(NAME, path, loader=loader)

@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from .. import _fastcall
+
 #: plans kept; a plan is 1-3 MB for an 8x8-bit table
 MAX_PLANS = 64
 #: entries kept in each of TUNED, CALLS, FAST and PREPARED (emptied when full)
@@ -109,7 +111,6 @@ def workspace(slot: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
 def clear() -> None:
     """Empty every cache (the workspace of the calling thread included); the stored
     engine choices are read again from their file on next use."""
-    from .. import _fastcall
     from . import choices
     choices.forget()
     with LOCK:
