@@ -1631,11 +1631,14 @@ void packed_rows(const uint8_t* planes, const uint8_t* ca, int64_t rows, int64_t
         M[4 * k + 3] = b7 & b6;
     }
     alignas(64) int64_t tot[64];
+    // one weighing of 1-2 planes: the sums go straight into out's rows, else through tot
+    const bool direct = P <= 2 && K <= kPlaneK;
     for (int64_t r0 = 0; r0 < rows; r0 += R) {
         const int64_t nr = std::min<int64_t>(R, rows - r0);
         const uint8_t* sel[R];   // (a short last group repeats its last row)
         for (int i = 0; i < R; ++i) sel[i] = ca + (r0 + std::min<int64_t>(i, nr - 1)) * K;
-        for (int i = 0; i < 64; ++i) tot[i] = base;
+        if (!direct)
+            for (int i = 0; i < 64; ++i) tot[i] = base;
         for (int64_t k0 = 0; k0 < K; k0 += kPlaneK) {
             const int64_t k1 = std::min(K, k0 + kPlaneK);
             __m512i even[P], odd[P];
@@ -1659,8 +1662,23 @@ void packed_rows(const uint8_t* planes, const uint8_t* ca, int64_t rows, int64_t
                     odd[j] = _mm512_add_epi16(odd[j], _mm512_srli_epi16(v, 8));
                 }
             }
+            if constexpr (P <= 2) {
+                if (direct) {   // lane i: row i / G of the group, column i % G
+                    const __m512i b = _mm512_set1_epi64(base);
+                    plane_sums_by8<P>(even, odd, 64, [&](int i, __m512i v) {
+                        const int64_t row = i / G, col = i % G;
+                        if (row >= nr || col >= w) return;
+                        const __mmask8 m = w - col >= 8 ? 0xFF
+                                                        : __mmask8((1u << (w - col)) - 1);
+                        _mm512_mask_storeu_epi64(out + (r0 + row) * N + n0 + col, m,
+                                                 _mm512_add_epi64(b, v));
+                    });
+                    continue;
+                }
+            }
             add_plane_sums<P>(even, odd, tot);
         }
+        if (direct) continue;
         for (int64_t i = 0; i < nr; ++i)
             std::memcpy(out + (r0 + i) * N + n0, tot + G * i, size_t(w) * 8);
     }
