@@ -21,8 +21,19 @@ from .native import native_call, native_matmul, native_operands
 TUNE_MAX_NS = 20e6
 #: engines estimated this many times slower than the best are not timed
 TUNE_SPREAD = 30.0
-#: rounds of a fit (each plausible engine once per round)
+#: rounds of a fit (each plausible engine once per round), at least
 FIT_ROUNDS = 5
+#: ... and more, up to FIT_MAX_ROUNDS, until the rounds took this long (s): on a call of
+#: a few microseconds five rounds last a fraction of a millisecond, and a burst of load
+#: that long can slow every round of the fastest engine (ts's head with mitchell at 2
+#: threads: 1 fit in 30 took the 7.4 µs engine over the 3.5 µs one)
+FIT_MIN_S = 0.02
+FIT_MAX_ROUNDS = 50
+#: from the third round on, engines whose best time is this many times the best one's
+#: leave the rounds: the slow ones' calls (hundreds of microseconds, large scratch)
+#: otherwise evict the caches between the close ones' calls, and slowed the fastest
+#: engine of a 4 µs call to 5-8 µs, as slow as the runner-up
+FIT_DROP = 2.0
 
 #: every engine on int64 codes: ``fn(ca, cb, batch, plan) -> (*batch, M, N) int64``
 ENGINE_FUNCTIONS = {
@@ -84,8 +95,9 @@ def _float_terms(ca, cb, batch, plan) -> torch.Tensor:
 def fit(plan, ca, cb, batch, floats: bool = False) -> str:
     """Time every plausible engine on these very operands (all are exact, so only the
     speed differs) and return the fastest: the cost model's constants are rough, and on
-    small GEMMs fixed per-call costs decide. The engines take turns, `FIT_ROUNDS` rounds,
-    best time of each (each timed on its second call of a round: warm), so that a burst
+    small GEMMs fixed per-call costs decide. The engines take turns, `FIT_ROUNDS` rounds
+    (more on small calls, `FIT_MIN_S`; the slow ones dropped, `FIT_DROP`), best time
+    of each (each timed on its second call of a round: warm), so that a burst
     of load on a shared machine falls on one round of every engine rather than on all of
     one engine's. With `floats`, each is timed with its result in float32, as such a call
     gets it. Counted in `cache.FITS`."""
@@ -106,12 +118,18 @@ def fit(plan, ca, cb, batch, floats: bool = False) -> str:
                 fns[name] = ENGINE_FUNCTIONS[name]
             fns[name](ca, cb, batch, plan)    # warm-up: scratch buffers, caches
         times = dict.fromkeys(names, math.inf)
-        for _ in range(FIT_ROUNDS):
+        start = time.perf_counter()
+        for done in range(FIT_MAX_ROUNDS):
+            if done >= FIT_ROUNDS and time.perf_counter() - start >= FIT_MIN_S:
+                break
             for name, fn in fns.items():
                 fn(ca, cb, batch, plan)    # warm: a model calls the same engine over and
                 t0 = time.perf_counter()   # over (cold, a tiny GEMM's engines differ by
                 fn(ca, cb, batch, plan)    # what the previous engine left in the caches)
                 times[name] = min(times[name], time.perf_counter() - t0)
+            if done >= 1:
+                best = min(times.values())
+                fns = {n: fn for n, fn in fns.items() if times[n] <= FIT_DROP * best}
         names = [min(times, key=times.get)]
     return names[0]
 
