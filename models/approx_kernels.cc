@@ -1421,9 +1421,9 @@ bool use_planes(const AxsaPlan& p) {
 // codes cb (K x N); out has N columns. (Not inlined: inside gather_block, with the plane
 // gathers around it, gcc 12 compiled its outer-product loop 1.6-1.9x slower.)
 template <typename L, typename Acc>
-[[gnu::noinline]] void gather_rows(const L* lut, int64_t nb, const int32_t* ca, int64_t rows, int64_t K,
-                 const int32_t* cb, int64_t N, int64_t n_lo, int64_t n_hi, Acc* acc,
-                 int64_t* out) {
+[[gnu::noinline]] void gather_rows(const L* lut, int64_t nb, const int32_t* ca, int64_t rows,
+                                   int64_t K, const int32_t* cb, int64_t N, int64_t n_lo,
+                                   int64_t n_hi, Acc* acc, int64_t* out) {
     if (N == 1) {   // a matrix-vector product (a model's output head): one sum per row
         for (int64_t r = 0; r < rows; ++r) {
             const int32_t* codes = ca + r * K;
@@ -1505,6 +1505,9 @@ inline void plane_sums_by8(__m512i* even, const __m512i* odd, int64_t width, Sin
     }
 }
 
+// The low min(n, 8) of 8 int64 lanes (n >= 1).
+inline __mmask8 low_lanes8(int64_t n) { return n >= 8 ? 0xFF : __mmask8((1u << n) - 1); }
+
 // o[0 .. width) = base + (or, with `add`, +=) the weighed sums of one vector's planes
 // (`plane_sums_by8`), stored straight into a row of the output.
 template <int P>
@@ -1513,7 +1516,7 @@ inline void store_plane_sums(__m512i* even, const __m512i* odd, int64_t* o, int6
     const __m512i b = _mm512_set1_epi64(base);
     plane_sums_by8<P>(even, odd, width, [&](int i, __m512i w) {
         if (i >= width) return;
-        const __mmask8 m = width - i >= 8 ? 0xFF : __mmask8((1u << (width - i)) - 1);
+        const __mmask8 m = low_lanes8(width - i);
         const __m512i prev = add ? _mm512_maskz_loadu_epi64(m, o + i) : b;
         _mm512_mask_storeu_epi64(o + i, m, _mm512_add_epi64(prev, w));
     });
@@ -1669,10 +1672,8 @@ void packed_rows(const uint8_t* planes, const uint8_t* ca, int64_t rows, int64_t
                     plane_sums_by8<P>(even, odd, 64, [&](int i, __m512i v) {
                         const int64_t row = i / G, col = i % G;
                         if (row >= nr || col >= w) return;
-                        const __mmask8 m = w - col >= 8 ? 0xFF
-                                                        : __mmask8((1u << (w - col)) - 1);
-                        _mm512_mask_storeu_epi64(out + (r0 + row) * N + n0 + col, m,
-                                                 _mm512_add_epi64(b, v));
+                        _mm512_mask_storeu_epi64(out + (r0 + row) * N + n0 + col,
+                                                 low_lanes8(w - col), _mm512_add_epi64(b, v));
                     });
                     continue;
                 }
