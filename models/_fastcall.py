@@ -3,10 +3,11 @@
 Once ``auto`` has chosen a native engine for a call, `keep` hands its prepared kernel
 call (`axsa.models._native.NativeCall`) to the extension, and `run` then finds it by the
 table key and the operands' shapes, strides, dtypes and the thread count, allocates the
-int64 result and runs the kernel, all in C++: on a model's smallest GEMMs the same steps
-in Python took four times the kernel's own time (docs/emulation.md, "Speed").
+int64 result and runs the kernel, all in C++: on a model's smallest GEMM (ts's head) the
+same steps in Python took about three times the kernel's own time, 3.5 of a call's
+4.6 µs, against 0.9 of 2.0 here (docs/emulation.md, engine section).
 
-The extension is compiled once per torch, Python and compiler (about 15-30 s; cached in
+The extension is compiled once per torch, Python and compiler (about 20 s; cached in
 `axsa.native`, like the kernels) the first time a call is kept. Without it (no Python
 headers, a compiler that fails: one warning on stderr says why) or with
 ``AXSA_FASTCALL=0`` the same path runs in Python (same results, a few microseconds more

@@ -4,7 +4,7 @@
 //
 // On a model's small GEMMs (the ts head: 64x32 @ 32x1) the kernel takes about a
 // microsecond and the same steps in Python (the key's eight tensor attributes, the
-// result tensor, ctypes) took four to five more; here they take a fraction of one.
+// result tensor, ctypes) took 3.5 more; here, with approx_matmul's own Python, 0.9.
 // The kernels themselves stay in approx_kernels.cc (built without torch): an entry holds
 // the address of `axsa_approx_gemm` and of the prepared plan, and a reference to the
 // Python object that owns the plan, so neither goes away while the entry is kept.

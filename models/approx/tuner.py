@@ -24,9 +24,9 @@ TUNE_SPREAD = 30.0
 #: rounds of a fit (each plausible engine once per round), at least
 FIT_ROUNDS = 5
 #: ... and more, up to FIT_MAX_ROUNDS, until the rounds took this long (s): on a call of
-#: a few microseconds five rounds last a fraction of a millisecond, and a burst of load
-#: that long can slow every round of the fastest engine (ts's head with mitchell at 2
-#: threads: 1 fit in 30 took the 7.4 µs engine over the 3.5 µs one)
+#: a few microseconds five rounds last about a millisecond, which one burst of load can
+#: cover (a guard: the wrong picks measured on ts's head, 1 fit in 30 at 2 threads, came
+#: from the cache evictions FIT_DROP removes; with this alone they were 1 in 60)
 FIT_MIN_S = 0.02
 FIT_MAX_ROUNDS = 50
 #: from the third round on, engines whose best time is this many times the best one's
